@@ -1,0 +1,23 @@
+//! Wire formats and pure protocol logic shared by every ferrosync component:
+//! device IDs and the certificates they come from, BEP messages and their
+//! framing, version vectors, the block-size rule, and canonical file names.
+//!
+//! No sockets, no async runtime, no disk: everything here is a function of
+//! its inputs, so it is tested byte for byte against Syncthing's encodings.
+#![deny(missing_docs)]
+
+pub mod block_size;
+pub mod cert;
+mod convert;
+pub mod device_id;
+pub mod frame;
+pub mod message;
+pub mod name;
+pub mod version;
+pub mod wire;
+
+pub use convert::MessageError;
+pub use device_id::{DeviceId, DeviceIdError, ShortId};
+pub use message::Message;
+pub use name::{Name, NameError};
+pub use version::Vector;

@@ -1,0 +1,6 @@
+//! The prost-generated BEP wire types (`proto/bep.proto`). Code outside this
+//! crate should not need them: [`crate::message`] converts to domain types at
+//! the edge, validating as it goes.
+#![allow(missing_docs, clippy::all)]
+
+include!(concat!(env!("OUT_DIR"), "/bep.rs"));
