@@ -1,0 +1,165 @@
+//! One function per command: load what it needs, call the library, print.
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::{Cli, Command, ConfigAction, DeviceAction, FolderAction};
+use crate::config::Config;
+use crate::home::Home;
+use crate::identity;
+
+pub(super) fn run(cli: Cli) -> Result<()> {
+    let home = Home::resolve(cli.home)?;
+    match cli.command {
+        Command::Init { name } => init(&home, name),
+        Command::Id => {
+            println!("{}", identity::load(&home)?.device_id);
+            Ok(())
+        }
+        Command::Run => crate::daemon::run(&home),
+        Command::Config { action } => config(&home, action),
+        Command::Device { action } => device(&home, action),
+        Command::Folder { action } => folder(&home, action),
+    }
+}
+
+fn init(home: &Home, name: Option<String>) -> Result<()> {
+    let (id, created) = identity::load_or_create(home)?;
+    let path = home.config_path();
+    if path.exists() {
+        let mut c = Config::load(&path)?;
+        if let Some(name) = name {
+            c.set("name", &name)?;
+            c.save(&path)?;
+        }
+    } else {
+        let mut c = Config::new_for("");
+        c.set("name", &name.unwrap_or_else(crate::config::host_name))?;
+        c.save(&path)?;
+    }
+    if !created {
+        eprintln!(
+            "{} already has an identity; keeping it",
+            home.dir().display()
+        );
+    }
+    println!("{}", id.device_id);
+    Ok(())
+}
+
+/// Loads the config, applies `change`, and saves it only if that succeeded.
+fn edit<T>(home: &Home, change: impl FnOnce(&mut Config) -> Result<T>) -> Result<T> {
+    let path = home.config_path();
+    let mut c = Config::load(&path)?;
+    let out = change(&mut c)?;
+    c.save(&path)?;
+    Ok(out)
+}
+
+fn config(home: &Home, action: ConfigAction) -> Result<()> {
+    match action {
+        ConfigAction::Get { key } => {
+            println!("{}", Config::load(&home.config_path())?.get(&key)?);
+        }
+        ConfigAction::Set { key, value } => {
+            edit(home, |c| Ok(c.set(&key, &value)?))?;
+        }
+    }
+    Ok(())
+}
+
+fn device(home: &Home, action: DeviceAction) -> Result<()> {
+    match action {
+        DeviceAction::Add {
+            id,
+            name,
+            addresses,
+        } => {
+            let own = identity::load(home)?.device_id;
+            edit(home, |c| {
+                Ok(c.add_device(&own, id, name.as_deref(), &addresses)?)
+            })?;
+            println!("added device {id}");
+        }
+        DeviceAction::Remove { id } => {
+            let unshared = edit(home, |c| Ok(c.remove_device(&id)?))?;
+            println!("removed device {id}");
+            for f in unshared {
+                println!("unshared folder {f:?} from it");
+            }
+        }
+        DeviceAction::List { json } => {
+            let c = Config::load(&home.config_path())?;
+            if json {
+                let list: Vec<_> = c
+                    .devices
+                    .iter()
+                    .map(|d| json!({"id": d.id.to_string(), "name": d.name, "addresses": d.addresses}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if c.devices.is_empty() {
+                println!("no devices configured");
+            } else {
+                for d in &c.devices {
+                    println!("{}  {:<16}  {}", d.id, d.name, d.addresses.join(","));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn folder(home: &Home, action: FolderAction) -> Result<()> {
+    match action {
+        FolderAction::Add {
+            folder_id,
+            path,
+            kind,
+            share,
+        } => {
+            edit(home, |c| Ok(c.add_folder(&folder_id, &path, kind, &share)?))?;
+            println!("added folder {folder_id:?}");
+        }
+        FolderAction::Share {
+            folder_id,
+            device_id,
+        } => {
+            if edit(home, |c| Ok(c.share_folder(&folder_id, &device_id)?))? {
+                println!("shared folder {folder_id:?} with {device_id}");
+            } else {
+                println!("folder {folder_id:?} was already shared with {device_id}");
+            }
+        }
+        FolderAction::List { json } => {
+            let c = Config::load(&home.config_path())?;
+            if json {
+                let list: Vec<_> = c
+                    .folders
+                    .iter()
+                    .map(|f| {
+                        json!({
+                            "id": f.id,
+                            "path": f.path,
+                            "type": f.kind.as_str(),
+                            "devices": f.devices.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if c.folders.is_empty() {
+                println!("no folders configured");
+            } else {
+                for f in &c.folders {
+                    println!(
+                        "{:<16}  {:<12}  {}  (shared with {} devices)",
+                        f.id,
+                        f.kind.as_str(),
+                        f.path.display(),
+                        f.devices.len()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

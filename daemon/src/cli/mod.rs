@@ -1,0 +1,162 @@
+//! The `ferrosync` command line: argument parsing and one small function per
+//! command that calls into the library and prints the outcome.
+//!
+//! Errors print as one `error: ...` line on stderr with a non-zero exit;
+//! clap handles malformed arguments (exit 2) the same way.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use proto::DeviceId;
+
+use crate::config::FolderType;
+
+/// Peer-to-peer file synchronisation, compatible with Syncthing.
+#[derive(Debug, Parser)]
+#[command(name = "ferrosync", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Directory holding this device's identity and config
+    /// [default: the platform config dir, e.g. ~/.config/ferrosync]
+    #[arg(long, env = "FERROSYNC_HOME", global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create this device's identity and config, and print its device ID.
+    Init {
+        /// This device's name, shown to peers [default: the host name].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Print this device's ID.
+    Id,
+    /// Run the daemon in the foreground (initialising the home if needed).
+    Run,
+    /// Read or change a setting.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Manage the devices this one syncs with.
+    Device {
+        #[command(subcommand)]
+        action: DeviceAction,
+    },
+    /// Manage shared folders.
+    Folder {
+        #[command(subcommand)]
+        action: FolderAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Print a setting's value (lists are comma-separated).
+    Get {
+        /// One of: name, listen, relays, nat, api.address, api.key,
+        /// discovery.local, discovery.global.
+        key: String,
+    },
+    /// Change a setting (lists are comma-separated; empty means none).
+    Set {
+        /// The setting (see `config get --help`).
+        key: String,
+        /// The new value.
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceAction {
+    /// Add a device by its ID.
+    Add {
+        /// The device's ID (as `ferrosync id` or Syncthing shows it).
+        id: DeviceId,
+        /// A name for it.
+        #[arg(long)]
+        name: Option<String>,
+        /// Where to reach it, e.g. tcp://192.0.2.7:22000 (repeatable)
+        /// [default: dynamic, i.e. found by discovery].
+        #[arg(long = "address", value_name = "URL")]
+        addresses: Vec<String>,
+    },
+    /// List configured devices.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a device (and unshare every folder from it).
+    Remove {
+        /// The device's ID.
+        id: DeviceId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FolderAction {
+    /// Share a directory as a folder.
+    Add {
+        /// The ID peers know the folder by (the same on every device).
+        folder_id: String,
+        /// The folder's root: an existing directory.
+        path: PathBuf,
+        /// Which directions changes flow.
+        #[arg(long = "type", value_enum, default_value_t = FolderType::SendReceive)]
+        kind: FolderType,
+        /// A configured device to share it with (repeatable).
+        #[arg(long = "share", value_name = "DEVICE-ID")]
+        share: Vec<DeviceId>,
+    },
+    /// Share a folder with one more configured device.
+    Share {
+        /// The folder.
+        folder_id: String,
+        /// The device.
+        device_id: DeviceId,
+    },
+    /// List configured folders.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses the command line, runs the command and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,177 @@
+//! `config get|set KEY [VALUE]`: the settings addressable by dotted key, each
+//! parsed and checked before anything changes.
+
+use std::net::SocketAddr;
+
+use super::{Config, ConfigError};
+
+/// Every key `get` and `set` accept.
+pub const KEYS: &[&str] = &[
+    "name",
+    "listen",
+    "relays",
+    "nat",
+    "api.address",
+    "api.key",
+    "discovery.local",
+    "discovery.global",
+];
+
+/// URL schemes a device listens on or is dialled at.
+pub(super) const SYNC_SCHEMES: &[&str] = &["tcp", "tcp4", "tcp6", "quic", "quic4", "quic6"];
+
+impl Config {
+    /// The value of `key` as text (lists joined by commas).
+    pub fn get(&self, key: &str) -> Result<String, ConfigError> {
+        Ok(match key {
+            "name" => self.name.clone(),
+            "listen" => self.listen.join(","),
+            "relays" => self.relays.join(","),
+            "nat" => self.nat.to_string(),
+            "api.address" => self.api.address.clone(),
+            "api.key" => self.api.key.clone(),
+            "discovery.local" => self.discovery.local.to_string(),
+            "discovery.global" => self.discovery.global.join(","),
+            _ => return Err(ConfigError::UnknownKey(key.to_string())),
+        })
+    }
+
+    /// Sets `key` from text; on error nothing changes.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let bad = |reason: String| ConfigError::BadValue {
+            key: key.to_string(),
+            reason,
+        };
+        match key {
+            "name" => {
+                let v = value.trim();
+                if v.is_empty() {
+                    return Err(bad("the name must not be empty".into()));
+                }
+                self.name = v.to_string();
+            }
+            "listen" => self.listen = url_list(value, SYNC_SCHEMES).map_err(bad)?,
+            "relays" => self.relays = url_list(value, &["relay", "dynamic+https"]).map_err(bad)?,
+            "nat" => self.nat = parse_bool(value).map_err(bad)?,
+            "api.address" => {
+                let addr: SocketAddr = value.trim().parse().map_err(|_| {
+                    bad(format!(
+                        "{value:?} is not an IP address and port, e.g. 127.0.0.1:8384"
+                    ))
+                })?;
+                self.api.address = addr.to_string();
+            }
+            "api.key" => {
+                let v = value.trim();
+                if v.len() < 16 || !v.chars().all(|c| c.is_ascii_graphic()) {
+                    return Err(bad("use at least 16 printable ASCII characters".into()));
+                }
+                self.api.key = v.to_string();
+            }
+            "discovery.local" => self.discovery.local = parse_bool(value).map_err(bad)?,
+            "discovery.global" => {
+                self.discovery.global = url_list(value, &["https", "http"]).map_err(bad)?
+            }
+            _ => return Err(ConfigError::UnknownKey(key.to_string())),
+        }
+        Ok(())
+    }
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(format!("{value:?} is not true or false")),
+    }
+}
+
+/// A comma-separated list of URLs with one of `schemes`; empty means none.
+fn url_list(value: &str, schemes: &[&str]) -> Result<Vec<String>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| check_url(s, schemes).map(|()| s.to_string()))
+        .collect()
+}
+
+/// Checks that `s` is a URL with one of `schemes`, a host (which may be
+/// empty only for listen-style `tcp://:22000`) and, for sync schemes, a port.
+pub(super) fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
+    let url = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(format!(
+            "{s:?}: scheme {:?} is not one of {}",
+            url.scheme(),
+            schemes.join(", ")
+        ));
+    }
+    let sync = SYNC_SCHEMES.contains(&url.scheme()) || url.scheme() == "relay";
+    if sync && url.port().is_none() {
+        return Err(format!("{s:?} has no port"));
+    }
+    if !sync && url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{s:?} has no host"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_reads_back_what_was_set() {
+        let mut c = Config::new_for("a");
+        let cases = [
+            ("name", "my laptop"),
+            ("listen", "tcp://127.0.0.1:2200,quic://[::1]:2200"),
+            ("relays", "relay://10.0.0.1:22067/?id=X"),
+            ("nat", "false"),
+            ("api.address", "127.0.0.1:9000"),
+            ("api.key", "0123456789abcdef0123"),
+            ("discovery.local", "false"),
+            ("discovery.global", "https://127.0.0.1:8443/v2/?id=X"),
+        ];
+        for (k, v) in cases {
+            c.set(k, v).unwrap_or_else(|e| panic!("{k}: {e}"));
+            assert_eq!(c.get(k).expect("get"), v, "{k}");
+        }
+        assert_eq!(cases.len(), KEYS.len());
+    }
+
+    #[test]
+    fn empty_lists_mean_none() {
+        let mut c = Config::new_for("a");
+        for k in ["relays", "discovery.global", "listen"] {
+            c.set(k, "").expect("empty");
+            assert_eq!(c.get(k).expect("get"), "");
+        }
+        assert!(c.relays.is_empty() && c.discovery.global.is_empty() && c.listen.is_empty());
+    }
+
+    #[test]
+    fn bad_values_change_nothing() {
+        let mut c = Config::new_for("a");
+        let before = c.clone();
+        for (k, v) in [
+            ("listen", "http://x:1"),
+            ("listen", "tcp://127.0.0.1"),
+            ("listen", "not a url"),
+            ("listen", "tcp://127.0.0.1:1,bogus"),
+            ("nat", "maybe"),
+            ("api.address", "localhost"),
+            ("api.key", "short"),
+            ("name", "  "),
+            ("discovery.global", "ftp://x"),
+            ("relays", "tcp://x:1"),
+            ("nope", "1"),
+        ] {
+            let e = c.set(k, v).expect_err(k);
+            assert!(!e.to_string().is_empty());
+            assert_eq!(c, before, "{k}={v} changed the config");
+        }
+        assert!(matches!(c.get("nope"), Err(ConfigError::UnknownKey(_))));
+    }
+}

@@ -1,0 +1,307 @@
+//! The configuration: this device's settings, the devices it knows and the
+//! folders it shares. Stored as TOML in the home, replaced atomically.
+//!
+//! Mutations (`keys.rs`, `edit.rs`) are methods on [`Config`] that either
+//! apply whole or return an error and change nothing; callers save after a
+//! successful change. The CLI and, later, the local API share them.
+
+mod edit;
+mod keys;
+
+use std::path::{Path, PathBuf};
+
+use proto::DeviceId;
+use serde::{Deserialize, Serialize};
+
+pub use keys::KEYS;
+
+/// The configuration shipped with the binary; `init` fills in the name and
+/// API key.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// The schema version this build writes.
+pub const VERSION: u32 = 1;
+
+/// Everything a device is configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Schema version.
+    pub version: u32,
+    /// This device's name.
+    pub name: String,
+    /// Listen URLs.
+    pub listen: Vec<String>,
+    /// Relay URLs to join.
+    pub relays: Vec<String>,
+    /// Port mapping on the router.
+    pub nat: bool,
+    /// The local control API.
+    pub api: ApiConfig,
+    /// Discovery settings.
+    pub discovery: DiscoveryConfig,
+    /// Known devices.
+    #[serde(default, rename = "device", skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceConfig>,
+    /// Shared folders.
+    #[serde(default, rename = "folder", skip_serializing_if = "Vec::is_empty")]
+    pub folders: Vec<FolderConfig>,
+}
+
+/// The local control API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `host:port` to listen on (loopback by default).
+    pub address: String,
+    /// The secret sent as `X-API-Key`.
+    pub key: String,
+}
+
+/// How peers are found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// LAN discovery on or off.
+    pub local: bool,
+    /// Global discovery server URLs.
+    pub global: Vec<String>,
+}
+
+/// A device this one may talk to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Its ID.
+    #[serde(with = "device_id_text")]
+    pub id: DeviceId,
+    /// Our name for it.
+    #[serde(default)]
+    pub name: String,
+    /// Where to reach it: URLs, or `dynamic` for discovery.
+    #[serde(default = "dynamic")]
+    pub addresses: Vec<String>,
+}
+
+fn dynamic() -> Vec<String> {
+    vec!["dynamic".to_string()]
+}
+
+/// A folder shared with some devices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderConfig {
+    /// The ID peers know it by.
+    pub id: String,
+    /// Absolute path of its root.
+    pub path: PathBuf,
+    /// Which directions changes flow.
+    #[serde(rename = "type", default)]
+    pub kind: FolderType,
+    /// Devices it is shared with.
+    #[serde(default, with = "device_id_list")]
+    pub devices: Vec<DeviceId>,
+}
+
+/// Which directions changes flow in a folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FolderType {
+    /// Send local changes and apply remote ones.
+    #[default]
+    SendReceive,
+    /// Send local changes; never apply remote ones.
+    SendOnly,
+    /// Apply remote changes; never announce local ones.
+    ReceiveOnly,
+}
+
+impl FolderType {
+    /// The name used in the config and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SendReceive => "send-receive",
+            Self::SendOnly => "send-only",
+            Self::ReceiveOnly => "receive-only",
+        }
+    }
+}
+
+/// Why the configuration could not be read, changed or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No config file yet.
+    #[error("no configuration at {0}: run `ferrosync --home {1} init` first")]
+    Missing(String, String),
+    /// A read or write failed.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// The TOML does not parse or does not fit the schema.
+    #[error("{0}: {1}")]
+    Parse(String, String),
+    /// Written by a newer ferrosync.
+    #[error("{0}: written by a newer ferrosync (schema {1}, this build knows {VERSION})")]
+    TooNew(String, u32),
+    /// A key `config get|set` does not know.
+    #[error("unknown key {0:?}; known keys: {keys}", keys = KEYS.join(", "))]
+    UnknownKey(String),
+    /// A value that does not fit its key.
+    #[error("bad value for {key}: {reason}")]
+    BadValue {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A change that conflicts with what is configured.
+    #[error("{0}")]
+    Conflict(String),
+    /// Refers to a device or folder that is not configured.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn default_config() -> Self {
+        toml::from_str(DEFAULT_TOML)
+            .unwrap_or_else(|e| unreachable!("embedded default.toml is valid: {e}"))
+    }
+
+    /// A fresh configuration for a new device called `name`.
+    pub fn new_for(name: &str) -> Self {
+        let mut c = Self::default_config();
+        c.name = name.to_string();
+        c.api.key = new_api_key();
+        c
+    }
+
+    /// Reads the config at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let home = path
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .display()
+                    .to_string();
+                return Err(ConfigError::Missing(shown, home));
+            }
+            Err(e) => return Err(ConfigError::Io(shown, e)),
+        };
+        let config: Self =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse(shown.clone(), e.to_string()))?;
+        if config.version > VERSION {
+            return Err(ConfigError::TooNew(shown, config.version));
+        }
+        Ok(config)
+    }
+
+    /// Writes the config to `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let shown = path.display().to_string();
+        let text = toml::to_string_pretty(self)
+            .map_err(|e| ConfigError::Parse(shown.clone(), e.to_string()))?;
+        // The API key is a secret: owner-only.
+        crate::fs::write_atomic(path, text.as_bytes(), 0o600).map_err(|e| ConfigError::Io(shown, e))
+    }
+
+    /// The configured device with this ID.
+    pub fn device(&self, id: &DeviceId) -> Option<&DeviceConfig> {
+        self.devices.iter().find(|d| d.id == *id)
+    }
+
+    /// The configured folder with this ID.
+    pub fn folder(&self, id: &str) -> Option<&FolderConfig> {
+        self.folders.iter().find(|f| f.id == id)
+    }
+}
+
+/// The name a new device gets when none is given: the host name.
+pub fn host_name() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.trim().is_empty())
+        .unwrap_or_else(|| "ferrosync".to_string())
+}
+
+fn new_api_key() -> String {
+    let bytes: [u8; 24] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+mod device_id_text {
+    use proto::DeviceId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &DeviceId, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DeviceId, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("device ID {s:?}: {e}")))
+    }
+}
+
+mod device_id_list {
+    use proto::DeviceId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ids: &[DeviceId], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(ids.iter().map(ToString::to_string))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<DeviceId>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .into_iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| serde::de::Error::custom(format!("device ID {s:?}: {e}")))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid_and_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        let mut c = Config::new_for("laptop");
+        c.devices.push(DeviceConfig {
+            id: "MFZWI3D-BONSGYC-YLTMRWG-C43ENR5-QXGZDMM-FZWI3DP-BONSGYY-LTMRWAD"
+                .parse()
+                .expect("id"),
+            name: "other".into(),
+            addresses: dynamic(),
+        });
+        c.save(&path).expect("save");
+        assert_eq!(Config::load(&path).expect("load"), c);
+        assert_eq!(c.api.key.len(), 48);
+        assert_eq!(c.listen, ["tcp://0.0.0.0:22000", "quic://0.0.0.0:22000"]);
+    }
+
+    #[test]
+    fn load_errors_name_the_file_and_problem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        let e = Config::load(&path).expect_err("missing").to_string();
+        assert!(e.contains("init"), "{e}");
+        std::fs::write(&path, "version = 1\nbogus = 3\n").expect("write");
+        let e = Config::load(&path).expect_err("unknown field").to_string();
+        assert!(e.contains("config.toml"), "{e}");
+        let mut c = Config::new_for("x");
+        c.version = VERSION + 1;
+        c.save(&path).expect("save");
+        let e = Config::load(&path).expect_err("too new").to_string();
+        assert!(e.contains("newer"), "{e}");
+    }
+}

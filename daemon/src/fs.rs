@@ -1,0 +1,71 @@
+//! Disk writes that must never be seen half done.
+//!
+//! Everything the daemon persists by replacing a file goes through
+//! [`write_atomic`]: a temp file in the same directory, fsynced, renamed over
+//! the target, then the directory fsynced. A crash at any instant leaves
+//! either the old content or the new.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Replaces `path` with `data`, creating it with permission bits `mode` if
+/// it does not exist (an existing file's mode is not widened).
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.{}-{:08x}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn replaces_content_and_sets_mode_without_leaving_temp_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("key.pem");
+        write_atomic(&p, b"one", 0o600).expect("write");
+        write_atomic(&p, b"two", 0o600).expect("rewrite");
+        assert_eq!(fs::read(&p).expect("read"), b"two");
+        let mode = fs::metadata(&p).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let names: Vec<_> = fs::read_dir(dir.path()).expect("ls").collect();
+        assert_eq!(names.len(), 1, "temp file left behind");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("missing-dir").join("f");
+        assert!(write_atomic(&p, b"x", 0o644).is_err());
+        assert!(!p.exists());
+    }
+}

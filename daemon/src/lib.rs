@@ -1,0 +1,16 @@
+//! The ferrosync daemon: it keeps shared folders identical across devices
+//! by exchanging indexes and blocks with peers over BEP, and its CLI.
+//!
+//! Layers (each imports only the ones below it):
+//! - L0 `config`, `identity`, `home`, `fs`: settings, who we are, safe writes.
+//! - L5 `daemon`: builds and wires the subsystems; `cli` drives it all.
+//!
+//! See `docs/ARCHITECTURE.md` for the full map.
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod fs;
+pub mod home;
+pub mod identity;
