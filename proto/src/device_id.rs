@@ -214,7 +214,7 @@ mod tests {
             bad.parse::<DeviceId>(),
             Err(DeviceIdError::Check { group: 4 })
         );
-        let err = bad.parse::<DeviceId>().unwrap_err().to_string();
+        let err = bad.parse::<DeviceId>().expect_err("bad").to_string();
         assert!(err.contains("check character 4"), "{err}");
     }
 
