@@ -14,3 +14,4 @@ pub mod daemon;
 pub mod fs;
 pub mod home;
 pub mod identity;
+pub mod index;

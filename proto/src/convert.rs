@@ -474,3 +474,21 @@ impl From<&DownloadProgress> for wire::DownloadProgress {
         }
     }
 }
+
+impl FileInfo {
+    /// The entry as a BEP FileInfo protobuf (how the index stores it too).
+    pub fn encode(&self) -> Vec<u8> {
+        prost::Message::encode_to_vec(&wire::FileInfo::from(self))
+    }
+
+    /// Decodes and checks a BEP FileInfo protobuf.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
+        let w = <wire::FileInfo as prost::Message>::decode(bytes).map_err(|source| {
+            MessageError::Decode {
+                kind: "FileInfo",
+                source,
+            }
+        })?;
+        Self::try_from(w)
+    }
+}

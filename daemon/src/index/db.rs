@@ -1,0 +1,278 @@
+//! The only module that knows sled: the key layout, the schema version, and
+//! a narrow get / scan / atomic-batch interface. Replacing sled means
+//! rewriting this file alone.
+//!
+//! Everything lives in one sled tree so that one batch (a file entry, its
+//! sequence key, the global entry, the need-set and the counters) is applied
+//! atomically: after a crash the index is some earlier consistent state.
+//!
+//! Keys (integers big-endian so ranges sort numerically):
+//! ```text
+//! 00                                   schema version (u32)
+//! 01 folder-id                         folder number (u32)
+//! 02 device-id (32 bytes)              device number (u32; 0 = this device)
+//! 03 'F' | 03 'D'                      next folder / device number
+//! 10 folder device name                file entry (codec::Entry)
+//! 11 folder seq(u64)                   name, for this device's entries only
+//! 12 folder name                       global winner (codec::Global)
+//! 13 folder name                       need-set member (codec::Summary)
+//! 14 folder device                     per-device meta (codec::DeviceMeta)
+//! 15 folder                            folder meta (codec::FolderMeta)
+//! ```
+
+use std::path::Path;
+
+/// Version of the key layout and record formats; bump on any change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const SCHEMA: u8 = 0x00;
+const FOLDER_NUM: u8 = 0x01;
+const DEVICE_NUM: u8 = 0x02;
+const NEXT_NUM: u8 = 0x03;
+const FILE: u8 = 0x10;
+const SEQ: u8 = 0x11;
+const GLOBAL: u8 = 0x12;
+const NEED: u8 = 0x13;
+const DEVICE_META: u8 = 0x14;
+const FOLDER_META: u8 = 0x15;
+
+/// Why the index database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// sled failed (I/O, corruption, or the database is locked).
+    #[error("index database: {0}")]
+    Sled(#[from] sled::Error),
+    /// The database was written by a newer or older layout.
+    #[error("index database schema {found} is not {SCHEMA_VERSION}: remove the index directory to rebuild it by rescanning")]
+    Schema {
+        /// The version found.
+        found: u32,
+    },
+    /// A stored record does not decode.
+    #[error("index database record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// An open index database.
+#[derive(Clone)]
+pub struct Db {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+/// Writes to apply together, atomically.
+#[derive(Default)]
+pub struct Batch(sled::Batch);
+
+impl Batch {
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.0.insert(key, value);
+    }
+
+    /// Removes `key`.
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.0.remove(key);
+    }
+}
+
+impl Db {
+    /// Opens (or creates) the database in directory `path`. `cache_bytes`
+    /// bounds sled's page cache, which is most of the daemon's memory.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, DbError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            // We flush after each batch ourselves; no background timer.
+            .flush_every_ms(None)
+            .open()?;
+        let tree = db.open_tree("index")?;
+        match tree.get([SCHEMA])? {
+            None => {
+                tree.insert([SCHEMA], &SCHEMA_VERSION.to_be_bytes())?;
+                tree.flush()?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| DbError::Corrupt("schema version".into()))?;
+                if found != SCHEMA_VERSION {
+                    return Err(DbError::Schema { found });
+                }
+            }
+        }
+        Ok(Self { db, tree })
+    }
+
+    /// The value at `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// All pairs whose key starts with `prefix`, in key order.
+    pub fn scan(
+        &self,
+        prefix: Vec<u8>,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), DbError>> + use<> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
+    }
+
+    /// Pairs with keys in `from..` that still start with `prefix`.
+    pub fn scan_from(
+        &self,
+        prefix: Vec<u8>,
+        from: Vec<u8>,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), DbError>> + use<> {
+        self.tree
+            .range(from..)
+            .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
+    }
+
+    /// Applies a batch atomically and makes it durable.
+    pub fn apply(&self, batch: Batch) -> Result<(), DbError> {
+        self.tree.apply_batch(batch.0)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The number for `key_kind`'s `name`, allocated on first use.
+    fn number(&self, kind: u8, next: u8, name: &[u8]) -> Result<u32, DbError> {
+        let key = [&[kind][..], name].concat();
+        if let Some(v) = self.tree.get(&key)? {
+            return decode_u32(&v);
+        }
+        let next_key = [NEXT_NUM, next];
+        let n = match self.tree.get(next_key)? {
+            Some(v) => decode_u32(&v)?,
+            None => 1, // Device 0 is this device.
+        };
+        let mut b = sled::Batch::default();
+        b.insert(key.as_slice(), &n.to_be_bytes());
+        b.insert(&next_key, &(n + 1).to_be_bytes());
+        self.tree.apply_batch(b)?;
+        self.db.flush()?;
+        Ok(n)
+    }
+
+    /// The number of folder `id` (stable for the database's life).
+    pub fn folder_number(&self, id: &str) -> Result<u32, DbError> {
+        self.number(FOLDER_NUM, b'F', id.as_bytes())
+    }
+
+    /// The number of a remote device.
+    pub fn device_number(&self, id: &proto::DeviceId) -> Result<u32, DbError> {
+        self.number(DEVICE_NUM, b'D', id.as_bytes())
+    }
+}
+
+fn decode_u32(v: &[u8]) -> Result<u32, DbError> {
+    <[u8; 4]>::try_from(v)
+        .map(u32::from_be_bytes)
+        .map_err(|_| DbError::Corrupt("number".into()))
+}
+
+/// Key builders: the layout above, in one place.
+pub mod key {
+    use super::*;
+
+    fn with(kind: u8, folder: u32, rest: &[&[u8]]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(5 + rest.iter().map(|r| r.len()).sum::<usize>());
+        k.push(kind);
+        k.extend_from_slice(&folder.to_be_bytes());
+        for r in rest {
+            k.extend_from_slice(r);
+        }
+        k
+    }
+
+    /// A device's entry for `name`.
+    pub fn file(folder: u32, device: u32, name: &str) -> Vec<u8> {
+        with(FILE, folder, &[&device.to_be_bytes(), name.as_bytes()])
+    }
+
+    /// Prefix of all of a device's entries.
+    pub fn files(folder: u32, device: u32) -> Vec<u8> {
+        with(FILE, folder, &[&device.to_be_bytes()])
+    }
+
+    /// The name part of a file key.
+    pub fn file_name(key: &[u8]) -> &[u8] {
+        key.get(9..).unwrap_or_default()
+    }
+
+    /// This device's sequence key.
+    pub fn seq(folder: u32, seq: i64) -> Vec<u8> {
+        with(SEQ, folder, &[&(seq as u64).to_be_bytes()])
+    }
+
+    /// Prefix of this device's sequence keys.
+    pub fn seqs(folder: u32) -> Vec<u8> {
+        with(SEQ, folder, &[])
+    }
+
+    /// The global entry for `name`.
+    pub fn global(folder: u32, name: &str) -> Vec<u8> {
+        with(GLOBAL, folder, &[name.as_bytes()])
+    }
+
+    /// The need-set entry for `name`.
+    pub fn need(folder: u32, name: &str) -> Vec<u8> {
+        with(NEED, folder, &[name.as_bytes()])
+    }
+
+    /// Prefix of the need-set.
+    pub fn needs(folder: u32) -> Vec<u8> {
+        with(NEED, folder, &[])
+    }
+
+    /// The name part of a global or need key.
+    pub fn folder_name(key: &[u8]) -> &[u8] {
+        key.get(5..).unwrap_or_default()
+    }
+
+    /// Per-device meta.
+    pub fn device_meta(folder: u32, device: u32) -> Vec<u8> {
+        with(DEVICE_META, folder, &[&device.to_be_bytes()])
+    }
+
+    /// Prefix of every device's meta in a folder.
+    pub fn device_metas(folder: u32) -> Vec<u8> {
+        with(DEVICE_META, folder, &[])
+    }
+
+    /// The device number in a device-meta key.
+    pub fn device_of_meta(key: &[u8]) -> Option<u32> {
+        key.get(5..9)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+    }
+
+    /// Folder meta.
+    pub fn folder_meta(folder: u32) -> Vec<u8> {
+        with(FOLDER_META, folder, &[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_different_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index");
+        {
+            let db = sled::open(&path).expect("sled");
+            db.open_tree("index")
+                .expect("tree")
+                .insert([0u8], &99u32.to_be_bytes())
+                .expect("insert");
+            db.flush().expect("flush");
+        }
+        let err = Db::open(&path, 1 << 20).err().expect("refused");
+        assert!(err.to_string().contains("schema 99"), "{err}");
+    }
+}

@@ -1,0 +1,109 @@
+//! Which version of a file wins across devices, and whether this device
+//! needs it: Syncthing's rules, so every device in a cluster agrees.
+
+use proto::message::FileInfo;
+use proto::version::Ordering;
+
+/// Whether `a` should be the global version rather than `b`.
+pub fn beats(a: &FileInfo, b: &FileInfo) -> bool {
+    if a.invalid != b.invalid {
+        return !a.invalid;
+    }
+    match a.version.compare(&b.version) {
+        Ordering::Greater => true,
+        Ordering::Lesser | Ordering::Equal => false,
+        _ => wins_conflict(a, b),
+    }
+}
+
+/// Between concurrent versions (Syncthing's `WinsConflict`): valid beats
+/// invalid, a modification beats a deletion, the newer mtime wins, and the
+/// vector order breaks a tie.
+pub fn wins_conflict(a: &FileInfo, b: &FileInfo) -> bool {
+    if a.invalid != b.invalid {
+        return !a.invalid;
+    }
+    if a.deleted != b.deleted {
+        return !a.deleted;
+    }
+    let (ta, tb) = ((a.modified_s, a.modified_ns), (b.modified_s, b.modified_ns));
+    if ta != tb {
+        return ta > tb;
+    }
+    a.version.compare(&b.version) == Ordering::ConcurrentGreater
+}
+
+/// Whether this device, holding `local`, must act to reach `global`.
+pub fn needs(local: Option<&FileInfo>, global: &FileInfo) -> bool {
+    if global.invalid {
+        return false;
+    }
+    match local {
+        None => !global.deleted,
+        Some(l) if l.invalid => false, // Ignored here: never pulled.
+        Some(l) if l.version.compare(&global.version) == Ordering::Equal => false,
+        Some(l) => !(l.deleted && global.deleted),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::message::FileKind;
+    use proto::{Name, ShortId, Vector};
+
+    fn f(counters: &[(u64, u64)], mtime: i64, deleted: bool) -> FileInfo {
+        let mut v = Vector::new();
+        for &(id, n) in counters {
+            for _ in 0..n {
+                v = v.updated(ShortId(id), 0);
+            }
+        }
+        let mut fi = FileInfo::new(Name::parse("x").expect("name"), FileKind::File);
+        fi.version = v;
+        fi.modified_s = mtime;
+        fi.deleted = deleted;
+        fi
+    }
+
+    #[test]
+    fn newer_version_beats_older() {
+        let old = f(&[(1, 1)], 100, false);
+        let new = f(&[(1, 2)], 50, false);
+        assert!(beats(&new, &old));
+        assert!(!beats(&old, &new));
+        assert!(!beats(&old, &old.clone()));
+    }
+
+    #[test]
+    fn conflicts_prefer_valid_then_modification_then_newer() {
+        let a = f(&[(1, 1)], 100, false);
+        let b = f(&[(2, 1)], 200, false);
+        assert!(beats(&b, &a) && !beats(&a, &b), "newer mtime wins");
+        let del = f(&[(2, 1)], 300, true);
+        assert!(
+            beats(&a, &del) && !beats(&del, &a),
+            "modification beats deletion"
+        );
+        let mut inv = f(&[(1, 5)], 300, false);
+        inv.invalid = true;
+        assert!(beats(&a, &inv), "valid beats invalid even when older");
+        // Same mtime: exactly one side wins.
+        let c = f(&[(2, 1)], 100, false);
+        assert_ne!(beats(&a, &c), beats(&c, &a));
+    }
+
+    #[test]
+    fn need_rules() {
+        let g = f(&[(1, 2)], 1, false);
+        assert!(needs(None, &g));
+        assert!(!needs(Some(&g.clone()), &g));
+        assert!(needs(Some(&f(&[(1, 1)], 1, false)), &g));
+        let gone = f(&[(1, 3)], 1, true);
+        assert!(!needs(None, &gone), "nothing to delete");
+        assert!(needs(Some(&g), &gone), "must delete");
+        let mut ignored = f(&[(1, 1)], 1, false);
+        ignored.invalid = true;
+        assert!(!needs(Some(&ignored), &g));
+    }
+}

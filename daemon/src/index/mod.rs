@@ -1,0 +1,395 @@
+//! The index: for each folder, this device's entries (by name and by
+//! sequence), each peer's entries, the global winner per name and the
+//! need-set, with counters, all kept incrementally.
+//!
+//! Writers change one name at a time and the global entry, need-set and
+//! counters for that name are recomputed from the few devices' entries in
+//! the same atomic batch, so no full recomputation ever happens. Each
+//! folder has one writer at a time (a mutex); readers never block.
+//!
+//! Only `db.rs` knows the storage engine.
+
+pub mod codec;
+pub mod db;
+mod global;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use proto::message::FileInfo;
+use proto::DeviceId;
+
+pub use codec::{Counts, DeviceMeta, Entry, FolderMeta, Global, Summary, FLAG_IGNORED};
+pub use db::DbError;
+use db::{key, Batch, Db};
+
+/// The device number of this device in the index.
+pub const LOCAL: u32 = 0;
+
+/// The index database of one daemon.
+#[derive(Clone)]
+pub struct Index {
+    db: Db,
+    folders: Arc<Mutex<HashMap<String, Arc<FolderIndex>>>>,
+}
+
+impl Index {
+    /// Opens the index in directory `path` with a page cache of
+    /// `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, DbError> {
+        Ok(Self {
+            db: Db::open(path, cache_bytes)?,
+            folders: Arc::default(),
+        })
+    }
+
+    /// The index of folder `id`, created (with a fresh index ID) on first use.
+    pub fn folder(&self, id: &str) -> Result<Arc<FolderIndex>, DbError> {
+        let mut folders = self.folders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = folders.get(id) {
+            return Ok(f.clone());
+        }
+        let number = self.db.folder_number(id)?;
+        let f = Arc::new(FolderIndex {
+            db: self.db.clone(),
+            number,
+            id: id.to_string(),
+            writer: Mutex::new(()),
+        });
+        if f.device_meta(LOCAL)?.index_id == 0 {
+            let mut meta = f.device_meta(LOCAL)?;
+            meta.index_id = new_index_id();
+            let mut b = Batch::default();
+            b.put(key::device_meta(number, LOCAL), meta.encode());
+            self.db.apply(b)?;
+        }
+        folders.insert(id.to_string(), f.clone());
+        Ok(f)
+    }
+
+    /// The number the index uses for a remote device.
+    pub fn device_number(&self, id: &DeviceId) -> Result<u32, DbError> {
+        self.db.device_number(id)
+    }
+}
+
+fn new_index_id() -> u64 {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+/// One folder's slice of the index.
+pub struct FolderIndex {
+    db: Db,
+    number: u32,
+    id: String,
+    writer: Mutex<()>,
+}
+
+/// One change of this device's index.
+pub type LocalChange = Entry;
+
+impl FolderIndex {
+    /// The folder ID.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A device's meta (zeroes if it has none).
+    pub fn device_meta(&self, device: u32) -> Result<DeviceMeta, DbError> {
+        match self.db.get(&key::device_meta(self.number, device))? {
+            Some(v) => DeviceMeta::decode(&v),
+            None => Ok(DeviceMeta::default()),
+        }
+    }
+
+    /// The folder's global and need counters.
+    pub fn folder_meta(&self) -> Result<FolderMeta, DbError> {
+        match self.db.get(&key::folder_meta(self.number))? {
+            Some(v) => FolderMeta::decode(&v),
+            None => Ok(FolderMeta::default()),
+        }
+    }
+
+    /// A device's entry for `name`.
+    pub fn get(&self, device: u32, name: &str) -> Result<Option<Entry>, DbError> {
+        self.db
+            .get(&key::file(self.number, device, name))?
+            .map(|v| Entry::decode(&v))
+            .transpose()
+    }
+
+    /// Every entry of a device, in name order.
+    pub fn entries(&self, device: u32) -> impl Iterator<Item = Result<Entry, DbError>> + use<> {
+        self.db
+            .scan(key::files(self.number, device))
+            .map(|r| r.and_then(|(_, v)| Entry::decode(&v)))
+    }
+
+    /// This device's entries with a sequence above `after`, in sequence order.
+    pub fn local_since(&self, after: i64) -> impl Iterator<Item = Result<Entry, DbError>> + '_ {
+        self.db
+            .scan_from(
+                key::seqs(self.number),
+                key::seq(self.number, after.saturating_add(1)),
+            )
+            .map(move |r| {
+                let (_, name) = r?;
+                let name = String::from_utf8(name).map_err(|_| DbError::Corrupt("name".into()))?;
+                self.get(LOCAL, &name)?
+                    .ok_or_else(|| DbError::Corrupt(format!("sequence points at missing {name}")))
+            })
+    }
+
+    /// The global entry for `name`.
+    pub fn global(&self, name: &str) -> Result<Option<Global>, DbError> {
+        self.db
+            .get(&key::global(self.number, name))?
+            .map(|v| Global::decode(&v))
+            .transpose()
+    }
+
+    /// The names this device needs, in name order.
+    pub fn need(&self) -> impl Iterator<Item = Result<String, DbError>> + use<> {
+        self.db.scan(key::needs(self.number)).map(|r| {
+            let (k, _) = r?;
+            String::from_utf8(key::folder_name(&k).to_vec())
+                .map_err(|_| DbError::Corrupt("name".into()))
+        })
+    }
+
+    /// Records local changes. Each gets the next sequence number; global
+    /// entries, the need-set and counters follow in the same atomic batch.
+    /// Returns the changes with their sequences.
+    pub fn update_local(&self, mut changes: Vec<LocalChange>) -> Result<Vec<Entry>, DbError> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        dedup_by_name(&mut changes);
+        let mut tx = Tx::new(self)?;
+        for mut e in changes {
+            let name = e.info.name.to_string();
+            let old = self.get(LOCAL, &name)?;
+            let mut meta = *tx.meta(LOCAL)?;
+            if let Some(old) = &old {
+                meta.counts.apply(Summary::of(&old.info), false);
+                tx.batch.delete(key::seq(self.number, old.info.sequence));
+            }
+            meta.max_sequence += 1;
+            e.info.sequence = meta.max_sequence;
+            meta.counts.apply(Summary::of(&e.info), true);
+            *tx.meta(LOCAL)? = meta;
+            tx.batch.put(
+                key::seq(self.number, e.info.sequence),
+                name.clone().into_bytes(),
+            );
+            tx.batch
+                .put(key::file(self.number, LOCAL, &name), e.encode());
+            tx.recompute(&name, LOCAL, Some(&e.info))?;
+            tx.done.push(e);
+        }
+        tx.commit()
+    }
+
+    /// Records a remote device's entries (an IndexUpdate; for an Index,
+    /// call [`FolderIndex::drop_device`] first).
+    pub fn update_remote(&self, device: u32, mut files: Vec<FileInfo>) -> Result<(), DbError> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dedup: Vec<Entry> = files
+            .drain(..)
+            .map(|info| Entry {
+                info,
+                inode: 0,
+                flags: 0,
+            })
+            .collect();
+        dedup_by_name(&mut dedup);
+        let mut tx = Tx::new(self)?;
+        for e in dedup {
+            let name = e.info.name.to_string();
+            let old = self.get(device, &name)?;
+            let meta = tx.meta(device)?;
+            if let Some(old) = &old {
+                meta.counts.apply(Summary::of(&old.info), false);
+            }
+            meta.counts.apply(Summary::of(&e.info), true);
+            meta.max_sequence = meta.max_sequence.max(e.info.sequence);
+            tx.batch
+                .put(key::file(self.number, device, &name), e.encode());
+            tx.recompute(&name, device, Some(&e.info))?;
+        }
+        tx.commit().map(drop)
+    }
+
+    /// Forgets everything a remote device told us about this folder.
+    pub fn drop_device(&self, device: u32) -> Result<(), DbError> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tx = Tx::new(self)?;
+        for r in self.db.scan(key::files(self.number, device)) {
+            let (k, _) = r?;
+            let name = String::from_utf8(key::file_name(&k).to_vec())
+                .map_err(|_| DbError::Corrupt("name".into()))?;
+            tx.batch.delete(k);
+            tx.recompute(&name, device, None)?;
+        }
+        let meta = tx.meta(device)?;
+        *meta = DeviceMeta {
+            index_id: meta.index_id,
+            ..DeviceMeta::default()
+        };
+        tx.commit().map(drop)
+    }
+
+    /// Sets the index ID we hold for a remote device's index.
+    pub fn set_index_id(&self, device: u32, index_id: u64) -> Result<(), DbError> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tx = Tx::new(self)?;
+        tx.meta(device)?.index_id = index_id;
+        tx.commit().map(drop)
+    }
+
+    /// Devices with any state in this folder (this device included).
+    fn devices(&self) -> Result<Vec<u32>, DbError> {
+        let mut out = vec![LOCAL];
+        for r in self.db.scan(key::device_metas(self.number)) {
+            let (k, _) = r?;
+            if let Some(d) = key::device_of_meta(&k).filter(|&d| d != LOCAL) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Keeps the last change per name, in first-seen order.
+fn dedup_by_name(changes: &mut Vec<Entry>) {
+    let mut last: HashMap<String, usize> = HashMap::with_capacity(changes.len());
+    for (i, c) in changes.iter().enumerate() {
+        last.insert(c.info.name.to_string(), i);
+    }
+    if last.len() == changes.len() {
+        return;
+    }
+    let mut i = 0;
+    changes.retain(|c| {
+        let keep = last.get(c.info.name.as_str()) == Some(&i);
+        i += 1;
+        keep
+    });
+}
+
+/// One write transaction: a batch plus the metas it changes.
+struct Tx<'a> {
+    f: &'a FolderIndex,
+    batch: Batch,
+    metas: HashMap<u32, DeviceMeta>,
+    folder: FolderMeta,
+    devices: Vec<u32>,
+    done: Vec<Entry>,
+}
+
+impl<'a> Tx<'a> {
+    fn new(f: &'a FolderIndex) -> Result<Self, DbError> {
+        Ok(Self {
+            f,
+            batch: Batch::default(),
+            metas: HashMap::new(),
+            folder: f.folder_meta()?,
+            devices: f.devices()?,
+            done: Vec::new(),
+        })
+    }
+
+    fn meta(&mut self, device: u32) -> Result<&mut DeviceMeta, DbError> {
+        if !self.metas.contains_key(&device) {
+            let m = self.f.device_meta(device)?;
+            self.metas.insert(device, m);
+            if !self.devices.contains(&device) {
+                self.devices.push(device);
+            }
+        }
+        Ok(self.metas.entry(device).or_default())
+    }
+
+    /// Recomputes `name`'s global entry and need status, given that
+    /// `changed` now holds `new` (None: removed).
+    fn recompute(
+        &mut self,
+        name: &str,
+        changed: u32,
+        new: Option<&FileInfo>,
+    ) -> Result<(), DbError> {
+        let n = self.f.number;
+        let mut holders: Vec<(u32, FileInfo)> = Vec::with_capacity(self.devices.len());
+        for &d in &self.devices {
+            if d == changed {
+                if let Some(fi) = new {
+                    holders.push((d, fi.clone()));
+                }
+            } else if let Some(e) = self.f.get(d, name)? {
+                holders.push((d, e.info));
+            }
+        }
+        let winner = holders
+            .iter()
+            .fold(None::<&FileInfo>, |best, (_, fi)| match best {
+                Some(b) if !global::beats(fi, b) => Some(b),
+                _ => Some(fi),
+            })
+            .cloned();
+
+        let old_global = self.f.global(name)?;
+        if let Some(g) = &old_global {
+            self.folder.global.apply(g.summary, false);
+        }
+        let gkey = key::global(n, name);
+        match &winner {
+            Some(w) => {
+                let g = Global {
+                    version: w.version.clone(),
+                    devices: holders
+                        .iter()
+                        .filter(|(_, fi)| fi.version == w.version)
+                        .map(|(d, _)| *d)
+                        .collect(),
+                    summary: Summary::of(w),
+                };
+                self.folder.global.apply(g.summary, true);
+                self.batch.put(gkey, g.encode());
+            }
+            None => self.batch.delete(gkey),
+        }
+
+        let nkey = key::need(n, name);
+        if let Some(v) = self.f.db.get(&nkey)? {
+            self.folder.need.apply(Summary::decode(&v)?, false);
+        }
+        let local = holders.iter().find(|(d, _)| *d == LOCAL).map(|(_, fi)| fi);
+        match winner.filter(|w| global::needs(local, w)) {
+            Some(w) => {
+                let s = Summary::of(&w);
+                self.folder.need.apply(s, true);
+                self.batch.put(nkey, s.encode());
+            }
+            None => self.batch.delete(nkey),
+        }
+        Ok(())
+    }
+
+    fn commit(mut self) -> Result<Vec<Entry>, DbError> {
+        for (d, m) in &self.metas {
+            self.batch
+                .put(key::device_meta(self.f.number, *d), m.encode());
+        }
+        self.batch
+            .put(key::folder_meta(self.f.number), self.folder.encode());
+        self.f.db.apply(self.batch)?;
+        Ok(self.done)
+    }
+}
+
+#[cfg(test)]
+mod tests;
