@@ -1,4 +1,6 @@
-//! Disk writes that must never be seen half done.
+//! Disk access rules shared by everything that touches a synced folder or
+//! the home: atomic replacement, the folder marker, and the names that are
+//! ours (never synced).
 //!
 //! Everything the daemon persists by replacing a file goes through
 //! [`write_atomic`]: a temp file in the same directory, fsynced, renamed over
@@ -43,6 +45,41 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// The marker that says a folder root is present (a directory, as
+/// Syncthing makes it). Without it a folder is never scanned: an unmounted
+/// disk must not look like "everything was deleted".
+pub const MARKER: &str = ".stfolder";
+
+/// Names at a folder root that belong to the sync tool, never synced.
+const INTERNAL_ROOT_NAMES: [&str; 3] = [MARKER, ".stignore", ".stversions"];
+
+/// Whether a folder-relative name is internal: the marker, `.stignore` or
+/// `.stversions` (and its contents) at the root, or a download temp file
+/// anywhere.
+pub fn is_internal(name: &str) -> bool {
+    let top = name.split('/').next().unwrap_or(name);
+    INTERNAL_ROOT_NAMES.contains(&top) && (top == name || top == ".stversions")
+        || is_temp_name(name.rsplit('/').next().unwrap_or(name))
+}
+
+/// Whether a base name is a download temp file (ours or Syncthing's).
+pub fn is_temp_name(base: &str) -> bool {
+    base.ends_with(".tmp") && (base.starts_with(".syncthing.") || base.starts_with("~syncthing~"))
+}
+
+/// Whether `root` has its marker.
+pub fn has_marker(root: &Path) -> bool {
+    root.join(MARKER).exists()
+}
+
+/// Creates the marker in `root` if it is missing.
+pub fn ensure_marker(root: &Path) -> io::Result<()> {
+    match fs::create_dir(root.join(MARKER)) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +104,15 @@ mod tests {
         let p = dir.path().join("missing-dir").join("f");
         assert!(write_atomic(&p, b"x", 0o644).is_err());
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn internal_names() {
+        for n in [".stfolder", ".stignore", ".stversions", ".stversions/a", "d/.syncthing.x.tmp", ".syncthing.a.tmp", "~syncthing~a.tmp"] {
+            assert!(is_internal(n), "{n}");
+        }
+        for n in ["a/.stfolder", "d/.stignore", "stfolder", ".stfolderx", ".syncthing.a", "a.tmp"] {
+            assert!(!is_internal(n), "{n}");
+        }
     }
 }

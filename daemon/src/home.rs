@@ -46,4 +46,15 @@ impl Home {
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("config.toml")
     }
+
+    /// The index database directory.
+    pub fn index_path(&self) -> PathBuf {
+        self.dir.join("index")
+    }
+
+    /// Where a running daemon writes the address its API is bound to (the
+    /// config may ask for port 0); removed when it stops.
+    pub fn api_address_path(&self) -> PathBuf {
+        self.dir.join("api-address")
+    }
 }

@@ -3,11 +3,16 @@
 //!
 //! Layers (each imports only the ones below it):
 //! - L0 `config`, `identity`, `home`, `fs`: settings, who we are, safe writes.
+//! - L1 `index`: the sled-backed index (only `index/db.rs` knows sled).
+//! - L2 `scanner`: walk, hash, ignore patterns.
+//! - L3 `model`: per-folder runners.
+//! - L4 `api`: the local control API.
 //! - L5 `daemon`: builds and wires the subsystems; `cli` drives it all.
 //!
 //! See `docs/ARCHITECTURE.md` for the full map.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -15,3 +20,5 @@ pub mod fs;
 pub mod home;
 pub mod identity;
 pub mod index;
+pub mod model;
+pub mod scanner;

@@ -1,9 +1,11 @@
 //! One function per command: load what it needs, call the library, print.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::{Cli, Command, ConfigAction, DeviceAction, FolderAction};
+use super::client::Client;
+use crate::api::dto::{RescanTicket, Status};
 use crate::config::Config;
 use crate::home::Home;
 use crate::identity;
@@ -20,6 +22,7 @@ pub(super) fn run(cli: Cli) -> Result<()> {
         Command::Config { action } => config(&home, action),
         Command::Device { action } => device(&home, action),
         Command::Folder { action } => folder(&home, action),
+        Command::Status { json, watch } => status(&home, json, watch),
     }
 }
 
@@ -114,12 +117,28 @@ fn folder(home: &Home, action: FolderAction) -> Result<()> {
         FolderAction::Add {
             folder_id,
             path,
+            create,
             kind,
             share,
         } => {
-            edit(home, |c| Ok(c.add_folder(&folder_id, &path, kind, &share)?))?;
+            let created = create && !path.exists();
+            if created {
+                std::fs::create_dir_all(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+            }
+            let added = edit(home, |c| Ok(c.add_folder(&folder_id, &path, kind, &share)?));
+            if let Err(e) = added {
+                if created {
+                    let _ = std::fs::remove_dir(&path);
+                }
+                return Err(e);
+            }
+            crate::fs::ensure_marker(&path).with_context(|| {
+                format!("creating the folder marker in {}", path.display())
+            })?;
             println!("added folder {folder_id:?}");
         }
+        FolderAction::Rescan { folder_id } => rescan(home, &folder_id)?,
         FolderAction::Share {
             folder_id,
             device_id,
@@ -160,6 +179,65 @@ fn folder(home: &Home, action: FolderAction) -> Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+fn status(home: &Home, json: bool, watch: bool) -> Result<()> {
+    let client = Client::connect(home)?;
+    if watch {
+        return super::progress::watch(&client);
+    }
+    let st: Status = client.get("/rest/status")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(());
+    }
+    println!("{} ({})", st.device_id, st.name);
+    for f in &st.folders {
+        let state = match &f.error {
+            Some(e) => format!("error: {e}"),
+            None => f.state.clone(),
+        };
+        println!(
+            "folder {:?} [{}] {}: {} files, {} dirs, {} bytes; global {} files; need {} ({} bytes)",
+            f.id,
+            f.kind,
+            state,
+            f.local_files,
+            f.local_directories,
+            f.local_bytes,
+            f.global_files,
+            f.need_files,
+            f.need_bytes
+        );
+        for e in f.errors.iter().take(5) {
+            println!("  ! {e}");
+        }
+    }
+    for d in &st.devices {
+        let conn = match (&d.address, &d.transport) {
+            (Some(a), Some(t)) => format!("connected via {t} at {a}"),
+            _ => "not connected".to_string(),
+        };
+        println!("device {} {:?}: {conn}", d.id, d.name);
+    }
+    Ok(())
+}
+
+fn rescan(home: &Home, folder_id: &str) -> Result<()> {
+    let client = Client::connect(home)?;
+    let ticket: RescanTicket = client.post(&format!("/rest/folders/{folder_id}/rescan"))?;
+    let f = super::progress::wait_for_scan(&client, folder_id, ticket.scan)?;
+    if let Some(e) = f.error {
+        anyhow::bail!("folder {folder_id:?} cannot be scanned: {e}");
+    }
+    println!(
+        "scanned {folder_id:?}: {} files, {} directories, {} bytes",
+        f.local_files, f.local_directories, f.local_bytes
+    );
+    for e in f.errors.iter().take(10) {
+        eprintln!("  ! {e}");
     }
     Ok(())
 }

@@ -4,7 +4,9 @@
 //! Errors print as one `error: ...` line on stderr with a non-zero exit;
 //! clap handles malformed arguments (exit 2) the same way.
 
+mod client;
 mod commands;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +58,15 @@ enum Command {
         #[command(subcommand)]
         action: FolderAction,
     },
+    /// Show what the running daemon is doing: folders and devices.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Keep showing progress until every folder is idle.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,12 +116,15 @@ enum DeviceAction {
 
 #[derive(Debug, Subcommand)]
 enum FolderAction {
-    /// Share a directory as a folder.
+    /// Share a directory as a folder (and mark its root with `.stfolder`).
     Add {
         /// The ID peers know the folder by (the same on every device).
         folder_id: String,
-        /// The folder's root: an existing directory.
+        /// The folder's root: an existing directory (see --create).
         path: PathBuf,
+        /// Create the directory if it does not exist.
+        #[arg(long)]
+        create: bool,
         /// Which directions changes flow.
         #[arg(long = "type", value_enum, default_value_t = FolderType::SendReceive)]
         kind: FolderType,
@@ -130,6 +144,11 @@ enum FolderAction {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Rescan a folder now (through the running daemon) and wait for it.
+    Rescan {
+        /// The folder.
+        folder_id: String,
     },
 }
 
@@ -157,6 +176,7 @@ fn init_logging(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }

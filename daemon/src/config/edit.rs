@@ -113,6 +113,7 @@ impl Config {
             path: root,
             kind,
             devices,
+            rescan_interval_s: super::default_rescan_interval(),
         });
         Ok(())
     }

@@ -101,6 +101,13 @@ pub struct FolderConfig {
     /// Devices it is shared with.
     #[serde(default, with = "device_id_list")]
     pub devices: Vec<DeviceId>,
+    /// Seconds between periodic full rescans (jittered by ±25%).
+    #[serde(default = "default_rescan_interval")]
+    pub rescan_interval_s: u64,
+}
+
+fn default_rescan_interval() -> u64 {
+    3600
 }
 
 /// Which directions changes flow in a folder.

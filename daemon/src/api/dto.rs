@@ -1,0 +1,137 @@
+//! The JSON shapes of the local API, shared by the server and the CLI.
+//! Scripts depend on these names: add fields freely, rename none.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /rest/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// This device's ID.
+    pub device_id: String,
+    /// This device's name.
+    pub name: String,
+    /// ferrosync's version.
+    pub version: String,
+    /// Every configured folder.
+    pub folders: Vec<FolderStatus>,
+    /// Every configured device.
+    pub devices: Vec<DeviceStatus>,
+}
+
+/// One folder in [`Status`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FolderStatus {
+    /// Folder ID.
+    pub id: String,
+    /// Root path.
+    pub path: String,
+    /// `send-receive`, `send-only` or `receive-only`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `idle`, `scanning`, `syncing`, `error` or `paused`.
+    pub state: String,
+    /// Why the folder is in `error`.
+    pub error: Option<String>,
+    /// Regular files here.
+    pub local_files: u64,
+    /// Their bytes.
+    pub local_bytes: u64,
+    /// Directories here.
+    pub local_directories: u64,
+    /// Symlinks here.
+    pub local_symlinks: u64,
+    /// Tombstones here.
+    pub local_deleted: u64,
+    /// Regular files in the global state.
+    pub global_files: u64,
+    /// Their bytes.
+    pub global_bytes: u64,
+    /// Directories in the global state.
+    pub global_directories: u64,
+    /// Entries this device needs.
+    pub need_files: u64,
+    /// Their bytes.
+    pub need_bytes: u64,
+    /// This device's highest sequence in the folder.
+    pub sequence: i64,
+    /// Per-file problems of the last scan.
+    pub errors: Vec<String>,
+    /// Scans finished since the daemon started.
+    pub scans_completed: u64,
+    /// Milliseconds the last scan took.
+    pub last_scan_ms: Option<u64>,
+    /// Progress of the running scan.
+    pub scan_progress: Option<ScanProgress>,
+}
+
+/// Progress of a running scan.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ScanProgress {
+    /// Files to hash found so far.
+    pub files_total: u64,
+    /// Files hashed.
+    pub files_done: u64,
+    /// Bytes to hash found so far.
+    pub bytes_total: u64,
+    /// Bytes hashed.
+    pub bytes_done: u64,
+}
+
+/// One device in [`Status`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    /// Device ID.
+    pub id: String,
+    /// Our name for it.
+    pub name: String,
+    /// Whether a session is up.
+    pub connected: bool,
+    /// The peer's address when connected.
+    pub address: Option<String>,
+    /// `quic`, `tcp` or `relay` when connected.
+    pub transport: Option<String>,
+}
+
+/// `POST /rest/folders/{id}/rescan`: the scan to wait for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RescanTicket {
+    /// The folder's `scans_completed` once that scan is done.
+    pub scan: u64,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong.
+    pub error: String,
+}
+
+/// `GET /rest/folders/{id}/entries`: this device's index entries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    /// Folder-relative name.
+    pub name: String,
+    /// `file`, `directory` or `symlink`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// A tombstone.
+    pub deleted: bool,
+    /// Ignored (announced invalid).
+    pub invalid: bool,
+    /// Permission bits.
+    pub permissions: u32,
+    /// This device's sequence for the entry.
+    pub sequence: i64,
+    /// Block size.
+    pub block_size: u32,
+    /// Number of blocks.
+    pub block_count: usize,
+    /// SHA-256 of each block, hex (with `?blocks=true` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<String>,
+    /// Symlink target.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub symlink_target: String,
+}

@@ -1,0 +1,235 @@
+//! The local control API: HTTP on loopback, authenticated by the API key
+//! from the config (`X-API-Key`). It serves the CLI now and a web GUI later.
+//! Nothing imports this module; the daemon hands it the handles it reads.
+
+pub mod dto;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::config::Config;
+use crate::index::LOCAL;
+use crate::model::folder::FolderHandle;
+
+/// What the API reads and acts on.
+pub struct ApiState {
+    /// This device's ID.
+    pub device_id: proto::DeviceId,
+    /// The configuration the daemon runs with.
+    pub config: Config,
+    /// Running folders by ID.
+    pub folders: HashMap<String, FolderHandle>,
+}
+
+/// The header carrying the API key.
+pub const KEY_HEADER: &str = "X-API-Key";
+
+/// Builds the router.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let key = state.config.api.key.clone();
+    Router::new()
+        .route("/rest/status", get(status))
+        .route("/rest/folders/{id}/rescan", post(rescan))
+        .route("/rest/folders/{id}/scan/{n}", get(wait_scan))
+        .route("/rest/folders/{id}/entries", get(entries))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let key = key.clone();
+            async move {
+                let ok = req
+                    .headers()
+                    .get(KEY_HEADER)
+                    .is_some_and(|v| !key.is_empty() && v.as_bytes() == key.as_bytes());
+                if ok {
+                    next.run(req).await
+                } else {
+                    error(StatusCode::FORBIDDEN, "missing or wrong X-API-Key")
+                }
+            }
+        }))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, Json(dto::ApiError { error: msg.into() })).into_response()
+}
+
+async fn status(State(s): State<Arc<ApiState>>) -> Response {
+    let mut folders = Vec::with_capacity(s.config.folders.len());
+    for fc in &s.config.folders {
+        let Some(h) = s.folders.get(&fc.id) else {
+            continue;
+        };
+        match folder_status(h) {
+            Ok(f) => folders.push(f),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+    let devices = s
+        .config
+        .devices
+        .iter()
+        .map(|d| dto::DeviceStatus {
+            id: d.id.to_string(),
+            name: d.name.clone(),
+            connected: false,
+            address: None,
+            transport: None,
+        })
+        .collect();
+    Json(dto::Status {
+        device_id: s.device_id.to_string(),
+        name: s.config.name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        folders,
+        devices,
+    })
+    .into_response()
+}
+
+fn folder_status(h: &FolderHandle) -> Result<dto::FolderStatus, crate::index::DbError> {
+    let st = h.status();
+    let local = h.index.device_meta(LOCAL)?;
+    let fm = h.index.folder_meta()?;
+    let p = &h.progress;
+    let scanning = st.state == crate::model::folder::FolderState::Scanning;
+    Ok(dto::FolderStatus {
+        id: h.config.id.clone(),
+        path: h.config.path.display().to_string(),
+        kind: h.config.kind.as_str().to_string(),
+        state: st.state.as_str().to_string(),
+        error: match &st.state {
+            crate::model::folder::FolderState::Error(e) => Some(e.clone()),
+            _ => None,
+        },
+        local_files: local.counts.files,
+        local_bytes: local.counts.bytes,
+        local_directories: local.counts.directories,
+        local_symlinks: local.counts.symlinks,
+        local_deleted: local.counts.deleted,
+        global_files: fm.global.files,
+        global_bytes: fm.global.bytes,
+        global_directories: fm.global.directories,
+        need_files: fm.need.files + fm.need.directories + fm.need.symlinks + fm.need.deleted,
+        need_bytes: fm.need.bytes,
+        sequence: local.max_sequence,
+        errors: st.errors,
+        scans_completed: st.scans_completed,
+        last_scan_ms: st.last_scan.map(|d| d.as_millis() as u64),
+        scan_progress: scanning.then(|| dto::ScanProgress {
+            files_total: p.files_total.load(Ordering::Relaxed),
+            files_done: p.files_done.load(Ordering::Relaxed),
+            bytes_total: p.bytes_total.load(Ordering::Relaxed),
+            bytes_done: p.bytes_done.load(Ordering::Relaxed),
+        }),
+    })
+}
+
+async fn rescan(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    match s.folders.get(&id) {
+        Some(h) => Json(dto::RescanTicket {
+            scan: h.request_rescan(),
+        })
+        .into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("folder {id:?} is not configured")),
+    }
+}
+
+/// `?wait_ms=` of the long poll.
+#[derive(serde::Deserialize)]
+struct Wait {
+    wait_ms: Option<u64>,
+}
+
+/// Long poll: answers the folder's status once it finished scan `n`, or
+/// after `wait_ms` (at most 30 s), whichever comes first.
+async fn wait_scan(
+    State(s): State<Arc<ApiState>>,
+    Path((id, n)): Path<(String, u64)>,
+    Query(w): Query<Wait>,
+) -> Response {
+    let Some(h) = s.folders.get(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("folder {id:?} is not configured"));
+    };
+    let wait = std::time::Duration::from_millis(w.wait_ms.unwrap_or(30_000).min(30_000));
+    let _ = tokio::time::timeout(wait, h.wait_for_scan(n)).await;
+    match folder_status(h) {
+        Ok(f) => Json(f).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `?blocks=` of the entries listing.
+#[derive(serde::Deserialize)]
+struct EntriesQuery {
+    #[serde(default)]
+    blocks: bool,
+}
+
+async fn entries(
+    State(s): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(q): Query<EntriesQuery>,
+) -> Response {
+    let Some(h) = s.folders.get(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("folder {id:?} is not configured"));
+    };
+    let index = h.index.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        index
+            .entries(LOCAL)
+            .map(|e| e.map(|e| entry_dto(&e.info, q.blocks)))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await;
+    match listed {
+        Ok(Ok(list)) => Json(list).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn entry_dto(f: &proto::message::FileInfo, blocks: bool) -> dto::Entry {
+    use proto::message::FileKind;
+    let hex = |h: &[u8]| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    dto::Entry {
+        name: f.name.to_string(),
+        kind: match f.kind {
+            FileKind::File => "file",
+            FileKind::Directory => "directory",
+            FileKind::Symlink => "symlink",
+        }
+        .to_string(),
+        size: f.size,
+        deleted: f.deleted,
+        invalid: f.invalid,
+        permissions: f.permissions,
+        sequence: f.sequence,
+        block_size: f.block_size,
+        block_count: f.blocks.len(),
+        blocks: if blocks {
+            f.blocks.iter().map(|b| hex(&b.hash)).collect()
+        } else {
+            Vec::new()
+        },
+        symlink_target: String::from_utf8_lossy(&f.symlink_target).into_owned(),
+    }
+}

@@ -1,0 +1,531 @@
+//! The scanner: turns what is on disk under a folder root into index
+//! changes, incrementally and on every core.
+//!
+//! ```text
+//! walker thread ──(changed files, in chunks of blocks)──▶ N hash workers
+//!      │                                                     │
+//!      └──(dirs, symlinks, ignores)──▶ collector (caller) ◀──┘
+//!                                         │ verifies the file did not change,
+//!                                         ▼ commits batches to the index
+//! ```
+//! A file is recorded only if its metadata is identical before and after
+//! hashing and it was last written before hashing began (so a write during
+//! hashing cannot hide within the file system's timestamp granularity);
+//! otherwise it is hashed again once it is quiet. The index therefore never
+//! holds a block list that no state of the file had.
+
+mod hash;
+pub mod ignore;
+mod walk;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use proto::block_size::block_size_for_rescan;
+use proto::message::{BlockInfo, FileInfo, FileKind};
+use proto::ShortId;
+
+pub use hash::{blocks_hash, EMPTY_HASH};
+use ignore::Ignores;
+use walk::{FileToHash, Found, Seen};
+
+use crate::index::{DbError, Entry, FolderIndex, FLAG_IGNORED, LOCAL};
+
+/// Entries written to the index per batch.
+const BATCH: usize = 1000;
+/// Bytes of blocks one hash job covers: small enough to spread a large file
+/// over every core, large enough to keep per-job overhead negligible.
+const CHUNK_BYTES: u64 = 8 << 20;
+/// A file written this recently when hashing starts is hashed again later:
+/// a write in the same timestamp tick would be invisible.
+const QUIET: Duration = Duration::from_millis(50);
+/// Attempts before giving up on a file that keeps changing (until next scan).
+const MAX_ATTEMPTS: u32 = 20;
+
+/// Live progress of a scan, shared with the status API.
+#[derive(Debug, Default)]
+pub struct ScanProgress {
+    /// Files found to need hashing.
+    pub files_total: AtomicU64,
+    /// Their bytes.
+    pub bytes_total: AtomicU64,
+    /// Files hashed and recorded.
+    pub files_done: AtomicU64,
+    /// Bytes hashed.
+    pub bytes_done: AtomicU64,
+}
+
+/// What a scan needs besides the root and the index.
+pub struct ScanOptions<'a> {
+    /// This device's short ID, for new versions.
+    pub own: ShortId,
+    /// The folder's ignore patterns.
+    pub ignores: &'a Ignores,
+    /// Where to report progress.
+    pub progress: &'a ScanProgress,
+    /// Set to stop the scan early (what is hashed so far is kept).
+    pub cancel: &'a AtomicBool,
+    /// Hashing threads (0 = one per core).
+    pub threads: usize,
+}
+
+/// The outcome of a scan.
+#[derive(Debug, Default)]
+pub struct ScanReport {
+    /// Index entries written.
+    pub changes: usize,
+    /// Files hashed.
+    pub hashed_files: u64,
+    /// Bytes hashed.
+    pub hashed_bytes: u64,
+    /// Per-file problems (the scan went on).
+    pub errors: Vec<String>,
+}
+
+/// Why a scan could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The root is missing or not a directory.
+    #[error("folder path {0} is missing or not a directory")]
+    MissingRoot(PathBuf),
+    /// The marker is missing.
+    #[error("folder marker {0} is missing (is the disk mounted? create the marker directory to confirm the folder)")]
+    MissingMarker(PathBuf),
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] DbError),
+    /// Stopped on request.
+    #[error("scan cancelled")]
+    Cancelled,
+}
+
+/// File metadata that changes whenever content may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    size: u64,
+    mtime_s: i64,
+    mtime_ns: i32,
+    ctime_s: i64,
+    ctime_ns: i32,
+    inode: u64,
+    mode: u32,
+}
+
+/// Shared state of one scan.
+struct Ctx<'a> {
+    index: &'a FolderIndex,
+    ignores: &'a Ignores,
+    progress: &'a ScanProgress,
+    cancel: &'a AtomicBool,
+    own: ShortId,
+    errors: Mutex<Vec<String>>,
+    /// Files queued for hashing and not yet finished.
+    pending: AtomicU64,
+}
+
+impl Ctx<'_> {
+    fn error(&self, msg: String) {
+        tracing::warn!(folder = self.index.id(), "{msg}");
+        let mut e = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        // Keep the report small; the log has them all.
+        if e.len() < 100 {
+            e.push(msg);
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One file being hashed, shared by its chunk jobs.
+struct Job {
+    id: u64,
+    file: FileToHash,
+    block_size: u32,
+    blocks: usize,
+    chunks: usize,
+    started: SystemTime,
+    attempt: u32,
+}
+
+/// Work for a hasher: blocks `first..end` of a file.
+struct ChunkJob {
+    job: Arc<Job>,
+    index: usize,
+    first: usize,
+    end: usize,
+}
+
+enum Event {
+    Found(Entry),
+    Hashed {
+        job: Arc<Job>,
+        index: usize,
+        result: std::io::Result<Vec<BlockInfo>>,
+    },
+    Walked(Seen),
+}
+
+/// Scans the folder at `root` into `index`.
+pub fn scan(root: &Path, index: &FolderIndex, opts: &ScanOptions<'_>) -> Result<ScanReport, ScanError> {
+    if !root.is_dir() {
+        return Err(ScanError::MissingRoot(root.to_path_buf()));
+    }
+    if !crate::fs::has_marker(root) {
+        return Err(ScanError::MissingMarker(root.join(crate::fs::MARKER)));
+    }
+    let ctx = Ctx {
+        index,
+        ignores: opts.ignores,
+        progress: opts.progress,
+        cancel: opts.cancel,
+        own: opts.own,
+        errors: Mutex::new(Vec::new()),
+        pending: AtomicU64::new(0),
+    };
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let (job_tx, job_rx) = bounded::<ChunkJob>(threads * 4);
+    let (ev_tx, ev_rx) = unbounded::<Event>();
+    let mut report = ScanReport::default();
+
+    let collected = std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (rx, tx) = (job_rx.clone(), ev_tx.clone());
+            let ctx = &ctx;
+            s.spawn(move || hasher(ctx, rx, tx));
+        }
+        drop(job_rx);
+        let walker_jobs = job_tx.clone();
+        let walker_events = ev_tx.clone();
+        let ctx_ref = &ctx;
+        s.spawn(move || {
+            let mut next_id = 0;
+            let seen = walk::walk(root, ctx_ref, |found| match found {
+                Found::Ready(e) => {
+                    let _ = walker_events.send(Event::Found(e));
+                }
+                Found::Hash(file) => {
+                    next_id += 1;
+                    queue(ctx_ref, &walker_jobs, file, next_id, 1);
+                }
+            });
+            let _ = walker_events.send(Event::Walked(seen));
+        });
+        drop(ev_tx);
+        collect(&ctx, job_tx, ev_rx, &mut report)
+    });
+    let seen = collected?;
+    if ctx.cancelled() {
+        return Err(ScanError::Cancelled);
+    }
+    report.changes += deletions(&ctx, &seen)?;
+    report.errors = ctx.errors.into_inner().unwrap_or_else(|e| e.into_inner());
+    Ok(report)
+}
+
+/// Splits a file into chunk jobs and queues them for the hashers.
+fn queue(ctx: &Ctx<'_>, jobs: &Sender<ChunkJob>, file: FileToHash, id: u64, attempt: u32) {
+    ctx.pending.fetch_add(1, Ordering::SeqCst);
+    let block_size = block_size_for_rescan(file.stat.size, file.old.as_ref().map(|o| o.block_size));
+    let blocks = hash::block_count(file.stat.size, block_size);
+    let per_chunk = ((CHUNK_BYTES / u64::from(block_size)) as usize).max(1);
+    let chunks = blocks.div_ceil(per_chunk);
+    let job = Arc::new(Job {
+        id,
+        file,
+        block_size,
+        blocks,
+        chunks,
+        started: SystemTime::now(),
+        attempt,
+    });
+    for index in 0..chunks {
+        let first = index * per_chunk;
+        let chunk = ChunkJob {
+            job: job.clone(),
+            index,
+            first,
+            end: (first + per_chunk).min(blocks),
+        };
+        if jobs.send(chunk).is_err() {
+            return; // Hashers are gone: the scan is over.
+        }
+    }
+}
+
+fn hasher(ctx: &Ctx<'_>, jobs: Receiver<ChunkJob>, events: Sender<Event>) {
+    let mut buf = vec![0u8; hash::READ_SIZE];
+    for c in jobs {
+        let result = if ctx.cancelled() {
+            Err(std::io::Error::other("cancelled"))
+        } else {
+            File::open(&c.job.file.path).and_then(|f| {
+                hash::hash_blocks(
+                    &f,
+                    c.job.file.stat.size,
+                    c.job.block_size,
+                    c.first,
+                    c.end,
+                    &mut buf,
+                    |n| {
+                        ctx.progress.bytes_done.fetch_add(n, Ordering::Relaxed);
+                    },
+                )
+            })
+        };
+        let _ = events.send(Event::Hashed {
+            job: c.job,
+            index: c.index,
+            result,
+        });
+    }
+}
+
+/// A file whose chunks are coming back.
+struct Assembly {
+    chunks: Vec<Option<Vec<BlockInfo>>>,
+    missing: usize,
+    failed: Option<std::io::Error>,
+}
+
+/// Receives everything, verifies hashed files, and writes batches.
+fn collect(
+    ctx: &Ctx<'_>,
+    jobs: Sender<ChunkJob>,
+    events: Receiver<Event>,
+    report: &mut ScanReport,
+) -> Result<Seen, ScanError> {
+    let mut batch: Vec<Entry> = Vec::with_capacity(BATCH);
+    let mut assembling: HashMap<u64, Assembly> = HashMap::new();
+    let mut retries: Vec<(Instant, FileToHash, u32)> = Vec::new();
+    let mut seen = None;
+    let mut next_id = u64::MAX / 2; // Retries never collide with walker IDs.
+    let mut result = Ok(());
+    loop {
+        // Requeue files that are now quiet.
+        let now = Instant::now();
+        let (due, wait): (Vec<_>, Vec<_>) = retries.into_iter().partition(|(t, ..)| *t <= now);
+        retries = wait;
+        for (_, file, attempt) in due {
+            if let Some(file) = refresh(ctx, file) {
+                next_id += 1;
+                queue(ctx, &jobs, file, next_id, attempt);
+            }
+        }
+        // The walker counts its files before it reports the walk done, so
+        // once it has, `pending` covers every file still being hashed.
+        if seen.is_some() && ctx.pending.load(Ordering::SeqCst) == 0 && retries.is_empty() {
+            break;
+        }
+        let timeout = retries
+            .iter()
+            .map(|(t, ..)| t.saturating_duration_since(Instant::now()))
+            .min()
+            .unwrap_or(Duration::from_secs(3600));
+        let ev = match events.recv_timeout(timeout) {
+            Ok(ev) => ev,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        match ev {
+            Event::Found(e) => batch.push(e),
+            Event::Walked(s) => seen = Some(s),
+            Event::Hashed { job, index, result } => {
+                let a = assembling.entry(job.id).or_insert_with(|| Assembly {
+                    chunks: (0..job.chunks).map(|_| None).collect(),
+                    missing: job.chunks,
+                    failed: None,
+                });
+                match result {
+                    Ok(blocks) => a.chunks[index] = Some(blocks),
+                    Err(e) => a.failed = a.failed.take().or(Some(e)),
+                }
+                a.missing -= 1;
+                if a.missing == 0 {
+                    let a = assembling.remove(&job.id).expect("present: just inserted");
+                    ctx.pending.fetch_sub(1, Ordering::SeqCst);
+                    match finish(ctx, &job, a) {
+                        Finished::Entry(e) => {
+                            report.hashed_files += 1;
+                            report.hashed_bytes += job.file.stat.size;
+                            ctx.progress.files_done.fetch_add(1, Ordering::Relaxed);
+                            batch.push(*e);
+                        }
+                        Finished::Retry(delay) if job.attempt < MAX_ATTEMPTS && !ctx.cancelled() => {
+                            retries.push((Instant::now() + delay, job.file.clone(), job.attempt + 1));
+                        }
+                        Finished::Retry(_) => ctx.error(format!(
+                            "{}: kept changing while it was hashed; will retry at the next scan",
+                            job.file.name
+                        )),
+                        Finished::Gone => {}
+                    }
+                }
+            }
+        }
+        if batch.len() >= BATCH {
+            if let Err(e) = commit(ctx, &mut batch, report) {
+                result = Err(e);
+                ctx.cancel.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    drop(jobs);
+    result?;
+    commit(ctx, &mut batch, report)?;
+    Ok(seen.unwrap_or_default())
+}
+
+enum Finished {
+    Entry(Box<Entry>),
+    Retry(Duration),
+    Gone,
+}
+
+/// Checks a fully hashed file is unchanged and quiet, and builds its entry.
+fn finish(ctx: &Ctx<'_>, job: &Job, a: Assembly) -> Finished {
+    let file = &job.file;
+    if let Some(e) = a.failed {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return Finished::Gone; // Deleted meanwhile: the deletion pass sees it.
+        }
+        if e.kind() != std::io::ErrorKind::UnexpectedEof {
+            if !ctx.cancelled() {
+                ctx.error(format!("{}: {e}", file.name));
+            }
+            return Finished::Gone;
+        }
+        return Finished::Retry(QUIET);
+    }
+    let after = match std::fs::symlink_metadata(&file.path) {
+        Ok(m) if m.is_file() => Stat::of(&m),
+        _ => return Finished::Gone,
+    };
+    if after != file.stat {
+        return Finished::Retry(QUIET);
+    }
+    let mtime = UNIX_EPOCH
+        + Duration::new(file.stat.mtime_s.max(0) as u64, file.stat.mtime_ns.max(0) as u32);
+    let ctime = UNIX_EPOCH
+        + Duration::new(file.stat.ctime_s.max(0) as u64, file.stat.ctime_ns.max(0) as u32);
+    let last_write = mtime.max(ctime);
+    if let Some(since) = job.started.checked_sub(QUIET) {
+        if last_write > since {
+            let age = SystemTime::now().duration_since(last_write).unwrap_or_default();
+            return Finished::Retry(QUIET.saturating_sub(age).max(Duration::from_millis(5)));
+        }
+    }
+    let blocks: Vec<BlockInfo> = a.chunks.into_iter().flatten().flatten().collect();
+    debug_assert_eq!(blocks.len(), job.blocks);
+    let mut f = FileInfo::new(file.name.clone(), FileKind::File);
+    f.version = file
+        .old
+        .as_ref()
+        .map(|o| o.version.clone())
+        .unwrap_or_default()
+        .updated(ctx.own, now_secs());
+    f.modified_by = ctx.own;
+    f.size = file.stat.size;
+    f.permissions = file.stat.mode;
+    f.modified_s = file.stat.mtime_s;
+    f.modified_ns = file.stat.mtime_ns;
+    f.block_size = job.block_size;
+    f.blocks_hash = blocks_hash(&blocks);
+    f.blocks = blocks;
+    Finished::Entry(Box::new(Entry {
+        info: f,
+        inode: file.stat.inode,
+        flags: 0,
+    }))
+}
+
+/// Re-reads a file's metadata before hashing it again; `None` if it is gone
+/// or no longer a regular file.
+fn refresh(ctx: &Ctx<'_>, mut file: FileToHash) -> Option<FileToHash> {
+    let m = std::fs::symlink_metadata(&file.path).ok().filter(|m| m.is_file())?;
+    let stat = Stat::of(&m);
+    ctx.progress
+        .bytes_total
+        .fetch_add(stat.size, Ordering::Relaxed);
+    file.stat = stat;
+    Some(file)
+}
+
+fn commit(ctx: &Ctx<'_>, batch: &mut Vec<Entry>, report: &mut ScanReport) -> Result<(), ScanError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    report.changes += batch.len();
+    ctx.index.update_local(std::mem::take(batch))?;
+    Ok(())
+}
+
+/// Records tombstones for indexed entries no longer on disk, and marks
+/// entries that became ignored.
+fn deletions(ctx: &Ctx<'_>, seen: &Seen) -> Result<usize, ScanError> {
+    let mut batch = Vec::new();
+    let mut n = 0;
+    for e in ctx.index.entries(LOCAL) {
+        let e = e?;
+        let name = e.info.name.as_str();
+        if e.info.deleted || seen.names.contains(name) {
+            continue;
+        }
+        if seen
+            .unreadable
+            .iter()
+            .any(|d| d.is_empty() || name.strip_prefix(d.as_str()).is_some_and(|r| r.starts_with('/')))
+        {
+            continue;
+        }
+        if ctx.ignores.matches(name).ignored {
+            if e.flags & FLAG_IGNORED == 0 {
+                let mut info = e.info;
+                info.invalid = true;
+                batch.push(Entry {
+                    info,
+                    inode: e.inode,
+                    flags: e.flags | FLAG_IGNORED,
+                });
+            }
+            continue;
+        }
+        let mut f = FileInfo::new(e.info.name.clone(), e.info.kind);
+        f.deleted = true;
+        f.version = e.info.version.updated(ctx.own, now_secs());
+        f.modified_by = ctx.own;
+        f.modified_s = now_secs() as i64;
+        batch.push(Entry {
+            info: f,
+            inode: 0,
+            flags: 0,
+        });
+        if batch.len() >= BATCH {
+            n += batch.len();
+            ctx.index.update_local(std::mem::take(&mut batch))?;
+        }
+    }
+    n += batch.len();
+    if !batch.is_empty() {
+        ctx.index.update_local(batch)?;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,297 @@
+//! Scanner behaviour on real files in temporary folders.
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use proto::message::FileKind;
+use sha2::{Digest, Sha256};
+
+use super::*;
+use crate::index::Index;
+
+const ME: ShortId = ShortId(0xabc);
+
+struct Folder {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    index: Index,
+}
+
+impl Folder {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        fs::create_dir(&root).expect("mkdir");
+        crate::fs::ensure_marker(&root).expect("marker");
+        let index = Index::open(&dir.path().join("index"), 4 << 20).expect("index");
+        Self {
+            _dir: dir,
+            root,
+            index,
+        }
+    }
+
+    fn write(&self, name: &str, data: &[u8]) {
+        let p = self.root.join(name);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(p, data).expect("write");
+    }
+
+    fn scan_with(&self, ignores: &Ignores) -> ScanReport {
+        let progress = ScanProgress::default();
+        let cancel = AtomicBool::new(false);
+        let opts = ScanOptions {
+            own: ME,
+            ignores,
+            progress: &progress,
+            cancel: &cancel,
+            threads: 2,
+        };
+        let f = self.index.folder("f").expect("folder");
+        scan(&self.root, &f, &opts).expect("scan")
+    }
+
+    fn scan(&self) -> ScanReport {
+        self.scan_with(&Ignores::empty())
+    }
+
+    fn get(&self, name: &str) -> Option<FileInfo> {
+        let f = self.index.folder("f").expect("folder");
+        f.get(LOCAL, name).expect("get").map(|e| e.info)
+    }
+}
+
+/// Makes the scanner see files as quiet sooner: their mtime is set well in
+/// the past, as it is for any file not being written right now.
+fn age(root: &Path) {
+    for e in walk_all(root) {
+        age_file(&e);
+    }
+}
+
+fn age_file(path: &Path) {
+    let t = SystemTime::now() - Duration::from_secs(10);
+    let f = fs::File::options().write(true).open(path).expect("open");
+    f.set_modified(t).expect("set mtime");
+}
+
+fn walk_all(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).expect("ls") {
+            let p = e.expect("entry").path();
+            let m = fs::symlink_metadata(&p).expect("meta");
+            if m.is_dir() {
+                stack.push(p);
+            } else if m.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn first_scan_records_files_directories_and_symlinks() {
+    let f = Folder::new();
+    let big: Vec<u8> = (0..(2 * 131072 + 5)).map(|i| (i % 253) as u8).collect();
+    f.write("a.txt", b"hello");
+    f.write("empty", b"");
+    f.write("dir/sub/big.bin", &big);
+    symlink("a.txt", f.root.join("link")).expect("symlink");
+    fs::set_permissions(f.root.join("a.txt"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    f.write(".stignore", b"");
+    f.write("dir/.syncthing.big.bin.tmp", b"partial download");
+    age(&f.root);
+
+    let r = f.scan();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.hashed_files, 3);
+
+    let a = f.get("a.txt").expect("a.txt");
+    assert_eq!((a.kind, a.size, a.permissions), (FileKind::File, 5, 0o755));
+    assert_eq!(a.blocks.len(), 1);
+    assert_eq!(a.blocks[0].hash, <[u8; 32]>::from(Sha256::digest(b"hello")));
+    assert_eq!(a.version.counter(ME) > 0, true);
+    assert_eq!(a.modified_by, ME);
+    assert_eq!(a.blocks_hash, blocks_hash(&a.blocks));
+
+    let empty = f.get("empty").expect("empty");
+    assert_eq!(empty.blocks.len(), 1);
+    assert_eq!((empty.blocks[0].size, empty.blocks[0].hash), (0, EMPTY_HASH));
+
+    let big_info = f.get("dir/sub/big.bin").expect("big");
+    assert_eq!(big_info.blocks.len(), 3);
+    assert_eq!(big_info.blocks[2].offset, 2 * 131072);
+    assert_eq!(big_info.blocks[2].size, 5);
+    assert_eq!(big_info.blocks[1].hash, <[u8; 32]>::from(Sha256::digest(&big[131072..262144])));
+
+    assert_eq!(f.get("dir").expect("dir").kind, FileKind::Directory);
+    assert_eq!(f.get("dir/sub").expect("sub").kind, FileKind::Directory);
+    let link = f.get("link").expect("link");
+    assert_eq!((link.kind, link.symlink_target.as_slice()), (FileKind::Symlink, &b"a.txt"[..]));
+    // Internal names are never indexed.
+    for n in [".stfolder", ".stignore", "dir/.syncthing.big.bin.tmp"] {
+        assert!(f.get(n).is_none(), "{n} indexed");
+    }
+}
+
+#[test]
+fn rescans_are_incremental_and_track_changes() {
+    let f = Folder::new();
+    f.write("keep", b"same");
+    f.write("change", b"before");
+    f.write("gone", b"bye");
+    age(&f.root);
+    f.scan();
+    let before = f.get("change").expect("change");
+    let gone_before = f.get("gone").expect("gone");
+
+    // Nothing changed: nothing hashed, nothing written.
+    let r = f.scan();
+    assert_eq!((r.hashed_files, r.changes), (0, 0));
+
+    f.write("change", b"after, longer");
+    fs::remove_file(f.root.join("gone")).expect("rm");
+    age_file(&f.root.join("change"));
+    let r = f.scan();
+    assert_eq!(r.hashed_files, 1);
+    let after = f.get("change").expect("change");
+    assert_eq!(after.size, 13);
+    assert_eq!(after.version.compare(&before.version), proto::version::Ordering::Greater);
+    assert!(after.sequence > before.sequence);
+    let tomb = f.get("gone").expect("tombstone kept");
+    assert!(tomb.deleted && tomb.blocks.is_empty() && tomb.size == 0);
+    assert_eq!(tomb.version.compare(&gone_before.version), proto::version::Ordering::Greater);
+
+    // A permission change keeps the blocks without re-hashing.
+    fs::set_permissions(f.root.join("keep"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    let r = f.scan();
+    assert_eq!((r.hashed_files, r.changes), (0, 1));
+    assert_eq!(f.get("keep").expect("keep").permissions, 0o600);
+}
+
+#[test]
+fn a_rename_is_a_delete_plus_an_add_with_the_same_blocks() {
+    let f = Folder::new();
+    f.write("old-name", b"some content");
+    age(&f.root);
+    f.scan();
+    let old = f.get("old-name").expect("old");
+    fs::rename(f.root.join("old-name"), f.root.join("new-name")).expect("mv");
+    f.scan();
+    assert!(f.get("old-name").expect("tombstone").deleted);
+    let new = f.get("new-name").expect("new");
+    assert_eq!(new.blocks, old.blocks);
+    assert_eq!(new.blocks_hash, old.blocks_hash);
+}
+
+#[test]
+fn nfd_names_are_normalised_to_nfc_on_disk_and_in_the_index() {
+    let f = Folder::new();
+    f.write("cafe\u{301}.txt", b"x");
+    age(&f.root);
+    let r = f.scan();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(f.get("caf\u{e9}.txt").is_some());
+    assert!(f.root.join("caf\u{e9}.txt").exists());
+    assert!(!f.root.join("cafe\u{301}.txt").exists());
+}
+
+#[test]
+fn a_missing_marker_or_root_is_an_error_not_a_mass_deletion() {
+    let f = Folder::new();
+    f.write("a", b"1");
+    age(&f.root);
+    f.scan();
+    fs::remove_dir(f.root.join(crate::fs::MARKER)).expect("rm marker");
+    let progress = ScanProgress::default();
+    let cancel = AtomicBool::new(false);
+    let ignores = Ignores::empty();
+    let opts = ScanOptions {
+        own: ME,
+        ignores: &ignores,
+        progress: &progress,
+        cancel: &cancel,
+        threads: 1,
+    };
+    let folder = f.index.folder("f").expect("folder");
+    let err = scan(&f.root, &folder, &opts).expect_err("no marker");
+    assert!(matches!(err, ScanError::MissingMarker(_)), "{err}");
+    let err = scan(&f.root.join("nope"), &folder, &opts).expect_err("no root");
+    assert!(matches!(err, ScanError::MissingRoot(_)), "{err}");
+    assert!(!f.get("a").expect("a").deleted);
+}
+
+#[test]
+fn ignored_files_are_not_indexed_and_newly_ignored_ones_turn_invalid() {
+    let f = Folder::new();
+    f.write("keep.txt", b"k");
+    f.write("build/out.o", b"o");
+    f.write("notes.log", b"l");
+    age(&f.root);
+    f.scan();
+    assert!(f.get("notes.log").is_some());
+    let ignores = Ignores::parse("*.log\nbuild\n", &f.root).expect("patterns");
+    fs::remove_file(f.root.join("build/out.o")).expect("rm");
+    let r = f.scan_with(&ignores);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let log = f.get("notes.log").expect("still indexed");
+    assert!(log.invalid, "ignored entries are announced invalid");
+    // An ignored file that disappears is not reported deleted.
+    assert!(!f.get("build/out.o").expect("entry").deleted);
+    f.write("new.log", b"n");
+    f.scan_with(&ignores);
+    assert!(f.get("new.log").is_none(), "never-seen ignored files stay out");
+}
+
+#[test]
+fn a_file_written_during_hashing_is_never_recorded_with_mixed_content() {
+    // Each state of the file is one repeated byte, so every state's block
+    // list is known; a mixed read would produce a list matching none.
+    let f = Folder::new();
+    let size = 4 * 131072;
+    let states: Vec<Vec<u8>> = (0..8u8).map(|k| vec![k; size]).collect();
+    let lists: Vec<Vec<[u8; 32]>> = states
+        .iter()
+        .map(|s| s.chunks(131072).map(|c| <[u8; 32]>::from(Sha256::digest(c))).collect())
+        .collect();
+    f.write("hot", &states[0]);
+    let stop = AtomicBool::new(false);
+    let path = f.root.join("hot");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::io::{Seek, Write};
+            let mut k = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                k = (k + 1) % states.len();
+                let mut file = fs::File::options().write(true).open(&path).expect("open");
+                // Rewrite in place, block by block: a reader can see a mix.
+                for block in states[k].chunks(131072) {
+                    file.write_all(block).expect("write");
+                }
+                file.rewind().expect("rewind");
+            }
+        });
+        for _ in 0..3 {
+            let r = f.scan();
+            if let Some(info) = f.get("hot") {
+                let got: Vec<[u8; 32]> = info.blocks.iter().map(|b| b.hash).collect();
+                assert!(lists.contains(&got), "recorded a block list no state had");
+            }
+            drop(r);
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    // Once quiet, the file is recorded as it is.
+    age(&f.root);
+    f.scan();
+    let info = f.get("hot").expect("recorded once quiet");
+    let got: Vec<[u8; 32]> = info.blocks.iter().map(|b| b.hash).collect();
+    let on_disk = fs::read(&path).expect("read");
+    let want: Vec<[u8; 32]> = on_disk.chunks(131072).map(|c| <[u8; 32]>::from(Sha256::digest(c))).collect();
+    assert_eq!(got, want);
+}

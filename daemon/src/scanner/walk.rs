@@ -1,0 +1,317 @@
+//! The directory walk: visits every entry under a folder root (never
+//! following symlinks), skips internal names, applies ignore patterns,
+//! normalises names to NFC, and decides per entry whether it changed since
+//! the index last saw it. Unchanged files cost one `lstat` and one index
+//! lookup; changed files are handed to the hashers.
+
+use std::collections::HashSet;
+use std::fs::{self, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use proto::message::{FileInfo, FileKind};
+use proto::Name;
+use unicode_normalization::{is_nfc, UnicodeNormalization};
+
+use super::{now_secs, Ctx, Stat};
+use crate::fs::is_internal;
+use crate::index::{Entry, FLAG_IGNORED, LOCAL};
+
+/// What the walk found that needs recording or hashing.
+pub enum Found {
+    /// A directory, symlink or newly ignored entry, ready to record.
+    Ready(Entry),
+    /// A regular file that must be hashed.
+    Hash(FileToHash),
+}
+
+/// A regular file whose content must be hashed.
+#[derive(Clone)]
+pub struct FileToHash {
+    /// Its name.
+    pub name: Name,
+    /// Where it is on disk.
+    pub path: PathBuf,
+    /// Its metadata when found; it must be the same after hashing.
+    pub stat: Stat,
+    /// The previous local entry, whose version the new one succeeds.
+    pub old: Option<FileInfo>,
+}
+
+/// What the walk saw, for the deletion pass.
+#[derive(Default)]
+pub struct Seen {
+    /// Every name present on disk (ignored ones included).
+    pub names: HashSet<String>,
+    /// Directories that could not be read: nothing under them is deleted.
+    pub unreadable: Vec<String>,
+}
+
+impl Stat {
+    /// The parts of `m` that say whether a file changed.
+    pub fn of(m: &Metadata) -> Self {
+        Self {
+            size: m.len(),
+            mtime_s: m.mtime(),
+            mtime_ns: m.mtime_nsec() as i32,
+            ctime_s: m.ctime(),
+            ctime_ns: m.ctime_nsec() as i32,
+            inode: m.ino(),
+            mode: m.mode() & 0o777,
+        }
+    }
+}
+
+/// Walks `root`, calling `found` for each change, and returns what it saw.
+pub fn walk(root: &Path, ctx: &Ctx<'_>, mut found: impl FnMut(Found)) -> Seen {
+    let mut seen = Seen::default();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        if ctx.cancelled() {
+            break;
+        }
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                ctx.error(format!("{}: {e}", display_rel(&rel)));
+                seen.unreadable.push(rel);
+                continue;
+            }
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    ctx.error(format!("{}: {e}", display_rel(&rel)));
+                    seen.unreadable.push(rel.clone());
+                    continue;
+                }
+            };
+            let os_name = entry.file_name();
+            let Ok(base) = std::str::from_utf8(os_name.as_bytes()) else {
+                ctx.error(format!(
+                    "{}/{}: name is not UTF-8; skipped",
+                    display_rel(&rel),
+                    os_name.to_string_lossy()
+                ));
+                continue;
+            };
+            let mut path = entry.path();
+            let mut base = base.to_string();
+            if !is_nfc(&base) {
+                match normalise(&dir, &base) {
+                    Ok(nfc) => {
+                        path = dir.join(&nfc);
+                        base = nfc;
+                    }
+                    Err(e) => {
+                        ctx.error(format!("{}: {e}", join(&rel, &base)));
+                        continue;
+                    }
+                }
+            }
+            let rel_name = join(&rel, &base);
+            if is_internal(&rel_name) {
+                continue;
+            }
+            let name = match Name::parse(rel_name.clone()) {
+                Ok(n) => n,
+                Err(e) => {
+                    ctx.error(format!("{rel_name}: {e}"));
+                    continue;
+                }
+            };
+            seen.names.insert(rel_name.clone());
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    ctx.error(format!("{rel_name}: {e}"));
+                    continue;
+                }
+            };
+            let old = match ctx.index.get(LOCAL, &rel_name) {
+                Ok(o) => o,
+                Err(e) => {
+                    ctx.error(format!("{rel_name}: reading the index: {e}"));
+                    continue;
+                }
+            };
+            let ft = meta.file_type();
+            if ctx.ignores.matches(&rel_name).ignored {
+                if let Some(old) = old.filter(|o| o.flags & FLAG_IGNORED == 0) {
+                    found(Found::Ready(ignored(old)));
+                }
+                if ft.is_dir() && !ctx.ignores.can_skip_ignored_dirs() {
+                    stack.push((path, rel_name));
+                }
+                continue;
+            }
+            let old = old.filter(|o| o.flags & FLAG_IGNORED == 0);
+            if ft.is_dir() {
+                if let Some(e) = directory(ctx, name, &meta, old.map(|o| o.info)) {
+                    found(Found::Ready(e));
+                }
+                stack.push((path, rel_name));
+            } else if ft.is_symlink() {
+                match fs::read_link(&path) {
+                    Ok(target) => {
+                        let target = target.as_os_str().as_bytes().to_vec();
+                        if let Some(e) = symlink(ctx, name, target, old.map(|o| o.info)) {
+                            found(Found::Ready(e));
+                        }
+                    }
+                    Err(e) => ctx.error(format!("{rel_name}: {e}")),
+                }
+            } else if ft.is_file() {
+                let stat = Stat::of(&meta);
+                if let Some(e) = file(ctx, &name, &stat, old.as_ref(), &meta) {
+                    match e {
+                        FileChange::Metadata(entry) => found(Found::Ready(entry)),
+                        FileChange::Content => {
+                            ctx.progress.files_total.fetch_add(1, Ordering::Relaxed);
+                            ctx.progress.bytes_total.fetch_add(stat.size, Ordering::Relaxed);
+                            found(Found::Hash(FileToHash {
+                                name,
+                                path,
+                                stat,
+                                old: old.map(|o| o.info),
+                            }))
+                        }
+                    }
+                }
+            }
+            // Sockets, FIFOs and devices are not synced, as in Syncthing.
+        }
+    }
+    seen
+}
+
+fn join(rel: &str, base: &str) -> String {
+    if rel.is_empty() {
+        base.to_string()
+    } else {
+        format!("{rel}/{base}")
+    }
+}
+
+fn display_rel(rel: &str) -> &str {
+    if rel.is_empty() {
+        "."
+    } else {
+        rel
+    }
+}
+
+/// Renames a non-NFC entry to its NFC form (as Syncthing does on Linux), so
+/// the name on disk is the name in the index.
+fn normalise(dir: &Path, base: &str) -> Result<String, String> {
+    let nfc: String = base.nfc().collect();
+    let target = dir.join(&nfc);
+    if fs::symlink_metadata(&target).is_ok() {
+        return Err(format!(
+            "both the NFC and a non-NFC form of {nfc:?} exist; skipped"
+        ));
+    }
+    fs::rename(dir.join(base), &target).map_err(|e| format!("renaming to NFC: {e}"))?;
+    Ok(nfc)
+}
+
+/// A new local version of `name` succeeding `old`.
+fn new_version(ctx: &Ctx<'_>, name: Name, kind: FileKind, old: Option<&FileInfo>) -> FileInfo {
+    let mut f = FileInfo::new(name, kind);
+    let base = old.map(|o| o.version.clone()).unwrap_or_default();
+    f.version = base.updated(ctx.own, now_secs());
+    f.modified_by = ctx.own;
+    f
+}
+
+fn ignored(old: Entry) -> Entry {
+    let mut info = old.info;
+    info.invalid = true;
+    Entry {
+        info,
+        inode: old.inode,
+        flags: old.flags | FLAG_IGNORED,
+    }
+}
+
+fn directory(ctx: &Ctx<'_>, name: Name, meta: &Metadata, old: Option<FileInfo>) -> Option<Entry> {
+    let mode = meta.mode() & 0o777;
+    if let Some(o) = &old {
+        if o.kind == FileKind::Directory && !o.deleted && !o.invalid && o.permissions == mode {
+            return None;
+        }
+    }
+    let mut f = new_version(ctx, name, FileKind::Directory, old.as_ref());
+    f.permissions = mode;
+    f.modified_s = meta.mtime();
+    f.modified_ns = meta.mtime_nsec() as i32;
+    Some(Entry {
+        info: f,
+        inode: meta.ino(),
+        flags: 0,
+    })
+}
+
+fn symlink(ctx: &Ctx<'_>, name: Name, target: Vec<u8>, old: Option<FileInfo>) -> Option<Entry> {
+    if let Some(o) = &old {
+        if o.kind == FileKind::Symlink && !o.deleted && !o.invalid && o.symlink_target == target {
+            return None;
+        }
+    }
+    let mut f = new_version(ctx, name, FileKind::Symlink, old.as_ref());
+    f.symlink_target = target;
+    f.no_permissions = true;
+    Some(Entry {
+        info: f,
+        inode: 0,
+        flags: 0,
+    })
+}
+
+enum FileChange {
+    /// Only the permission bits changed: keep the blocks.
+    Metadata(Entry),
+    /// Size, mtime or inode changed (or the file is new): hash it.
+    Content,
+}
+
+fn file(
+    ctx: &Ctx<'_>,
+    name: &Name,
+    stat: &Stat,
+    old: Option<&Entry>,
+    meta: &Metadata,
+) -> Option<FileChange> {
+    let Some((o, old_inode)) = old
+        .map(|e| (&e.info, e.inode))
+        .filter(|(o, _)| o.kind == FileKind::File && !o.deleted && !o.invalid)
+    else {
+        return Some(FileChange::Content);
+    };
+    let same_content = o.size == stat.size
+        && o.modified_s == stat.mtime_s
+        && o.modified_ns == stat.mtime_ns
+        && (old_inode == 0 || old_inode == stat.inode);
+    if !same_content {
+        return Some(FileChange::Content);
+    }
+    if o.permissions == stat.mode {
+        return None;
+    }
+    let mut f = new_version(ctx, name.clone(), FileKind::File, Some(o));
+    f.size = o.size;
+    f.permissions = stat.mode;
+    f.modified_s = o.modified_s;
+    f.modified_ns = o.modified_ns;
+    f.block_size = o.block_size;
+    f.blocks = o.blocks.clone();
+    f.blocks_hash = o.blocks_hash.clone();
+    Some(FileChange::Metadata(Entry {
+        info: f,
+        inode: meta.ino(),
+        flags: 0,
+    }))
+}
