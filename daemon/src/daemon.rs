@@ -57,7 +57,12 @@ pub fn run(home: &Home) -> Result<()> {
     Ok(())
 }
 
-async fn serve(home: &Home, device_id: proto::DeviceId, config: Config, index: Index) -> Result<()> {
+async fn serve(
+    home: &Home,
+    device_id: proto::DeviceId,
+    config: Config,
+    index: Index,
+) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
@@ -65,8 +70,12 @@ async fn serve(home: &Home, device_id: proto::DeviceId, config: Config, index: I
         .await
         .with_context(|| format!("binding the API to {}", config.api.address))?;
     let api_addr = listener.local_addr()?;
-    crate::fs::write_atomic(&home.api_address_path(), api_addr.to_string().as_bytes(), 0o600)
-        .context("writing api-address")?;
+    crate::fs::write_atomic(
+        &home.api_address_path(),
+        api_addr.to_string().as_bytes(),
+        0o600,
+    )
+    .context("writing api-address")?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut folders = HashMap::new();
@@ -110,7 +119,10 @@ async fn serve(home: &Home, device_id: proto::DeviceId, config: Config, index: I
         let _ = r.await;
     }
     let _ = api_stop_tx.send(());
-    if tokio::time::timeout(Duration::from_secs(5), api).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), api)
+        .await
+        .is_err()
+    {
         tracing::warn!("the API did not stop within 5 s");
     }
     let _ = std::fs::remove_file(home.api_address_path());

@@ -108,10 +108,25 @@ mod tests {
 
     #[test]
     fn internal_names() {
-        for n in [".stfolder", ".stignore", ".stversions", ".stversions/a", "d/.syncthing.x.tmp", ".syncthing.a.tmp", "~syncthing~a.tmp"] {
+        for n in [
+            ".stfolder",
+            ".stignore",
+            ".stversions",
+            ".stversions/a",
+            "d/.syncthing.x.tmp",
+            ".syncthing.a.tmp",
+            "~syncthing~a.tmp",
+        ] {
             assert!(is_internal(n), "{n}");
         }
-        for n in ["a/.stfolder", "d/.stignore", "stfolder", ".stfolderx", ".syncthing.a", "a.tmp"] {
+        for n in [
+            "a/.stfolder",
+            "d/.stignore",
+            "stfolder",
+            ".stfolderx",
+            ".syncthing.a",
+            "a.tmp",
+        ] {
             assert!(!is_internal(n), "{n}");
         }
     }

@@ -5,8 +5,8 @@
 pub mod dto;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
@@ -149,7 +149,10 @@ async fn rescan(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Respo
             scan: h.request_rescan(),
         })
         .into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("folder {id:?} is not configured")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("folder {id:?} is not configured"),
+        ),
     }
 }
 
@@ -167,7 +170,10 @@ async fn wait_scan(
     Query(w): Query<Wait>,
 ) -> Response {
     let Some(h) = s.folders.get(&id) else {
-        return error(StatusCode::NOT_FOUND, format!("folder {id:?} is not configured"));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("folder {id:?} is not configured"),
+        );
     };
     let wait = std::time::Duration::from_millis(w.wait_ms.unwrap_or(30_000).min(30_000));
     let _ = tokio::time::timeout(wait, h.wait_for_scan(n)).await;
@@ -190,7 +196,10 @@ async fn entries(
     Query(q): Query<EntriesQuery>,
 ) -> Response {
     let Some(h) = s.folders.get(&id) else {
-        return error(StatusCode::NOT_FOUND, format!("folder {id:?} is not configured"));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("folder {id:?} is not configured"),
+        );
     };
     let index = h.index.clone();
     let listed = tokio::task::spawn_blocking(move || {

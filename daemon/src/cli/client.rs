@@ -42,10 +42,17 @@ impl Client {
         })
     }
 
-    fn handle<T: DeserializeOwned>(&self, what: &str, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<T> {
+    fn handle<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T> {
         let mut resp = r.map_err(|e| match e {
             ureq::Error::Io(_) | ureq::Error::ConnectionFailed => {
-                anyhow!("the daemon is not answering at {} (is it running?)", self.base)
+                anyhow!(
+                    "the daemon is not answering at {} (is it running?)",
+                    self.base
+                )
             }
             e => anyhow!("{what}: {e}"),
         })?;
@@ -58,12 +65,18 @@ impl Client {
                 .unwrap_or_else(|_| status.to_string());
             bail!("{msg}");
         }
-        resp.body_mut().read_json::<T>().with_context(|| format!("{what}: bad answer"))
+        resp.body_mut()
+            .read_json::<T>()
+            .with_context(|| format!("{what}: bad answer"))
     }
 
     /// GETs `path` and decodes the JSON answer.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let r = self.agent.get(format!("{}{path}", self.base)).header(KEY_HEADER, &self.key).call();
+        let r = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header(KEY_HEADER, &self.key)
+            .call();
         self.handle(path, r)
     }
 

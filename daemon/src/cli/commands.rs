@@ -3,8 +3,8 @@
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::{Cli, Command, ConfigAction, DeviceAction, FolderAction};
 use super::client::Client;
+use super::{Cli, Command, ConfigAction, DeviceAction, FolderAction};
 use crate::api::dto::{RescanTicket, Status};
 use crate::config::Config;
 use crate::home::Home;
@@ -133,9 +133,8 @@ fn folder(home: &Home, action: FolderAction) -> Result<()> {
                 }
                 return Err(e);
             }
-            crate::fs::ensure_marker(&path).with_context(|| {
-                format!("creating the folder marker in {}", path.display())
-            })?;
+            crate::fs::ensure_marker(&path)
+                .with_context(|| format!("creating the folder marker in {}", path.display()))?;
             println!("added folder {folder_id:?}");
         }
         FolderAction::Rescan { folder_id } => rescan(home, &folder_id)?,

@@ -19,7 +19,10 @@ fn update(bar: &ProgressBar, f: &FolderStatus) {
         Some(p) => {
             bar.set_length(p.bytes_total.max(1));
             bar.set_position(p.bytes_done);
-            bar.set_message(format!("scanning: {}/{} files", p.files_done, p.files_total));
+            bar.set_message(format!(
+                "scanning: {}/{} files",
+                p.files_done, p.files_total
+            ));
         }
         None => bar.set_message(f.state.clone()),
     }
@@ -27,7 +30,9 @@ fn update(bar: &ProgressBar, f: &FolderStatus) {
 
 /// Polls one folder until scan `target` is done, with a progress bar.
 pub fn wait_for_scan(client: &Client, folder: &str, target: u64) -> Result<FolderStatus> {
-    let bar = ProgressBar::new(1).with_style(bar_style()).with_prefix(folder.to_string());
+    let bar = ProgressBar::new(1)
+        .with_style(bar_style())
+        .with_prefix(folder.to_string());
     loop {
         // The server holds this request up to 30 s, or until the scan ends;
         // a short wait here keeps the bar moving.
@@ -36,13 +41,16 @@ pub fn wait_for_scan(client: &Client, folder: &str, target: u64) -> Result<Folde
             .folders
             .into_iter()
             .find(|f| f.id == folder)
-            .ok_or_else(|| anyhow::anyhow!("folder {folder:?} is not configured in the running daemon"))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!("folder {folder:?} is not configured in the running daemon")
+            })?;
         if f.scans_completed >= target {
             bar.finish_and_clear();
             return Ok(f);
         }
         update(&bar, &f);
-        let _: FolderStatus = client.get(&format!("/rest/folders/{folder}/scan/{target}?wait_ms=200"))?;
+        let _: FolderStatus =
+            client.get(&format!("/rest/folders/{folder}/scan/{target}?wait_ms=200"))?;
     }
 }
 
@@ -57,7 +65,11 @@ pub fn watch(client: &Client) -> Result<()> {
             let bar = match bars.iter().find(|(id, _)| *id == f.id) {
                 Some((_, b)) => b.clone(),
                 None => {
-                    let b = multi.add(ProgressBar::new(1).with_style(bar_style()).with_prefix(f.id.clone()));
+                    let b = multi.add(
+                        ProgressBar::new(1)
+                            .with_style(bar_style())
+                            .with_prefix(f.id.clone()),
+                    );
                     bars.push((f.id.clone(), b.clone()));
                     b
                 }

@@ -125,16 +125,22 @@ pub fn spawn(
         loop {
             let started = Instant::now();
             let outcome = {
-                let (config, index, progress, stop) =
-                    (config.clone(), index.clone(), progress.clone(), stop.clone());
+                let (config, index, progress, stop) = (
+                    config.clone(),
+                    index.clone(),
+                    progress.clone(),
+                    stop.clone(),
+                );
                 status_tx.send_modify(|s| {
                     if !matches!(s.state, FolderState::Error(_)) || s.scans_completed == 0 {
                         s.state = FolderState::Scanning;
                     }
                 });
-                tokio::task::spawn_blocking(move || run_scan(&config, &index, own, &progress, &stop))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("scan panicked: {e}")))
+                tokio::task::spawn_blocking(move || {
+                    run_scan(&config, &index, own, &progress, &stop)
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("scan panicked: {e}")))
             };
             if stop.load(Ordering::Relaxed) {
                 break;

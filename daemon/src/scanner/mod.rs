@@ -179,7 +179,11 @@ enum Event {
 }
 
 /// Scans the folder at `root` into `index`.
-pub fn scan(root: &Path, index: &FolderIndex, opts: &ScanOptions<'_>) -> Result<ScanReport, ScanError> {
+pub fn scan(
+    root: &Path,
+    index: &FolderIndex,
+    opts: &ScanOptions<'_>,
+) -> Result<ScanReport, ScanError> {
     if !root.is_dir() {
         return Err(ScanError::MissingRoot(root.to_path_buf()));
     }
@@ -366,8 +370,14 @@ fn collect(
                             ctx.progress.files_done.fetch_add(1, Ordering::Relaxed);
                             batch.push(*e);
                         }
-                        Finished::Retry(delay) if job.attempt < MAX_ATTEMPTS && !ctx.cancelled() => {
-                            retries.push((Instant::now() + delay, job.file.clone(), job.attempt + 1));
+                        Finished::Retry(delay)
+                            if job.attempt < MAX_ATTEMPTS && !ctx.cancelled() =>
+                        {
+                            retries.push((
+                                Instant::now() + delay,
+                                job.file.clone(),
+                                job.attempt + 1,
+                            ));
                         }
                         Finished::Retry(_) => ctx.error(format!(
                             "{}: kept changing while it was hashed; will retry at the next scan",
@@ -420,13 +430,21 @@ fn finish(ctx: &Ctx<'_>, job: &Job, a: Assembly) -> Finished {
         return Finished::Retry(QUIET);
     }
     let mtime = UNIX_EPOCH
-        + Duration::new(file.stat.mtime_s.max(0) as u64, file.stat.mtime_ns.max(0) as u32);
+        + Duration::new(
+            file.stat.mtime_s.max(0) as u64,
+            file.stat.mtime_ns.max(0) as u32,
+        );
     let ctime = UNIX_EPOCH
-        + Duration::new(file.stat.ctime_s.max(0) as u64, file.stat.ctime_ns.max(0) as u32);
+        + Duration::new(
+            file.stat.ctime_s.max(0) as u64,
+            file.stat.ctime_ns.max(0) as u32,
+        );
     let last_write = mtime.max(ctime);
     if let Some(since) = job.started.checked_sub(QUIET) {
         if last_write > since {
-            let age = SystemTime::now().duration_since(last_write).unwrap_or_default();
+            let age = SystemTime::now()
+                .duration_since(last_write)
+                .unwrap_or_default();
             return Finished::Retry(QUIET.saturating_sub(age).max(Duration::from_millis(5)));
         }
     }
@@ -457,7 +475,9 @@ fn finish(ctx: &Ctx<'_>, job: &Job, a: Assembly) -> Finished {
 /// Re-reads a file's metadata before hashing it again; `None` if it is gone
 /// or no longer a regular file.
 fn refresh(ctx: &Ctx<'_>, mut file: FileToHash) -> Option<FileToHash> {
-    let m = std::fs::symlink_metadata(&file.path).ok().filter(|m| m.is_file())?;
+    let m = std::fs::symlink_metadata(&file.path)
+        .ok()
+        .filter(|m| m.is_file())?;
     let stat = Stat::of(&m);
     ctx.progress
         .bytes_total
@@ -486,11 +506,12 @@ fn deletions(ctx: &Ctx<'_>, seen: &Seen) -> Result<usize, ScanError> {
         if e.info.deleted || seen.names.contains(name) {
             continue;
         }
-        if seen
-            .unreadable
-            .iter()
-            .any(|d| d.is_empty() || name.strip_prefix(d.as_str()).is_some_and(|r| r.starts_with('/')))
-        {
+        if seen.unreadable.iter().any(|d| {
+            d.is_empty()
+                || name
+                    .strip_prefix(d.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        }) {
             continue;
         }
         if ctx.ignores.matches(name).ignored {

@@ -115,24 +115,33 @@ fn first_scan_records_files_directories_and_symlinks() {
     assert_eq!((a.kind, a.size, a.permissions), (FileKind::File, 5, 0o755));
     assert_eq!(a.blocks.len(), 1);
     assert_eq!(a.blocks[0].hash, <[u8; 32]>::from(Sha256::digest(b"hello")));
-    assert_eq!(a.version.counter(ME) > 0, true);
+    assert!(a.version.counter(ME) > 0);
     assert_eq!(a.modified_by, ME);
     assert_eq!(a.blocks_hash, blocks_hash(&a.blocks));
 
     let empty = f.get("empty").expect("empty");
     assert_eq!(empty.blocks.len(), 1);
-    assert_eq!((empty.blocks[0].size, empty.blocks[0].hash), (0, EMPTY_HASH));
+    assert_eq!(
+        (empty.blocks[0].size, empty.blocks[0].hash),
+        (0, EMPTY_HASH)
+    );
 
     let big_info = f.get("dir/sub/big.bin").expect("big");
     assert_eq!(big_info.blocks.len(), 3);
     assert_eq!(big_info.blocks[2].offset, 2 * 131072);
     assert_eq!(big_info.blocks[2].size, 5);
-    assert_eq!(big_info.blocks[1].hash, <[u8; 32]>::from(Sha256::digest(&big[131072..262144])));
+    assert_eq!(
+        big_info.blocks[1].hash,
+        <[u8; 32]>::from(Sha256::digest(&big[131072..262144]))
+    );
 
     assert_eq!(f.get("dir").expect("dir").kind, FileKind::Directory);
     assert_eq!(f.get("dir/sub").expect("sub").kind, FileKind::Directory);
     let link = f.get("link").expect("link");
-    assert_eq!((link.kind, link.symlink_target.as_slice()), (FileKind::Symlink, &b"a.txt"[..]));
+    assert_eq!(
+        (link.kind, link.symlink_target.as_slice()),
+        (FileKind::Symlink, &b"a.txt"[..])
+    );
     // Internal names are never indexed.
     for n in [".stfolder", ".stignore", "dir/.syncthing.big.bin.tmp"] {
         assert!(f.get(n).is_none(), "{n} indexed");
@@ -161,11 +170,17 @@ fn rescans_are_incremental_and_track_changes() {
     assert_eq!(r.hashed_files, 1);
     let after = f.get("change").expect("change");
     assert_eq!(after.size, 13);
-    assert_eq!(after.version.compare(&before.version), proto::version::Ordering::Greater);
+    assert_eq!(
+        after.version.compare(&before.version),
+        proto::version::Ordering::Greater
+    );
     assert!(after.sequence > before.sequence);
     let tomb = f.get("gone").expect("tombstone kept");
     assert!(tomb.deleted && tomb.blocks.is_empty() && tomb.size == 0);
-    assert_eq!(tomb.version.compare(&gone_before.version), proto::version::Ordering::Greater);
+    assert_eq!(
+        tomb.version.compare(&gone_before.version),
+        proto::version::Ordering::Greater
+    );
 
     // A permission change keeps the blocks without re-hashing.
     fs::set_permissions(f.root.join("keep"), fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -245,7 +260,10 @@ fn ignored_files_are_not_indexed_and_newly_ignored_ones_turn_invalid() {
     assert!(!f.get("build/out.o").expect("entry").deleted);
     f.write("new.log", b"n");
     f.scan_with(&ignores);
-    assert!(f.get("new.log").is_none(), "never-seen ignored files stay out");
+    assert!(
+        f.get("new.log").is_none(),
+        "never-seen ignored files stay out"
+    );
 }
 
 #[test]
@@ -257,7 +275,11 @@ fn a_file_written_during_hashing_is_never_recorded_with_mixed_content() {
     let states: Vec<Vec<u8>> = (0..8u8).map(|k| vec![k; size]).collect();
     let lists: Vec<Vec<[u8; 32]>> = states
         .iter()
-        .map(|s| s.chunks(131072).map(|c| <[u8; 32]>::from(Sha256::digest(c))).collect())
+        .map(|s| {
+            s.chunks(131072)
+                .map(|c| <[u8; 32]>::from(Sha256::digest(c)))
+                .collect()
+        })
         .collect();
     f.write("hot", &states[0]);
     let stop = AtomicBool::new(false);
@@ -292,6 +314,9 @@ fn a_file_written_during_hashing_is_never_recorded_with_mixed_content() {
     let info = f.get("hot").expect("recorded once quiet");
     let got: Vec<[u8; 32]> = info.blocks.iter().map(|b| b.hash).collect();
     let on_disk = fs::read(&path).expect("read");
-    let want: Vec<[u8; 32]> = on_disk.chunks(131072).map(|c| <[u8; 32]>::from(Sha256::digest(c))).collect();
+    let want: Vec<[u8; 32]> = on_disk
+        .chunks(131072)
+        .map(|c| <[u8; 32]>::from(Sha256::digest(c)))
+        .collect();
     assert_eq!(got, want);
 }

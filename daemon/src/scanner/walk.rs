@@ -171,7 +171,9 @@ pub fn walk(root: &Path, ctx: &Ctx<'_>, mut found: impl FnMut(Found)) -> Seen {
                         FileChange::Metadata(entry) => found(Found::Ready(entry)),
                         FileChange::Content => {
                             ctx.progress.files_total.fetch_add(1, Ordering::Relaxed);
-                            ctx.progress.bytes_total.fetch_add(stat.size, Ordering::Relaxed);
+                            ctx.progress
+                                .bytes_total
+                                .fetch_add(stat.size, Ordering::Relaxed);
                             found(Found::Hash(FileToHash {
                                 name,
                                 path,
