@@ -3,12 +3,16 @@
 //! locates the Syncthing binaries that interop tests run against.
 //!
 //! Tests that need a real peer call [`require`]: without the prerequisite
-//! they skip with a note locally, and fail when `CI` is set.
+//! they skip with a note locally, and fail when `CI` is set. The
+//! [`syncthing`] module runs the real Syncthing binary in a temporary home.
 #![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+pub mod daemon;
+pub mod syncthing;
 
 /// The path of one of our binaries (`ferrosync`, `ferrosync-relay`,
 /// `ferrosync-discovery`), built first if the tests run under cargo.
@@ -25,14 +29,22 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// `target/<profile>`, found from this test executable's own path
-/// (`target/<profile>/deps/<test>`), so custom target dirs work too.
+/// `target/<profile>`, found from this executable's own path: a test lives
+/// in `target/<profile>/deps/<test>`, a binary of this crate (a benchmark) in
+/// `target/<profile>/<bin>`. Custom target dirs work too.
 fn target_profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf()
+    let dir = exe.parent().expect("executable has a parent directory");
+    if dir
+        .file_name()
+        .is_some_and(|n| n == "deps" || n == "examples")
+    {
+        dir.parent()
+            .expect("target/<profile>/deps has a parent")
+            .to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Builds the workspace binaries so a plain `cargo test` never runs stale
