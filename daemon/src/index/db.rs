@@ -131,9 +131,15 @@ impl Db {
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
     }
 
-    /// Applies a batch atomically and makes it durable.
+    /// Applies a batch atomically. It is durable after the next
+    /// [`Db::flush`]; a crash before that loses whole batches, never parts.
     pub fn apply(&self, batch: Batch) -> Result<(), DbError> {
         self.tree.apply_batch(batch.0)?;
+        Ok(())
+    }
+
+    /// Makes every applied batch durable.
+    pub fn flush(&self) -> Result<(), DbError> {
         self.db.flush()?;
         Ok(())
     }

@@ -41,11 +41,17 @@ const BATCH: usize = 1000;
 /// Bytes of blocks one hash job covers: small enough to spread a large file
 /// over every core, large enough to keep per-job overhead negligible.
 const CHUNK_BYTES: u64 = 8 << 20;
+/// Small files travel to the hashers in groups of up to this many files or
+/// `CHUNK_BYTES / 2` bytes: one channel message and wake-up per file would
+/// cost more than hashing a 1 KiB file.
+const GROUP_FILES: usize = 64;
 /// A file written this recently when hashing starts is hashed again later:
 /// a write in the same timestamp tick would be invisible.
 const QUIET: Duration = Duration::from_millis(50);
 /// Attempts before giving up on a file that keeps changing (until next scan).
 const MAX_ATTEMPTS: u32 = 20;
+/// How often a running scan makes its index writes durable.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Live progress of a scan, shared with the status API.
 #[derive(Debug, Default)]
@@ -126,6 +132,7 @@ struct Ctx<'a> {
     errors: Mutex<Vec<String>>,
     /// Files queued for hashing and not yet finished.
     pending: AtomicU64,
+    last_flush: Mutex<Instant>,
 }
 
 impl Ctx<'_> {
@@ -149,23 +156,27 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// One file being hashed, shared by its chunk jobs.
+/// One large file being hashed in chunks, shared by its chunk jobs.
 struct Job {
     id: u64,
     file: FileToHash,
     block_size: u32,
-    blocks: usize,
     chunks: usize,
     started: SystemTime,
     attempt: u32,
 }
 
-/// Work for a hasher: blocks `first..end` of a file.
-struct ChunkJob {
-    job: Arc<Job>,
-    index: usize,
-    first: usize,
-    end: usize,
+/// Work for a hasher.
+enum Work {
+    /// Blocks `first..end` of a large file.
+    Chunk {
+        job: Arc<Job>,
+        index: usize,
+        first: usize,
+        end: usize,
+    },
+    /// Whole small files, hashed and checked by the hasher itself.
+    Files(Vec<(FileToHash, u32)>),
 }
 
 enum Event {
@@ -175,7 +186,40 @@ enum Event {
         index: usize,
         result: std::io::Result<Vec<BlockInfo>>,
     },
+    /// Small files done: each with its attempt number and outcome.
+    Finished(Vec<(FileToHash, u32, Finished)>),
     Walked(Seen),
+}
+
+/// Groups small files into [`Work::Files`] messages.
+struct Grouper {
+    files: Vec<(FileToHash, u32)>,
+    bytes: u64,
+}
+
+impl Grouper {
+    fn new() -> Self {
+        Self {
+            files: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn add(&mut self, ctx: &Ctx<'_>, jobs: &Sender<Work>, file: FileToHash, attempt: u32) {
+        ctx.pending.fetch_add(1, Ordering::SeqCst);
+        self.bytes += file.stat.size;
+        self.files.push((file, attempt));
+        if self.files.len() >= GROUP_FILES || self.bytes >= CHUNK_BYTES / 2 {
+            self.flush(jobs);
+        }
+    }
+
+    fn flush(&mut self, jobs: &Sender<Work>) {
+        if !self.files.is_empty() {
+            self.bytes = 0;
+            let _ = jobs.send(Work::Files(std::mem::take(&mut self.files)));
+        }
+    }
 }
 
 /// Scans the folder at `root` into `index`.
@@ -198,12 +242,13 @@ pub fn scan(
         own: opts.own,
         errors: Mutex::new(Vec::new()),
         pending: AtomicU64::new(0),
+        last_flush: Mutex::new(Instant::now()),
     };
     let threads = match opts.threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    let (job_tx, job_rx) = bounded::<ChunkJob>(threads * 4);
+    let (job_tx, job_rx) = bounded::<Work>(threads * 4);
     let (ev_tx, ev_rx) = unbounded::<Event>();
     let mut report = ScanReport::default();
 
@@ -219,15 +264,17 @@ pub fn scan(
         let ctx_ref = &ctx;
         s.spawn(move || {
             let mut next_id = 0;
+            let mut group = Grouper::new();
             let seen = walk::walk(root, ctx_ref, |found| match found {
                 Found::Ready(e) => {
                     let _ = walker_events.send(Event::Found(e));
                 }
                 Found::Hash(file) => {
                     next_id += 1;
-                    queue(ctx_ref, &walker_jobs, file, next_id, 1);
+                    queue(ctx_ref, &walker_jobs, &mut group, file, next_id, 1);
                 }
             });
+            group.flush(&walker_jobs);
             let _ = walker_events.send(Event::Walked(seen));
         });
         drop(ev_tx);
@@ -238,29 +285,41 @@ pub fn scan(
         return Err(ScanError::Cancelled);
     }
     report.changes += deletions(&ctx, &seen)?;
+    index.flush()?;
     report.errors = ctx.errors.into_inner().unwrap_or_else(|e| e.into_inner());
     Ok(report)
 }
 
-/// Splits a file into chunk jobs and queues them for the hashers.
-fn queue(ctx: &Ctx<'_>, jobs: &Sender<ChunkJob>, file: FileToHash, id: u64, attempt: u32) {
-    ctx.pending.fetch_add(1, Ordering::SeqCst);
-    let block_size = block_size_for_rescan(file.stat.size, file.old.as_ref().map(|o| o.block_size));
+/// Queues a file for hashing: small files in groups, large ones split into
+/// chunks that every hasher can share.
+fn queue(
+    ctx: &Ctx<'_>,
+    jobs: &Sender<Work>,
+    group: &mut Grouper,
+    file: FileToHash,
+    id: u64,
+    attempt: u32,
+) {
+    let block_size = block_size_of(&file);
     let blocks = hash::block_count(file.stat.size, block_size);
     let per_chunk = ((CHUNK_BYTES / u64::from(block_size)) as usize).max(1);
+    if blocks <= per_chunk {
+        group.add(ctx, jobs, file, attempt);
+        return;
+    }
+    ctx.pending.fetch_add(1, Ordering::SeqCst);
     let chunks = blocks.div_ceil(per_chunk);
     let job = Arc::new(Job {
         id,
         file,
         block_size,
-        blocks,
         chunks,
         started: SystemTime::now(),
         attempt,
     });
     for index in 0..chunks {
         let first = index * per_chunk;
-        let chunk = ChunkJob {
+        let chunk = Work::Chunk {
             job: job.clone(),
             index,
             first,
@@ -272,31 +331,54 @@ fn queue(ctx: &Ctx<'_>, jobs: &Sender<ChunkJob>, file: FileToHash, id: u64, atte
     }
 }
 
-fn hasher(ctx: &Ctx<'_>, jobs: Receiver<ChunkJob>, events: Sender<Event>) {
+fn block_size_of(file: &FileToHash) -> u32 {
+    block_size_for_rescan(file.stat.size, file.old.as_ref().map(|o| o.block_size))
+}
+
+fn hasher(ctx: &Ctx<'_>, jobs: Receiver<Work>, events: Sender<Event>) {
     let mut buf = vec![0u8; hash::READ_SIZE];
-    for c in jobs {
-        let result = if ctx.cancelled() {
-            Err(std::io::Error::other("cancelled"))
-        } else {
-            File::open(&c.job.file.path).and_then(|f| {
-                hash::hash_blocks(
-                    &f,
-                    c.job.file.stat.size,
-                    c.job.block_size,
-                    c.first,
-                    c.end,
-                    &mut buf,
-                    |n| {
-                        ctx.progress.bytes_done.fetch_add(n, Ordering::Relaxed);
-                    },
-                )
+    let mut read = |path: &Path, size: u64, block_size: u32, first: usize, end: usize| {
+        if ctx.cancelled() {
+            return Err(std::io::Error::other("cancelled"));
+        }
+        File::open(path).and_then(|f| {
+            hash::hash_blocks(&f, size, block_size, first, end, &mut buf, |n| {
+                ctx.progress.bytes_done.fetch_add(n, Ordering::Relaxed);
             })
+        })
+    };
+    for work in jobs {
+        let event = match work {
+            Work::Chunk {
+                job,
+                index,
+                first,
+                end,
+            } => {
+                let result = read(
+                    &job.file.path,
+                    job.file.stat.size,
+                    job.block_size,
+                    first,
+                    end,
+                );
+                Event::Hashed { job, index, result }
+            }
+            Work::Files(files) => Event::Finished(
+                files
+                    .into_iter()
+                    .map(|(file, attempt)| {
+                        let started = SystemTime::now();
+                        let block_size = block_size_of(&file);
+                        let blocks = hash::block_count(file.stat.size, block_size);
+                        let result = read(&file.path, file.stat.size, block_size, 0, blocks);
+                        let done = finish(ctx, &file, block_size, started, result);
+                        (file, attempt, done)
+                    })
+                    .collect(),
+            ),
         };
-        let _ = events.send(Event::Hashed {
-            job: c.job,
-            index: c.index,
-            result,
-        });
+        let _ = events.send(event);
     }
 }
 
@@ -310,10 +392,11 @@ struct Assembly {
 /// Receives everything, verifies hashed files, and writes batches.
 fn collect(
     ctx: &Ctx<'_>,
-    jobs: Sender<ChunkJob>,
+    jobs: Sender<Work>,
     events: Receiver<Event>,
     report: &mut ScanReport,
 ) -> Result<Seen, ScanError> {
+    let mut group = Grouper::new();
     let mut batch: Vec<Entry> = Vec::with_capacity(BATCH);
     let mut assembling: HashMap<u64, Assembly> = HashMap::new();
     let mut retries: Vec<(Instant, FileToHash, u32)> = Vec::new();
@@ -328,9 +411,10 @@ fn collect(
         for (_, file, attempt) in due {
             if let Some(file) = refresh(ctx, file) {
                 next_id += 1;
-                queue(ctx, &jobs, file, next_id, attempt);
+                queue(ctx, &jobs, &mut group, file, next_id, attempt);
             }
         }
+        group.flush(&jobs);
         // The walker counts its files before it reports the walk done, so
         // once it has, `pending` covers every file still being hashed.
         if seen.is_some() && ctx.pending.load(Ordering::SeqCst) == 0 && retries.is_empty() {
@@ -348,7 +432,10 @@ fn collect(
         };
         match ev {
             Event::Found(e) => batch.push(e),
-            Event::Walked(s) => seen = Some(s),
+            Event::Walked(s) => {
+                tracing::debug!(folder = ctx.index.id(), names = s.names.len(), "walk done");
+                seen = Some(s)
+            }
             Event::Hashed { job, index, result } => {
                 let a = assembling.entry(job.id).or_insert_with(|| Assembly {
                     chunks: (0..job.chunks).map(|_| None).collect(),
@@ -362,29 +449,25 @@ fn collect(
                 a.missing -= 1;
                 if a.missing == 0 {
                     let a = assembling.remove(&job.id).expect("present: just inserted");
-                    ctx.pending.fetch_sub(1, Ordering::SeqCst);
-                    match finish(ctx, &job, a) {
-                        Finished::Entry(e) => {
-                            report.hashed_files += 1;
-                            report.hashed_bytes += job.file.stat.size;
-                            ctx.progress.files_done.fetch_add(1, Ordering::Relaxed);
-                            batch.push(*e);
-                        }
-                        Finished::Retry(delay)
-                            if job.attempt < MAX_ATTEMPTS && !ctx.cancelled() =>
-                        {
-                            retries.push((
-                                Instant::now() + delay,
-                                job.file.clone(),
-                                job.attempt + 1,
-                            ));
-                        }
-                        Finished::Retry(_) => ctx.error(format!(
-                            "{}: kept changing while it was hashed; will retry at the next scan",
-                            job.file.name
-                        )),
-                        Finished::Gone => {}
-                    }
+                    let result = match a.failed {
+                        Some(e) => Err(e),
+                        None => Ok(a.chunks.into_iter().flatten().flatten().collect()),
+                    };
+                    let done = finish(ctx, &job.file, job.block_size, job.started, result);
+                    outcome(
+                        ctx,
+                        job.file.clone(),
+                        job.attempt,
+                        done,
+                        &mut batch,
+                        &mut retries,
+                        report,
+                    );
+                }
+            }
+            Event::Finished(files) => {
+                for (file, attempt, done) in files {
+                    outcome(ctx, file, attempt, done, &mut batch, &mut retries, report);
                 }
             }
         }
@@ -407,21 +490,58 @@ enum Finished {
     Gone,
 }
 
+/// Records a finished file, or schedules it to be hashed again.
+fn outcome(
+    ctx: &Ctx<'_>,
+    file: FileToHash,
+    attempt: u32,
+    done: Finished,
+    batch: &mut Vec<Entry>,
+    retries: &mut Vec<(Instant, FileToHash, u32)>,
+    report: &mut ScanReport,
+) {
+    ctx.pending.fetch_sub(1, Ordering::SeqCst);
+    match done {
+        Finished::Entry(e) => {
+            report.hashed_files += 1;
+            report.hashed_bytes += file.stat.size;
+            ctx.progress.files_done.fetch_add(1, Ordering::Relaxed);
+            batch.push(*e);
+        }
+        Finished::Retry(delay) if attempt < MAX_ATTEMPTS && !ctx.cancelled() => {
+            tracing::debug!(file = %file.name, attempt, ?delay, "changed or not quiet; hashing again later");
+            retries.push((Instant::now() + delay, file, attempt + 1));
+        }
+        Finished::Retry(_) => ctx.error(format!(
+            "{}: kept changing while it was hashed; will retry at the next scan",
+            file.name
+        )),
+        Finished::Gone => {}
+    }
+}
+
 /// Checks a fully hashed file is unchanged and quiet, and builds its entry.
-fn finish(ctx: &Ctx<'_>, job: &Job, a: Assembly) -> Finished {
-    let file = &job.file;
-    if let Some(e) = a.failed {
-        if e.kind() == std::io::ErrorKind::NotFound {
+/// `started` is when hashing began.
+fn finish(
+    ctx: &Ctx<'_>,
+    file: &FileToHash,
+    block_size: u32,
+    started: SystemTime,
+    result: std::io::Result<Vec<BlockInfo>>,
+) -> Finished {
+    let blocks = match result {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Finished::Gone; // Deleted meanwhile: the deletion pass sees it.
         }
-        if e.kind() != std::io::ErrorKind::UnexpectedEof {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Finished::Retry(QUIET),
+        Err(e) => {
             if !ctx.cancelled() {
                 ctx.error(format!("{}: {e}", file.name));
             }
             return Finished::Gone;
         }
-        return Finished::Retry(QUIET);
-    }
+    };
     let after = match std::fs::symlink_metadata(&file.path) {
         Ok(m) if m.is_file() => Stat::of(&m),
         _ => return Finished::Gone,
@@ -440,7 +560,7 @@ fn finish(ctx: &Ctx<'_>, job: &Job, a: Assembly) -> Finished {
             file.stat.ctime_ns.max(0) as u32,
         );
     let last_write = mtime.max(ctime);
-    if let Some(since) = job.started.checked_sub(QUIET) {
+    if let Some(since) = started.checked_sub(QUIET) {
         if last_write > since {
             let age = SystemTime::now()
                 .duration_since(last_write)
@@ -448,8 +568,6 @@ fn finish(ctx: &Ctx<'_>, job: &Job, a: Assembly) -> Finished {
             return Finished::Retry(QUIET.saturating_sub(age).max(Duration::from_millis(5)));
         }
     }
-    let blocks: Vec<BlockInfo> = a.chunks.into_iter().flatten().flatten().collect();
-    debug_assert_eq!(blocks.len(), job.blocks);
     let mut f = FileInfo::new(file.name.clone(), FileKind::File);
     f.version = file
         .old
@@ -462,7 +580,7 @@ fn finish(ctx: &Ctx<'_>, job: &Job, a: Assembly) -> Finished {
     f.permissions = file.stat.mode;
     f.modified_s = file.stat.mtime_s;
     f.modified_ns = file.stat.mtime_ns;
-    f.block_size = job.block_size;
+    f.block_size = block_size;
     f.blocks_hash = blocks_hash(&blocks);
     f.blocks = blocks;
     Finished::Entry(Box::new(Entry {
@@ -492,6 +610,13 @@ fn commit(ctx: &Ctx<'_>, batch: &mut Vec<Entry>, report: &mut ScanReport) -> Res
     }
     report.changes += batch.len();
     ctx.index.update_local(std::mem::take(batch))?;
+    // An fsync per batch would dominate small-file scans; once a second
+    // bounds what a crash can cost (a rescan redoes it).
+    let mut last = ctx.last_flush.lock().unwrap_or_else(|e| e.into_inner());
+    if last.elapsed() >= FLUSH_EVERY {
+        ctx.index.flush()?;
+        *last = Instant::now();
+    }
     Ok(())
 }
 
