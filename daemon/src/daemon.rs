@@ -82,7 +82,7 @@ async fn serve(
     let mut runners = Vec::new();
     for fc in &config.folders {
         let fi = index.folder(&fc.id)?;
-        let (handle, task) = folder::spawn(fc.clone(), fi, device_id.short(), stop.clone());
+        let (handle, task) = folder::spawn(fc.clone(), fi, device_id.short(), None, stop.clone());
         folders.insert(fc.id.clone(), handle);
         runners.push(task);
     }

@@ -67,6 +67,26 @@ pub fn is_temp_name(base: &str) -> bool {
     base.ends_with(".tmp") && (base.starts_with(".syncthing.") || base.starts_with("~syncthing~"))
 }
 
+/// The download temp file for `path`: `.syncthing.<name>.tmp` beside it,
+/// the name Syncthing peers expect (hashed when the name is long).
+pub fn temp_path(path: &Path) -> std::path::PathBuf {
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = if base.len() > 145 {
+        use sha2::{Digest, Sha256};
+        let h = Sha256::digest(base.as_bytes());
+        format!(
+            ".syncthing.{}.tmp",
+            h.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    } else {
+        format!(".syncthing.{base}.tmp")
+    };
+    path.with_file_name(name)
+}
+
 /// Whether `root` has its marker.
 pub fn has_marker(root: &Path) -> bool {
     root.join(MARKER).exists()

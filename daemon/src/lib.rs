@@ -21,4 +21,5 @@ pub mod home;
 pub mod identity;
 pub mod index;
 pub mod model;
+pub mod peer;
 pub mod scanner;

@@ -12,6 +12,7 @@
 //! 01 folder-id                         folder number (u32)
 //! 02 device-id (32 bytes)              device number (u32; 0 = this device)
 //! 03 'F' | 03 'D'                      next folder / device number
+//! 04 device number (u32)               device ID (32 bytes)
 //! 10 folder device name                file entry (codec::Entry)
 //! 11 folder seq(u64)                   name, for this device's entries only
 //! 12 folder name                       global winner (codec::Global)
@@ -29,6 +30,7 @@ const SCHEMA: u8 = 0x00;
 const FOLDER_NUM: u8 = 0x01;
 const DEVICE_NUM: u8 = 0x02;
 const NEXT_NUM: u8 = 0x03;
+const DEVICE_BY_NUM: u8 = 0x04;
 const FILE: u8 = 0x10;
 const SEQ: u8 = 0x11;
 const GLOBAL: u8 = 0x12;
@@ -158,6 +160,10 @@ impl Db {
         let mut b = sled::Batch::default();
         b.insert(key.as_slice(), &n.to_be_bytes());
         b.insert(&next_key, &(n + 1).to_be_bytes());
+        if kind == DEVICE_NUM {
+            let rev = [&[DEVICE_BY_NUM][..], &n.to_be_bytes()].concat();
+            b.insert(rev.as_slice(), name);
+        }
         self.tree.apply_batch(b)?;
         self.db.flush()?;
         Ok(n)
@@ -171,6 +177,17 @@ impl Db {
     /// The number of a remote device.
     pub fn device_number(&self, id: &proto::DeviceId) -> Result<u32, DbError> {
         self.number(DEVICE_NUM, b'D', id.as_bytes())
+    }
+
+    /// The device with number `n` (none for 0, this device).
+    pub fn device_by_number(&self, n: u32) -> Result<Option<proto::DeviceId>, DbError> {
+        let key = [&[DEVICE_BY_NUM][..], &n.to_be_bytes()].concat();
+        match self.tree.get(key)? {
+            Some(v) => proto::DeviceId::try_from(v.as_ref())
+                .map(Some)
+                .map_err(|e| DbError::Corrupt(e.to_string())),
+            None => Ok(None),
+        }
     }
 }
 

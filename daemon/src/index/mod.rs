@@ -56,6 +56,7 @@ impl Index {
             number,
             id: id.to_string(),
             writer: Mutex::new(()),
+            changes: tokio::sync::watch::channel(0).0,
         });
         if f.device_meta(LOCAL)?.index_id == 0 {
             let mut meta = f.device_meta(LOCAL)?;
@@ -72,6 +73,11 @@ impl Index {
     /// The number the index uses for a remote device.
     pub fn device_number(&self, id: &DeviceId) -> Result<u32, DbError> {
         self.db.device_number(id)
+    }
+
+    /// The device the index numbers `n`.
+    pub fn device_by_number(&self, n: u32) -> Result<Option<DeviceId>, DbError> {
+        self.db.device_by_number(n)
     }
 }
 
@@ -90,6 +96,9 @@ pub struct FolderIndex {
     number: u32,
     id: String,
     writer: Mutex<()>,
+    /// Bumped after every committed write: index senders wait on it for
+    /// new local entries, pullers for new remote ones.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// One change of this device's index.
@@ -99,6 +108,25 @@ impl FolderIndex {
     /// The folder ID.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// A receiver that sees a new value after each committed write.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The entries that a device holds exactly at the global version of
+    /// `name`, with the device numbers that hold it.
+    pub fn global_file(&self, name: &str) -> Result<Option<(Global, FileInfo)>, DbError> {
+        let Some(g) = self.global(name)? else {
+            return Ok(None);
+        };
+        for &d in &g.devices {
+            if let Some(e) = self.get(d, name)? {
+                return Ok(Some((g, e.info)));
+            }
+        }
+        Ok(None)
     }
 
     /// A device's meta (zeroes if it has none).
@@ -415,6 +443,7 @@ impl<'a> Tx<'a> {
         self.batch
             .put(key::folder_meta(self.f.number), self.folder.encode());
         self.f.db.apply(self.batch)?;
+        self.f.changes.send_modify(|n| *n += 1);
         Ok(self.done)
     }
 }

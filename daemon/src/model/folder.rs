@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::FolderConfig;
 use crate::index::{FolderIndex, LOCAL};
+use crate::peer::Peers;
 use crate::scanner::ignore::Ignores;
 use crate::scanner::{self, ScanOptions, ScanProgress};
 
@@ -27,6 +28,8 @@ pub enum FolderState {
     Idle,
     /// A scan is running.
     Scanning,
+    /// Pulling changes from peers.
+    Syncing,
     /// It cannot be scanned; the reason says why.
     Error(String),
 }
@@ -37,6 +40,7 @@ impl FolderState {
         match self {
             Self::Idle => "idle",
             Self::Scanning => "scanning",
+            Self::Syncing => "syncing",
             Self::Error(_) => "error",
         }
     }
@@ -96,11 +100,14 @@ impl FolderHandle {
 }
 
 /// Starts a folder's runner. It scans at once, then on request and every
-/// `rescan_interval_s` (with ±25% jitter) until `stop` is set.
+/// `rescan_interval_s` (with ±25% jitter), and pulls whatever the folder
+/// needs whenever the index or the set of connected peers changes; one
+/// thing at a time, until `stop` is set.
 pub fn spawn(
     config: FolderConfig,
     index: Arc<FolderIndex>,
     own: ShortId,
+    peers: Option<Arc<Peers>>,
     stop: Arc<AtomicBool>,
 ) -> (FolderHandle, tokio::task::JoinHandle<()>) {
     let interval = Duration::from_secs(config.rescan_interval_s.max(1));
@@ -122,48 +129,95 @@ pub fn spawn(
     };
     let requested = handle.requested.clone();
     let task = tokio::spawn(async move {
+        let mut changes = index.subscribe();
+        let mut peer_changes = peers.as_ref().map(|p| p.changed.subscribe());
+        let mut scan_due = true;
+        let mut next_timer = tokio::time::Instant::now() + jittered(interval);
         loop {
-            let started = Instant::now();
-            let outcome = {
-                let (config, index, progress, stop) = (
-                    config.clone(),
-                    index.clone(),
-                    progress.clone(),
-                    stop.clone(),
-                );
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if scan_due {
+                scan_due = false;
+                let started = Instant::now();
                 status_tx.send_modify(|s| {
                     if !matches!(s.state, FolderState::Error(_)) || s.scans_completed == 0 {
                         s.state = FolderState::Scanning;
                     }
                 });
-                tokio::task::spawn_blocking(move || {
-                    run_scan(&config, &index, own, &progress, &stop)
-                })
-                .await
-                .unwrap_or_else(|e| Err(format!("scan panicked: {e}")))
-            };
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            status_tx.send_modify(|s| {
-                s.scans_completed += 1;
-                s.last_scan = Some(started.elapsed());
-                match outcome {
-                    Ok(errors) => {
-                        s.state = FolderState::Idle;
-                        s.errors = errors;
+                let outcome = {
+                    let (config, index, progress, stop) = (
+                        config.clone(),
+                        index.clone(),
+                        progress.clone(),
+                        stop.clone(),
+                    );
+                    tokio::task::spawn_blocking(move || {
+                        run_scan(&config, &index, own, &progress, &stop)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("scan panicked: {e}")))
+                };
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                status_tx.send_modify(|s| {
+                    s.scans_completed += 1;
+                    s.last_scan = Some(started.elapsed());
+                    match outcome {
+                        Ok(errors) => {
+                            s.state = FolderState::Idle;
+                            s.errors = errors;
+                        }
+                        Err(reason) => s.state = FolderState::Error(reason),
                     }
-                    Err(reason) => s.state = FolderState::Error(reason),
-                }
-            });
-            tokio::select! {
-                r = req_rx.recv() => if r.is_none() { break },
-                _ = tokio::time::sleep(jittered(interval)) => {
-                    *requested.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                });
+            }
+            let healthy = !matches!(status_tx.borrow().state, FolderState::Error(_));
+            changes.borrow_and_update();
+            if let (Some(peers), true) = (&peers, healthy) {
+                let needed = index
+                    .folder_meta()
+                    .map(|m| m.need != Default::default())
+                    .unwrap_or(false);
+                if needed {
+                    status_tx.send_modify(|s| s.state = FolderState::Syncing);
+                    let report = super::puller::pull(&config, &index, peers).await;
+                    if report.done > 0 || report.deferred > 0 {
+                        tracing::info!(folder = %config.id, done = report.done, deferred = report.deferred,
+                            fetched = report.fetched, "pull pass");
+                    }
+                    for e in &report.errors {
+                        tracing::warn!(folder = %config.id, "{e}");
+                    }
+                    scan_due |= report.rescan;
+                    status_tx.send_modify(|s| s.state = FolderState::Idle);
+                    if scan_due {
+                        *requested.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                        continue;
+                    }
+                    if report.done > 0 {
+                        continue; // Progress: look again at once.
+                    }
                 }
             }
-            if stop.load(Ordering::Relaxed) {
-                break;
+            tokio::select! {
+                r = req_rx.recv() => match r {
+                    Some(()) => scan_due = true,
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(next_timer) => {
+                    *requested.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                    scan_due = true;
+                    next_timer = tokio::time::Instant::now() + jittered(interval);
+                }
+                r = changes.changed() => if r.is_err() { break },
+                r = async {
+                    match peer_changes.as_mut() {
+                        Some(p) => p.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => if r.is_err() { break },
             }
         }
     });

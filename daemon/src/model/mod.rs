@@ -2,3 +2,4 @@
 //! serialises the work on it (scans now; pulling joins in the sync issue).
 
 pub mod folder;
+pub mod puller;

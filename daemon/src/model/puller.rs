@@ -1,0 +1,429 @@
+//! The puller: makes a folder match the global state by working through
+//! the need-set. Directories first (name order), then files and symlinks,
+//! then deletions (reverse name order, so files go before their
+//! directories).
+//!
+//! Every file is assembled in `.syncthing.<name>.tmp` beside it from blocks
+//! that are each verified against their SHA-256 (reused from the temp file
+//! of an interrupted pull, from the old version of the file, or requested
+//! from connected peers, many at a time), fsynced, and renamed into place.
+//! Nothing is replaced or deleted unless it still matches what the index
+//! says we have: a local change always wins or becomes a conflict copy.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use proto::message::{BlockInfo, FileInfo, FileKind};
+use proto::DeviceId;
+use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
+
+use crate::config::FolderConfig;
+use crate::index::{Entry, FolderIndex, Global, LOCAL};
+use crate::peer::serve::safe_path;
+use crate::peer::{Peers, SessionHandle};
+
+/// Block requests in flight per file.
+const IN_FLIGHT: usize = 32;
+
+/// What one pass achieved.
+#[derive(Debug, Default)]
+pub struct PullReport {
+    /// Entries brought up to date.
+    pub done: usize,
+    /// Entries that could not be done now (no peer, local change, error).
+    pub deferred: usize,
+    /// Bytes fetched from peers.
+    pub fetched: u64,
+    /// Per-file problems.
+    pub errors: Vec<String>,
+    /// A local change was found: the folder needs a rescan.
+    pub rescan: bool,
+}
+
+/// One pass over the need-set.
+pub async fn pull(cfg: &FolderConfig, fi: &Arc<FolderIndex>, peers: &Arc<Peers>) -> PullReport {
+    let mut report = PullReport::default();
+    let fi2 = fi.clone();
+    let names: Vec<String> = match tokio::task::spawn_blocking(move || fi2.need().collect()).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => {
+            report.errors.push(format!("reading the need-set: {e}"));
+            return report;
+        }
+        Err(e) => {
+            report.errors.push(e.to_string());
+            return report;
+        }
+    };
+    let mut deletes = Vec::new();
+    for name in names {
+        let (global, info) = match fi.global_file(&name) {
+            Ok(Some(x)) => x,
+            Ok(None) => continue,
+            Err(e) => {
+                report.errors.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let local = fi.get(LOCAL, &name).ok().flatten();
+        if info.deleted {
+            deletes.push((info, local));
+            continue;
+        }
+        let result = match info.kind {
+            FileKind::Directory => directory(&cfg.path, &info, local.as_ref()),
+            FileKind::Symlink => symlink(&cfg.path, &info, local.as_ref()),
+            FileKind::File => {
+                file(cfg, fi, peers, &global, &info, local.as_ref(), &mut report).await
+            }
+        };
+        settle(fi, info, result, &mut report);
+    }
+    deletes.sort_by(|a, b| b.0.name.cmp(&a.0.name));
+    for (info, local) in deletes {
+        let result = delete(&cfg.path, &info, local.as_ref());
+        settle(fi, info, result, &mut report);
+    }
+    report
+}
+
+/// What happened to one entry.
+enum Outcome {
+    /// On disk now; record it with this inode.
+    Done(u64),
+    /// Not possible now; try again later.
+    Later(String),
+    /// The disk differs from the index: rescan first.
+    LocalChange(String),
+}
+
+fn settle(
+    fi: &FolderIndex,
+    info: FileInfo,
+    result: std::io::Result<Outcome>,
+    report: &mut PullReport,
+) {
+    let name = info.name.to_string();
+    match result {
+        Ok(Outcome::Done(inode)) => {
+            // The version is the winner's, unchanged; the sequence is new.
+            match fi.update_local(vec![Entry {
+                info,
+                inode,
+                flags: 0,
+            }]) {
+                Ok(_) => report.done += 1,
+                Err(e) => report.errors.push(format!("{name}: recording: {e}")),
+            }
+        }
+        Ok(Outcome::Later(why)) => {
+            tracing::debug!(file = %name, "deferred: {why}");
+            report.deferred += 1;
+        }
+        Ok(Outcome::LocalChange(why)) => {
+            tracing::info!(file = %name, "not replaced: {why}; rescanning first");
+            report.deferred += 1;
+            report.rescan = true;
+        }
+        Err(e) => {
+            report.deferred += 1;
+            report.errors.push(format!("{name}: {e}"));
+        }
+    }
+}
+
+/// Whether what is on disk at `path` is what the index says we have.
+fn matches_index(path: &Path, local: Option<&Entry>) -> bool {
+    let meta = fs::symlink_metadata(path).ok();
+    match (local.filter(|e| !e.info.deleted), meta) {
+        (None, None) => true,
+        (None, Some(_)) | (Some(_), None) => false,
+        (Some(e), Some(m)) => match e.info.kind {
+            FileKind::File => {
+                m.is_file()
+                    && m.len() == e.info.size
+                    && m.mtime() == e.info.modified_s
+                    && m.mtime_nsec() as i32 == e.info.modified_ns
+                    && (e.inode == 0 || e.inode == m.ino())
+            }
+            FileKind::Directory => m.is_dir(),
+            FileKind::Symlink => m.file_type().is_symlink(),
+        },
+    }
+}
+
+fn directory(root: &Path, info: &FileInfo, local: Option<&Entry>) -> std::io::Result<Outcome> {
+    let path = safe_path(root, info.name.as_str())?;
+    match fs::symlink_metadata(&path) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) if !matches_index(&path, local) => {
+            return Ok(Outcome::LocalChange(
+                "a file is where the directory goes".into(),
+            ))
+        }
+        Ok(_) => fs::remove_file(&path)?,
+        Err(_) => fs::create_dir(&path)?,
+    }
+    if !info.no_permissions {
+        fs::set_permissions(&path, fs::Permissions::from_mode(info.permissions & 0o777))?;
+    }
+    Ok(Outcome::Done(fs::symlink_metadata(&path)?.ino()))
+}
+
+fn symlink(root: &Path, info: &FileInfo, local: Option<&Entry>) -> std::io::Result<Outcome> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = safe_path(root, info.name.as_str())?;
+    if !matches_index(&path, local) {
+        return Ok(Outcome::LocalChange("changed on disk".into()));
+    }
+    match fs::symlink_metadata(&path) {
+        Ok(m) if m.is_dir() => return Ok(Outcome::Later("a directory is in the way".into())),
+        Ok(_) => fs::remove_file(&path)?,
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&info.symlink_target), &path)?;
+    Ok(Outcome::Done(0))
+}
+
+fn delete(root: &Path, info: &FileInfo, local: Option<&Entry>) -> std::io::Result<Outcome> {
+    let path = safe_path(root, info.name.as_str())?;
+    if !matches_index(&path, local) {
+        return Ok(Outcome::LocalChange(
+            "changed on disk since it was deleted elsewhere".into(),
+        ));
+    }
+    match fs::symlink_metadata(&path) {
+        Err(_) => {}
+        Ok(m) if m.is_dir() => {
+            if let Err(e) = fs::remove_dir(&path) {
+                // Not empty: something here is not in the index yet, or is
+                // ignored; it must not be lost.
+                return Ok(Outcome::Later(format!("directory not empty: {e}")));
+            }
+        }
+        Ok(_) => fs::remove_file(&path)?,
+    }
+    Ok(Outcome::Done(0))
+}
+
+/// Pulls one regular file.
+async fn file(
+    cfg: &FolderConfig,
+    fi: &Arc<FolderIndex>,
+    peers: &Arc<Peers>,
+    global: &Global,
+    info: &FileInfo,
+    local: Option<&Entry>,
+    report: &mut PullReport,
+) -> std::io::Result<Outcome> {
+    let path = safe_path(&cfg.path, info.name.as_str())?;
+    if let Some(parent) = path.parent() {
+        if !parent.exists() {
+            fs::create_dir_all(parent)?;
+        }
+    }
+    if !matches_index(&path, local) {
+        return Ok(Outcome::LocalChange("changed on disk".into()));
+    }
+    let tmp = crate::fs::temp_path(&path);
+    let out = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&tmp)?;
+    out.set_len(info.size)?;
+
+    // Blocks we already have: in the temp file (an interrupted pull), or in
+    // the current version of the file.
+    let old = local
+        .filter(|e| e.info.kind == FileKind::File && !e.info.deleted)
+        .and_then(|e| File::open(&path).ok().map(|f| (f, &e.info.blocks)));
+    let mut by_hash: HashMap<[u8; 32], u64> = HashMap::new();
+    if let Some((_, blocks)) = &old {
+        for b in blocks.iter() {
+            by_hash.entry(b.hash).or_insert(b.offset);
+        }
+    }
+    let mut missing: Vec<(usize, BlockInfo)> = Vec::new();
+    let mut buf = Vec::new();
+    for (i, b) in info.blocks.iter().enumerate() {
+        buf.resize(b.size as usize, 0);
+        if read_exact_at(&out, &mut buf, b.offset) && sha(&buf) == b.hash {
+            continue;
+        }
+        if let (Some((f, _)), Some(&at)) = (&old, by_hash.get(&b.hash)) {
+            if read_exact_at(f, &mut buf, at) && sha(&buf) == b.hash {
+                out.write_all_at(&buf, b.offset)?;
+                continue;
+            }
+        }
+        missing.push((i, *b));
+    }
+
+    if !missing.is_empty() {
+        let sources = holders(fi, peers, global);
+        if sources.is_empty() {
+            return Ok(Outcome::Later("no connected device has it".into()));
+        }
+        let out = Arc::new(out.try_clone()?);
+        let mut tasks = JoinSet::new();
+        let mut next = 0;
+        let mut failed = None;
+        while next < missing.len() || !tasks.is_empty() {
+            while next < missing.len() && tasks.len() < IN_FLIGHT {
+                let (i, b) = missing[next];
+                let s = sources[next % sources.len()].clone();
+                let (folder, name, out) = (cfg.id.clone(), info.name.clone(), out.clone());
+                tasks.spawn(async move {
+                    let data = s
+                        .request(&folder, &name, b.offset, b.size, b.hash, i as i32)
+                        .await;
+                    let data = data.map_err(|e| e.to_string())?;
+                    if data.len() != b.size as usize || sha(&data) != b.hash {
+                        return Err(format!(
+                            "block {i} from {} does not match its hash",
+                            s.device
+                        ));
+                    }
+                    out.write_all_at(&data, b.offset)
+                        .map_err(|e| e.to_string())?;
+                    Ok::<u64, String>(data.len() as u64)
+                });
+                next += 1;
+            }
+            match tasks.join_next().await {
+                Some(Ok(Ok(n))) => report.fetched += n,
+                Some(Ok(Err(e))) => failed = failed.or(Some(e)),
+                Some(Err(e)) => failed = failed.or(Some(e.to_string())),
+                None => break,
+            }
+        }
+        if let Some(e) = failed {
+            // Verified blocks stay in the temp file for the next attempt.
+            return Ok(Outcome::Later(e));
+        }
+    }
+
+    out.sync_all()?;
+    if !info.no_permissions {
+        out.set_permissions(fs::Permissions::from_mode(info.permissions & 0o777))?;
+    }
+    out.set_modified(mtime(info))?;
+    drop(out);
+    // Last check before replacing: the disk must still be what we indexed.
+    if !matches_index(&path, local) {
+        return Ok(Outcome::LocalChange("changed on disk while pulling".into()));
+    }
+    if let Some(l) = local.filter(|l| !l.info.deleted && l.info.kind == FileKind::File) {
+        if l.info.version.compare(&info.version).is_concurrent() {
+            conflict_copy(&path, info.modified_by.to_string().as_str())?;
+        }
+    }
+    fs::rename(&tmp, &path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(Outcome::Done(fs::symlink_metadata(&path)?.ino()))
+}
+
+/// Connected sessions of the devices that have the global version.
+fn holders(fi: &FolderIndex, peers: &Peers, global: &Global) -> Vec<SessionHandle> {
+    let _ = fi;
+    global
+        .devices
+        .iter()
+        .filter(|&&d| d != LOCAL)
+        .filter_map(|&d| peers.index.device_by_number(d).ok().flatten())
+        .filter_map(|id: DeviceId| peers.session(&id))
+        .collect()
+}
+
+/// Moves the losing local file aside as
+/// `<stem>.sync-conflict-YYYYMMDD-HHMMSS-<SHORTID><ext>`, Syncthing's name,
+/// so peers recognise it and it syncs out like any file.
+fn conflict_copy(path: &Path, short_id: &str) -> std::io::Result<()> {
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if base.contains(".sync-conflict-") {
+        return Ok(()); // A conflict of a conflict is not copied again.
+    }
+    let (stem, ext) = match base.rfind('.') {
+        Some(i) if i > 0 => (&base[..i], &base[i..]),
+        _ => (base.as_str(), ""),
+    };
+    let name = format!(
+        "{stem}.sync-conflict-{}-{short_id}{ext}",
+        timestamp(SystemTime::now())
+    );
+    fs::rename(path, path.with_file_name(name))
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC.
+fn timestamp(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn mtime(info: &FileInfo) -> SystemTime {
+    let s = Duration::new(
+        info.modified_s.max(0) as u64,
+        info.modified_ns.clamp(0, 999_999_999) as u32,
+    );
+    UNIX_EPOCH + s
+}
+
+fn sha(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> bool {
+    f.read_exact_at(buf, offset).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_names_match_syncthing() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_763_700_000); // 2025-11-21 04:40:00 UTC
+        assert_eq!(timestamp(t), "20251121-044000");
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("notes.txt");
+        fs::write(&p, "mine").expect("write");
+        conflict_copy(&p, "ABCDEFG").expect("copy");
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 1);
+        assert!(
+            names[0].starts_with("notes.sync-conflict-") && names[0].ends_with("-ABCDEFG.txt"),
+            "{names:?}"
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! Sends one folder's local index to one peer: everything after the
+//! sequence the peer already has (or all of it, as an Index, when the peer
+//! has nothing valid), then each new change as an IndexUpdate.
+
+use std::sync::Arc;
+
+use proto::message::{Index, Message};
+use tokio::sync::mpsc;
+
+use crate::index::FolderIndex;
+
+/// Files per message (Syncthing's batch size).
+const BATCH_FILES: usize = 1000;
+/// Approximate bytes per message before it is sent.
+const BATCH_BYTES: usize = 250 << 10;
+
+/// Streams the index until the session ends. `start` is the sequence the
+/// peer has; `None` means it must get a full Index.
+pub async fn run(fi: Arc<FolderIndex>, out: mpsc::Sender<Message>, start: Option<i64>) {
+    let mut changes = fi.subscribe();
+    let mut full = start.is_none();
+    let mut after = start.unwrap_or(0);
+    loop {
+        changes.borrow_and_update();
+        let (fi2, from) = (fi.clone(), after);
+        let batch = tokio::task::spawn_blocking(move || collect(&fi2, from)).await;
+        let files = match batch {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => {
+                tracing::warn!(folder = fi.id(), "reading the index to send: {e}");
+                return;
+            }
+            Err(_) => return,
+        };
+        tracing::trace!(folder = fi.id(), after, n = files.len(), "collected");
+        if files.is_empty() {
+            if full {
+                // Nothing at all: Syncthing sends no empty Index either.
+                full = false;
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        tracing::debug!(
+            folder = fi.id(),
+            files = files.len(),
+            after,
+            full,
+            "sending index batch"
+        );
+        after = files.last().map_or(after, |f| f.sequence);
+        let idx = Index {
+            folder: fi.id().to_string(),
+            files,
+            last_sequence: after,
+            prev_sequence: 0,
+        };
+        let msg = if full {
+            full = false;
+            Message::Index(idx)
+        } else {
+            Message::IndexUpdate(idx)
+        };
+        if out.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn collect(
+    fi: &FolderIndex,
+    after: i64,
+) -> Result<Vec<proto::message::FileInfo>, crate::index::DbError> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for e in fi.local_since(after) {
+        let e = e?;
+        bytes += 100 + e.info.name.as_str().len() + 40 * e.info.blocks.len();
+        out.push(e.info);
+        if out.len() >= BATCH_FILES || bytes >= BATCH_BYTES {
+            break;
+        }
+    }
+    Ok(out)
+}

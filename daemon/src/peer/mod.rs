@@ -1,0 +1,270 @@
+//! BEP sessions: one per connected device. A session exchanges Hellos,
+//! ClusterConfigs and indexes, serves the peer's block requests, and
+//! carries ours. [`Peers`] is the registry the rest of the daemon asks
+//! "who is connected, and can you fetch this block?".
+//!
+//! ```text
+//! daemon ── accepted/dialled Link ──▶ Peers::run_link ─┬─ writer task (frames out, pings)
+//!                                                      ├─ one index sender per shared folder
+//!                                                      └─ reader loop (this task): ends the session
+//! ```
+//! A session ends when either side closes, on a protocol error (logged
+//! with its reason), or when it is replaced by a better connection.
+
+mod index_send;
+pub mod serve;
+mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use proto::message::{ErrorCode, Hash, Message, Request, Response};
+use proto::{DeviceId, Name};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Config;
+use crate::index::Index;
+
+/// An authenticated byte stream to a device, as the network hands it over.
+pub struct Link {
+    /// The peer's verified device ID.
+    pub device_id: DeviceId,
+    /// `tcp`, `quic` or `relay`.
+    pub transport: &'static str,
+    /// The peer's address.
+    pub remote_addr: SocketAddr,
+    /// Whether we dialled.
+    pub outgoing: bool,
+    /// Bytes from the peer.
+    pub reader: Box<dyn AsyncRead + Send + Unpin>,
+    /// Bytes to the peer.
+    pub writer: Box<dyn AsyncWrite + Send + Unpin>,
+    /// Keeps transport state (e.g. a QUIC connection) alive for the session.
+    pub keepalive: Option<Box<dyn std::any::Any + Send>>,
+}
+
+/// A device that connected but is not configured.
+#[derive(Debug, Clone)]
+pub struct PendingDevice {
+    /// Its ID.
+    pub id: DeviceId,
+    /// The name it gave in its Hello.
+    pub name: String,
+    /// Where it connected from.
+    pub address: String,
+    /// When it was last seen.
+    pub seen: SystemTime,
+}
+
+/// A live session, as others see it.
+#[derive(Clone)]
+pub struct SessionHandle {
+    /// The peer.
+    pub device: DeviceId,
+    /// The peer's address.
+    pub address: SocketAddr,
+    /// The transport carrying it.
+    pub transport: &'static str,
+    /// Whether we dialled.
+    pub outgoing: bool,
+    out: mpsc::Sender<Message>,
+    inflight: Arc<Mutex<HashMap<i32, oneshot::Sender<Response>>>>,
+    next_id: Arc<AtomicI32>,
+    /// Set when the session should end (replaced, or shutting down).
+    closing: Arc<tokio::sync::Notify>,
+}
+
+/// Why a block request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The session ended before the answer came.
+    #[error("connection to {0} closed")]
+    Closed(DeviceId),
+    /// The peer answered with an error code.
+    #[error("{0} answered {1:?}")]
+    Refused(DeviceId, ErrorCode),
+    /// No answer in time.
+    #[error("{0} did not answer within {1:?}")]
+    Timeout(DeviceId, Duration),
+}
+
+/// How long a block request may take before it is given up.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl SessionHandle {
+    /// Asks the peer for a block and waits for the data.
+    pub async fn request(
+        &self,
+        folder: &str,
+        name: &Name,
+        offset: u64,
+        size: u32,
+        hash: Hash,
+        block_no: i32,
+    ) -> Result<Bytes, RequestError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) & i32::MAX;
+        let (tx, rx) = oneshot::channel();
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        let req = Message::Request(Request {
+            id,
+            folder: folder.to_string(),
+            name: name.clone(),
+            offset,
+            size,
+            hash: Some(hash),
+            from_temporary: false,
+            weak_hash: 0,
+            block_no,
+        });
+        if self.out.send(req).await.is_err() {
+            self.forget(id);
+            return Err(RequestError::Closed(self.device));
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(r)) if r.code == ErrorCode::NoError => Ok(r.data),
+            Ok(Ok(r)) => Err(RequestError::Refused(self.device, r.code)),
+            Ok(Err(_)) => Err(RequestError::Closed(self.device)),
+            Err(_) => {
+                self.forget(id);
+                Err(RequestError::Timeout(self.device, REQUEST_TIMEOUT))
+            }
+        }
+    }
+
+    fn forget(&self, id: i32) {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// Ends the session with a Close carrying `reason`.
+    pub fn close(&self, reason: &str) {
+        let _ = self.out.try_send(Message::Close(proto::message::Close {
+            reason: reason.to_string(),
+        }));
+        self.closing.notify_one();
+    }
+}
+
+/// Every session of this daemon, and the devices that asked to connect.
+pub struct Peers {
+    /// This device.
+    pub own: DeviceId,
+    /// The configuration sessions follow.
+    pub config: Config,
+    /// The index.
+    pub index: Index,
+    sessions: Mutex<HashMap<DeviceId, SessionHandle>>,
+    pending: Mutex<Vec<PendingDevice>>,
+    /// Told whenever a session starts or ends (pullers wait for peers).
+    pub changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Peers {
+    /// A registry with no sessions.
+    pub fn new(own: DeviceId, config: Config, index: Index) -> Arc<Self> {
+        Arc::new(Self {
+            own,
+            config,
+            index,
+            sessions: Mutex::default(),
+            pending: Mutex::default(),
+            changed: tokio::sync::watch::channel(0).0,
+        })
+    }
+
+    /// The session with `device`, if connected.
+    pub fn session(&self, device: &DeviceId) -> Option<SessionHandle> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(device)
+            .cloned()
+    }
+
+    /// All live sessions.
+    pub fn sessions(&self) -> Vec<SessionHandle> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Devices that connected without being configured.
+    pub fn pending(&self) -> Vec<PendingDevice> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn record_pending(&self, id: DeviceId, name: &str, address: SocketAddr) {
+        tracing::info!(device = %id, %address, name, "unknown device connected; recorded as pending");
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.retain(|d| d.id != id);
+        p.push(PendingDevice {
+            id,
+            name: name.to_string(),
+            address: address.to_string(),
+            seen: SystemTime::now(),
+        });
+    }
+
+    /// Ends every session (at shutdown).
+    pub fn close_all(&self, reason: &str) {
+        for s in self.sessions() {
+            s.close(reason);
+        }
+    }
+
+    /// Runs a connection to its end: Hello, then (for a configured device)
+    /// a BEP session.
+    pub async fn run_link(self: Arc<Self>, link: Link) {
+        let device = link.device_id;
+        let addr = link.remote_addr;
+        match session::run(self.clone(), link).await {
+            Ok(()) => tracing::info!(%device, %addr, "session ended"),
+            Err(e) => tracing::warn!(%device, %addr, "session closed: {e}"),
+        }
+    }
+
+    /// Registers a session, settling duplicates: the connection whose
+    /// dialler has the lower device ID wins, so both ends keep the same one.
+    fn register(&self, handle: SessionHandle) -> bool {
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = map.get(&handle.device) {
+            let dialler = |s: &SessionHandle| if s.outgoing { self.own } else { s.device };
+            if dialler(old) <= dialler(&handle) {
+                return false;
+            }
+            old.close("replacing connection");
+        }
+        map.insert(handle.device, handle);
+        drop(map);
+        self.changed.send_modify(|n| *n += 1);
+        true
+    }
+
+    fn unregister(&self, handle: &SessionHandle) {
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if map
+            .get(&handle.device)
+            .is_some_and(|s| Arc::ptr_eq(&s.closing, &handle.closing))
+        {
+            map.remove(&handle.device);
+            drop(map);
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Answers a peer's block request, after every check a responder owes the
+//! folder's owner: the folder is shared with that device, the name is not
+//! internal or ignored, no directory on the way is a symlink, the file is a
+//! regular file, and the data read matches the hash asked for.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use proto::message::{ErrorCode, Request, Response};
+use proto::DeviceId;
+use sha2::{Digest, Sha256};
+
+use super::Peers;
+use crate::index::{FLAG_IGNORED, LOCAL};
+
+/// Serves one request (blocking work runs off the async threads).
+pub async fn serve(peers: &Peers, device: &DeviceId, req: Request) -> Response {
+    let id = req.id;
+    let fail = |code| Response {
+        id,
+        data: Bytes::new(),
+        code,
+    };
+    let Some(folder) = peers
+        .config
+        .folder(&req.folder)
+        .filter(|f| f.devices.contains(device))
+    else {
+        return fail(ErrorCode::Generic);
+    };
+    let name = req.name.as_str();
+    if crate::fs::is_internal(name) {
+        return fail(ErrorCode::InvalidFile);
+    }
+    if let Ok(fi) = peers.index.folder(&folder.id) {
+        if let Ok(Some(e)) = fi.get(LOCAL, name) {
+            if e.flags & FLAG_IGNORED != 0 {
+                return fail(ErrorCode::InvalidFile);
+            }
+        }
+    }
+    let root = folder.path.clone();
+    let name = req.name.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        read_block(
+            &root,
+            name.as_str(),
+            req.offset,
+            req.size,
+            req.from_temporary,
+        )
+    })
+    .await;
+    let data = match read {
+        Ok(Ok(d)) => d,
+        _ => return fail(ErrorCode::NoSuchFile),
+    };
+    if let Some(want) = req.hash {
+        if <[u8; 32]>::from(Sha256::digest(&data)) != want {
+            // The file changed since it was indexed; the next scan sees it.
+            tracing::debug!(folder = %req.folder, name = %req.name, "requested block no longer matches");
+            return fail(ErrorCode::NoSuchFile);
+        }
+    }
+    Response {
+        id,
+        data: Bytes::from(data),
+        code: ErrorCode::NoError,
+    }
+}
+
+/// The path of `name` under `root` if no directory on the way is a symlink.
+pub fn safe_path(root: &Path, name: &str) -> std::io::Result<PathBuf> {
+    let mut p = root.to_path_buf();
+    let mut parts = name.split('/').peekable();
+    while let Some(part) = parts.next() {
+        p.push(part);
+        if parts.peek().is_some() && !std::fs::symlink_metadata(&p)?.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a parent is not a directory (or is a symlink)",
+            ));
+        }
+    }
+    Ok(p)
+}
+
+fn read_block(
+    root: &Path,
+    name: &str,
+    offset: u64,
+    size: u32,
+    temp: bool,
+) -> std::io::Result<Vec<u8>> {
+    let path = safe_path(root, name)?;
+    let candidates = if temp {
+        vec![crate::fs::temp_path(&path), path]
+    } else {
+        vec![path]
+    };
+    let mut last = std::io::Error::from(std::io::ErrorKind::NotFound);
+    for p in candidates {
+        let meta = match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => continue,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        let _ = meta;
+        let f = File::open(&p)?;
+        let mut data = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < data.len() {
+            // Reaching the end early is not an error; the hash check decides.
+            match f.read_at(&mut data[done..], offset + done as u64)? {
+                0 => break,
+                n => done += n,
+            }
+        }
+        data.truncate(done);
+        return Ok(data);
+    }
+    Err(last)
+}
