@@ -1,0 +1,152 @@
+//! TLS over TCP: the listener's accept loop and the dialer. Sockets get
+//! TCP_NODELAY (BEP writes whole messages and waits for answers) and keep
+//! the kernel's buffer autotuning, which beats any fixed size on loopback
+//! and LANs alike.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::DeviceId;
+use rustls::pki_types::ServerName;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::tls::ALPN;
+use super::{canonical, peer_device, Acceptor, Connection, NetError, Transport, HANDSHAKE_TIMEOUT};
+
+/// How long the accept loop backs off after an accept error (typically
+/// running out of file descriptors), instead of spinning.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A listening socket on `addr`. `only_v6` keeps an IPv6 socket from also
+/// taking IPv4 (`tcp6://`); otherwise `[::]` is dual-stack.
+pub(super) fn bind(addr: SocketAddr, only_v6: bool) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(only_v6)?;
+    }
+    // Restarting must not wait for old connections' TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accepts until aborted; each handshake runs in its own task.
+pub(super) async fn accept_loop(listener: TcpListener, acceptor: Arc<Acceptor>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("accepting a TCP connection: {e}");
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        let tls = TlsAcceptor::from(acceptor.tls.clone());
+        let my_id = acceptor.my_id;
+        acceptor.spawn_handshake(Transport::Tcp, peer, async move {
+            accept_one(stream, canonical(peer), tls, my_id).await
+        });
+    }
+}
+
+async fn accept_one(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: TlsAcceptor,
+    my_id: DeviceId,
+) -> Result<Connection, NetError> {
+    set_nodelay(&stream, peer);
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream))
+        .await
+        .map_err(|_| timeout(peer))?
+        .map_err(|e| tls_error(peer, e))?;
+    let (_, session) = stream.get_ref();
+    let device_id = peer_device(session.peer_certificates(), my_id, peer)?;
+    note_alpn(session.alpn_protocol(), peer);
+    let (reader, writer) = tokio::io::split(stream);
+    Ok(Connection {
+        device_id,
+        transport: Transport::Tcp,
+        remote_addr: peer,
+        outgoing: false,
+        reader: Box::new(reader),
+        writer: Box::new(writer),
+        _quic: None,
+    })
+}
+
+/// Connects to `addr` and runs the TLS handshake as client. The caller
+/// checks the device ID against the one it wanted.
+pub(super) async fn dial(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    my_id: DeviceId,
+) -> Result<Connection, NetError> {
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| NetError::Timeout {
+            what: format!("TCP connect to {addr}"),
+            after: HANDSHAKE_TIMEOUT,
+        })?
+        .map_err(NetError::io(format!("connecting to {addr}")))?;
+    let peer = canonical(addr);
+    set_nodelay(&stream, peer);
+    // An IP-address server name makes rustls send no SNI, like
+    // Syncthing's TCP dialer; our verifier ignores the name anyway.
+    let name = ServerName::IpAddress(addr.ip().into());
+    let connector = TlsConnector::from(config.clone());
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream))
+        .await
+        .map_err(|_| timeout(peer))?
+        .map_err(|e| tls_error(peer, e))?;
+    let (_, session) = stream.get_ref();
+    let device_id = peer_device(session.peer_certificates(), my_id, peer)?;
+    note_alpn(session.alpn_protocol(), peer);
+    let (reader, writer) = tokio::io::split(stream);
+    Ok(Connection {
+        device_id,
+        transport: Transport::Tcp,
+        remote_addr: peer,
+        outgoing: true,
+        reader: Box::new(reader),
+        writer: Box::new(writer),
+        _quic: None,
+    })
+}
+
+fn set_nodelay(stream: &TcpStream, peer: SocketAddr) {
+    // Without it a small message (a Ping, a Request) can sit in Nagle's
+    // buffer waiting for an ACK that is itself delayed.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, "setting TCP_NODELAY: {e}");
+    }
+}
+
+/// Syncthing only logs a missing ALPN on TCP; so do we.
+fn note_alpn(alpn: Option<&[u8]>, peer: SocketAddr) {
+    if alpn != Some(ALPN) {
+        tracing::debug!(%peer, "peer did not negotiate bep/1.0");
+    }
+}
+
+fn timeout(peer: SocketAddr) -> NetError {
+    NetError::Timeout {
+        what: format!("TLS handshake with {peer}"),
+        after: HANDSHAKE_TIMEOUT,
+    }
+}
+
+fn tls_error(peer: SocketAddr, e: io::Error) -> NetError {
+    // tokio-rustls reports TLS alerts and protocol errors as io::Error
+    // wrapping a rustls::Error; either way the message says what happened.
+    NetError::Tls {
+        peer,
+        reason: e.to_string(),
+    }
+}
