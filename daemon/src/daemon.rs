@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! run ─┬─ identity, config, index (sled)
-//!      ├─ one runner per folder (model::folder) ── scans on its own threads
+//!      ├─ net: listeners ──▶ accept loop ──▶ peer sessions (Peers::run_link)
+//!      ├─ one dialler per configured device with static addresses
+//!      ├─ one runner per folder (model::folder): scans and pulls
 //!      ├─ local API (api) on the configured address
-//!      └─ on a signal: stop scans, stop runners, stop the API, flush
+//!      └─ on a signal: close sessions, stop scans and runners, stop the API
 //! ```
 
 use std::collections::HashMap;
@@ -22,6 +24,8 @@ use crate::home::Home;
 use crate::identity;
 use crate::index::Index;
 use crate::model::folder;
+use crate::net::{Connection, Net};
+use crate::peer::{Link, Peers};
 
 /// sled's page cache: enough for the hot part of large indexes, small
 /// enough to keep the daemon lean.
@@ -52,17 +56,18 @@ pub fn run(home: &Home) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(home, id.device_id, config, index))?;
+    rt.block_on(serve(home, &id, config, index))?;
     eprintln!("ferrosync stopped");
     Ok(())
 }
 
 async fn serve(
     home: &Home,
-    device_id: proto::DeviceId,
+    identity: &identity::Identity,
     config: Config,
     index: Index,
 ) -> Result<()> {
+    let device_id = identity.device_id;
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
@@ -77,28 +82,76 @@ async fn serve(
     )
     .context("writing api-address")?;
 
+    let (net, mut incoming) = Net::start(identity, &config.listen)
+        .await
+        .context("starting the listeners")?;
+    let peers = Peers::new(device_id, config.clone(), index.clone());
     let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    {
+        let peers = peers.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(conn) = incoming.recv().await {
+                tokio::spawn(peers.clone().run_link(link(conn)));
+            }
+        }));
+    }
+    for d in &config.devices {
+        let urls: Vec<String> = d
+            .addresses
+            .iter()
+            .filter(|a| *a != "dynamic")
+            .cloned()
+            .collect();
+        if !urls.is_empty() {
+            tasks.push(tokio::spawn(dial_loop(
+                net.clone(),
+                peers.clone(),
+                d.id,
+                urls,
+            )));
+        }
+    }
     let mut folders = HashMap::new();
     let mut runners = Vec::new();
     for fc in &config.folders {
         let fi = index.folder(&fc.id)?;
-        let (handle, task) = folder::spawn(fc.clone(), fi, device_id.short(), None, stop.clone());
+        let (handle, task) = folder::spawn(
+            fc.clone(),
+            fi,
+            device_id.short(),
+            Some(peers.clone()),
+            stop.clone(),
+        );
         folders.insert(fc.id.clone(), handle);
         runners.push(task);
     }
+    let listening = net.listen_urls();
+    crate::fs::write_atomic(
+        &home.listen_urls_path(),
+        listening.join("\n").as_bytes(),
+        0o644,
+    )
+    .context("writing listen-addresses")?;
     eprintln!(
-        "ferrosync {} running as {} ({:?}); home {}; API on {}",
+        "ferrosync {} running as {} ({:?}); home {}; API on {}; listening on {}",
         env!("CARGO_PKG_VERSION"),
         device_id,
         config.name,
         home.dir().display(),
-        api_addr
+        api_addr,
+        if listening.is_empty() {
+            "nothing".to_string()
+        } else {
+            listening.join(", ")
+        }
     );
 
     let state = Arc::new(ApiState {
         device_id,
         config,
         folders,
+        peers: peers.clone(),
     });
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(api::serve(listener, state.clone(), async {
@@ -110,8 +163,13 @@ async fn serve(
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
 
-    // Stop in reverse order of dependence: scans first (they write the
-    // index), then the API that reads them.
+    // Stop in reverse order of dependence: connections, then scans and
+    // pulls (they write the index), then the API that reads them.
+    net.shutdown();
+    for t in tasks {
+        t.abort();
+    }
+    peers.close_all("shutting down");
     stop.store(true, Ordering::Relaxed);
     drop(state);
     for r in runners {
@@ -126,5 +184,47 @@ async fn serve(
         tracing::warn!("the API did not stop within 5 s");
     }
     let _ = std::fs::remove_file(home.api_address_path());
+    let _ = std::fs::remove_file(home.listen_urls_path());
     Ok(())
+}
+
+fn link(c: Connection) -> Link {
+    Link {
+        device_id: c.device_id,
+        transport: c.transport.as_str(),
+        remote_addr: c.remote_addr,
+        outgoing: c.outgoing,
+        reader: c.reader,
+        writer: c.writer,
+        keepalive: None,
+    }
+}
+
+/// Keeps a configured device connected through its static addresses:
+/// dials when there is no session (TCP before QUIC, as a LAN prefers), and
+/// backs off from 1 s to 60 s while dials fail.
+async fn dial_loop(net: Net, peers: Arc<Peers>, device: proto::DeviceId, mut urls: Vec<String>) {
+    urls.sort_by_key(|u| !u.starts_with("tcp"));
+    let mut changed = peers.changed.subscribe();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        if peers.session(&device).is_none() {
+            for url in &urls {
+                match net.dial(url, device).await {
+                    Ok(conn) => {
+                        tokio::spawn(peers.clone().run_link(link(conn)));
+                        backoff = Duration::from_secs(1);
+                        break;
+                    }
+                    Err(e) => tracing::debug!(%device, %url, "dial failed: {e}"),
+                }
+            }
+        }
+        changed.borrow_and_update();
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
 }

@@ -52,6 +52,12 @@ impl Home {
         self.dir.join("index")
     }
 
+    /// Where a running daemon writes the URLs it listens on, one per line
+    /// (with the real ports when the config asked for port 0).
+    pub fn listen_urls_path(&self) -> PathBuf {
+        self.dir.join("listen-addresses")
+    }
+
     /// Where a running daemon writes the address its API is bound to (the
     /// config may ask for port 0); removed when it stops.
     pub fn api_address_path(&self) -> PathBuf {

@@ -21,5 +21,6 @@ pub mod home;
 pub mod identity;
 pub mod index;
 pub mod model;
+pub mod net;
 pub mod peer;
 pub mod scanner;

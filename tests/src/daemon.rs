@@ -64,6 +64,23 @@ impl Daemon<'_> {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The URLs the daemon listens on, with their real ports.
+    pub fn listen_urls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.device.home().join("listen-addresses"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Its listen URL of one scheme (`tcp` or `quic`).
+    pub fn listen_url(&self, scheme: &str) -> String {
+        self.listen_urls()
+            .into_iter()
+            .find(|u| u.starts_with(&format!("{scheme}://")))
+            .unwrap_or_else(|| panic!("no {scheme} listener; log:\n{}", self.log()))
+    }
+
     /// `status --json`, or `None` while the daemon does not answer.
     pub fn status(&self) -> Option<Value> {
         let out = self.device.run(&["status", "--json"]);

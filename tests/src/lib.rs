@@ -121,6 +121,16 @@ impl Device {
         (d, id)
     }
 
+    /// Lets the device listen on loopback (TCP and QUIC, free ports).
+    pub fn listen_on_loopback(&self) {
+        self.ok(&[
+            "config",
+            "set",
+            "listen",
+            "tcp://127.0.0.1:0,quic://127.0.0.1:0",
+        ]);
+    }
+
     /// The home directory.
     pub fn home(&self) -> PathBuf {
         self.dir.path().join("home")

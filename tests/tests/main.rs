@@ -3,14 +3,22 @@
 //! - `cli`: every command's happy path, and bad input that must fail with
 //!   one clear line and change nothing.
 //! - `identity`: device IDs as Syncthing's own binary computes them.
+//! - `hostile`: a hand-built peer sending escaping names is cut off.
+//! - `mesh`: three devices (TCP and QUIC), edits, a conflict; resume after SIGKILL.
+//! - `net_interop`: our TLS/TCP and QUIC connections to and from Syncthing.
 //! - `run`: the daemon starts on a fresh home and stops on a signal.
 //! - `scan`: the daemon indexes folders, reports status, survives SIGKILL.
+//! - `sync`: two daemons converge over TCP and over QUIC; unknown devices are pending.
 //! - `servers`: the relay and discovery binaries' command lines.
 //! - `syncthing_harness`: the harness that runs the real Syncthing binary.
 
 mod cli;
+mod hostile;
 mod identity;
+mod mesh;
+mod net_interop;
 mod run;
 mod scan;
 mod servers;
+mod sync;
 mod syncthing_harness;

@@ -62,6 +62,8 @@ pub struct FolderStatus {
     pub last_scan_ms: Option<u64>,
     /// Progress of the running scan.
     pub scan_progress: Option<ScanProgress>,
+    /// Bytes received from peers for this folder since the daemon started.
+    pub pulled_bytes: u64,
 }
 
 /// Progress of a running scan.
@@ -134,4 +136,24 @@ pub struct Entry {
     /// Symlink target.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub symlink_target: String,
+}
+
+/// `GET /rest/pending`: devices (and later folders) that asked to connect.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pending {
+    /// Unknown devices that connected.
+    pub devices: Vec<PendingDevice>,
+}
+
+/// One unknown device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingDevice {
+    /// Its ID.
+    pub id: String,
+    /// The name from its Hello.
+    pub name: String,
+    /// Where it connected from.
+    pub address: String,
+    /// When, in seconds since the Unix epoch.
+    pub seen: u64,
 }

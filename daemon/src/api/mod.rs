@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use crate::config::Config;
 use crate::index::LOCAL;
 use crate::model::folder::FolderHandle;
+use crate::peer::Peers;
 
 /// What the API reads and acts on.
 pub struct ApiState {
@@ -27,6 +28,8 @@ pub struct ApiState {
     pub config: Config,
     /// Running folders by ID.
     pub folders: HashMap<String, FolderHandle>,
+    /// Sessions and pending devices.
+    pub peers: Arc<Peers>,
 }
 
 /// The header carrying the API key.
@@ -40,6 +43,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/rest/folders/{id}/rescan", post(rescan))
         .route("/rest/folders/{id}/scan/{n}", get(wait_scan))
         .route("/rest/folders/{id}/entries", get(entries))
+        .route("/rest/pending", get(pending))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let key = key.clone();
             async move {
@@ -87,12 +91,15 @@ async fn status(State(s): State<Arc<ApiState>>) -> Response {
         .config
         .devices
         .iter()
-        .map(|d| dto::DeviceStatus {
-            id: d.id.to_string(),
-            name: d.name.clone(),
-            connected: false,
-            address: None,
-            transport: None,
+        .map(|d| {
+            let session = s.peers.session(&d.id);
+            dto::DeviceStatus {
+                id: d.id.to_string(),
+                name: d.name.clone(),
+                connected: session.is_some(),
+                address: session.as_ref().map(|x| x.address.to_string()),
+                transport: session.map(|x| x.transport.to_string()),
+            }
         })
         .collect();
     Json(dto::Status {
@@ -134,6 +141,7 @@ fn folder_status(h: &FolderHandle) -> Result<dto::FolderStatus, crate::index::Db
         errors: st.errors,
         scans_completed: st.scans_completed,
         last_scan_ms: st.last_scan.map(|d| d.as_millis() as u64),
+        pulled_bytes: h.fetched.load(Ordering::Relaxed),
         scan_progress: scanning.then(|| dto::ScanProgress {
             files_total: p.files_total.load(Ordering::Relaxed),
             files_done: p.files_done.load(Ordering::Relaxed),
@@ -241,4 +249,22 @@ fn entry_dto(f: &proto::message::FileInfo, blocks: bool) -> dto::Entry {
         },
         symlink_target: String::from_utf8_lossy(&f.symlink_target).into_owned(),
     }
+}
+
+async fn pending(State(s): State<Arc<ApiState>>) -> Response {
+    let devices = s
+        .peers
+        .pending()
+        .into_iter()
+        .map(|p| dto::PendingDevice {
+            id: p.id.to_string(),
+            name: p.name,
+            address: p.address,
+            seen: p
+                .seen
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        })
+        .collect();
+    Json(dto::Pending { devices }).into_response()
 }

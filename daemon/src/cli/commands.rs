@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::client::Client;
 use super::{Cli, Command, ConfigAction, DeviceAction, FolderAction};
-use crate::api::dto::{RescanTicket, Status};
+use crate::api::dto::{Pending, RescanTicket, Status};
 use crate::config::Config;
 use crate::home::Home;
 use crate::identity;
@@ -23,6 +23,7 @@ pub(super) fn run(cli: Cli) -> Result<()> {
         Command::Device { action } => device(&home, action),
         Command::Folder { action } => folder(&home, action),
         Command::Status { json, watch } => status(&home, json, watch),
+        Command::Pending { json } => pending(&home, json),
     }
 }
 
@@ -237,6 +238,21 @@ fn rescan(home: &Home, folder_id: &str) -> Result<()> {
     );
     for e in f.errors.iter().take(10) {
         eprintln!("  ! {e}");
+    }
+    Ok(())
+}
+
+fn pending(home: &Home, json: bool) -> Result<()> {
+    let p: Pending = Client::connect(home)?.get("/rest/pending")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+    } else if p.devices.is_empty() {
+        println!("no pending devices");
+    } else {
+        for d in &p.devices {
+            println!("{}  {:<16}  from {}", d.id, d.name, d.address);
+        }
+        println!("accept one with `ferrosync device add ID`");
     }
     Ok(())
 }

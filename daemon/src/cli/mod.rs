@@ -58,6 +58,12 @@ enum Command {
         #[command(subcommand)]
         action: FolderAction,
     },
+    /// Devices that tried to connect but are not configured.
+    Pending {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what the running daemon is doing: folders and devices.
     Status {
         /// Print JSON.

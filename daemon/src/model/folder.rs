@@ -8,7 +8,7 @@
 //! ```
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,8 @@ pub struct FolderHandle {
     pub index: Arc<FolderIndex>,
     /// Live scan progress (meaningful while scanning).
     pub progress: Arc<ScanProgress>,
+    /// Bytes received from peers since the daemon started.
+    pub fetched: Arc<AtomicU64>,
     status: watch::Receiver<FolderStatus>,
     requests: mpsc::Sender<()>,
     /// Scans started or queued so far; the Nth scan to finish is the one
@@ -123,11 +125,13 @@ pub fn spawn(
         config: config.clone(),
         index: index.clone(),
         progress: progress.clone(),
+        fetched: Arc::new(AtomicU64::new(0)),
         status: status_rx,
         requests: req_tx,
         requested: Arc::new(Mutex::new(1)),
     };
     let requested = handle.requested.clone();
+    let fetched = handle.fetched.clone();
     let task = tokio::spawn(async move {
         let mut changes = index.subscribe();
         let mut peer_changes = peers.as_ref().map(|p| p.changed.subscribe());
@@ -182,7 +186,7 @@ pub fn spawn(
                     .unwrap_or(false);
                 if needed {
                     status_tx.send_modify(|s| s.state = FolderState::Syncing);
-                    let report = super::puller::pull(&config, &index, peers).await;
+                    let report = super::puller::pull(&config, &index, peers, &fetched).await;
                     if report.done > 0 || report.deferred > 0 {
                         tracing::info!(folder = %config.id, done = report.done, deferred = report.deferred,
                             fetched = report.fetched, "pull pass");

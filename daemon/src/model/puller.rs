@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,8 +46,14 @@ pub struct PullReport {
     pub rescan: bool,
 }
 
-/// One pass over the need-set.
-pub async fn pull(cfg: &FolderConfig, fi: &Arc<FolderIndex>, peers: &Arc<Peers>) -> PullReport {
+/// One pass over the need-set. `fetched` counts bytes received from peers
+/// as they arrive (for live status).
+pub async fn pull(
+    cfg: &FolderConfig,
+    fi: &Arc<FolderIndex>,
+    peers: &Arc<Peers>,
+    fetched: &Arc<AtomicU64>,
+) -> PullReport {
     let mut report = PullReport::default();
     let fi2 = fi.clone();
     let names: Vec<String> = match tokio::task::spawn_blocking(move || fi2.need().collect()).await {
@@ -79,7 +86,16 @@ pub async fn pull(cfg: &FolderConfig, fi: &Arc<FolderIndex>, peers: &Arc<Peers>)
             FileKind::Directory => directory(&cfg.path, &info, local.as_ref()),
             FileKind::Symlink => symlink(&cfg.path, &info, local.as_ref()),
             FileKind::File => {
-                file(cfg, fi, peers, &global, &info, local.as_ref(), &mut report).await
+                file(
+                    cfg,
+                    peers,
+                    &global,
+                    &info,
+                    local.as_ref(),
+                    fetched,
+                    &mut report,
+                )
+                .await
             }
         };
         settle(fi, info, result, &mut report);
@@ -214,11 +230,11 @@ fn delete(root: &Path, info: &FileInfo, local: Option<&Entry>) -> std::io::Resul
 /// Pulls one regular file.
 async fn file(
     cfg: &FolderConfig,
-    fi: &Arc<FolderIndex>,
     peers: &Arc<Peers>,
     global: &Global,
     info: &FileInfo,
     local: Option<&Entry>,
+    fetched: &Arc<AtomicU64>,
     report: &mut PullReport,
 ) -> std::io::Result<Outcome> {
     let path = safe_path(&cfg.path, info.name.as_str())?;
@@ -267,7 +283,7 @@ async fn file(
     }
 
     if !missing.is_empty() {
-        let sources = holders(fi, peers, global);
+        let sources = holders(peers, global);
         if sources.is_empty() {
             return Ok(Outcome::Later("no connected device has it".into()));
         }
@@ -280,6 +296,7 @@ async fn file(
                 let (i, b) = missing[next];
                 let s = sources[next % sources.len()].clone();
                 let (folder, name, out) = (cfg.id.clone(), info.name.clone(), out.clone());
+                let fetched = fetched.clone();
                 tasks.spawn(async move {
                     let data = s
                         .request(&folder, &name, b.offset, b.size, b.hash, i as i32)
@@ -293,6 +310,7 @@ async fn file(
                     }
                     out.write_all_at(&data, b.offset)
                         .map_err(|e| e.to_string())?;
+                    fetched.fetch_add(data.len() as u64, AtomicOrdering::Relaxed);
                     Ok::<u64, String>(data.len() as u64)
                 });
                 next += 1;
@@ -323,6 +341,8 @@ async fn file(
     if let Some(l) = local.filter(|l| !l.info.deleted && l.info.kind == FileKind::File) {
         if l.info.version.compare(&info.version).is_concurrent() {
             conflict_copy(&path, info.modified_by.to_string().as_str())?;
+            // The copy is a new local file: a scan picks it up and syncs it.
+            report.rescan = true;
         }
     }
     fs::rename(&tmp, &path)?;
@@ -333,8 +353,7 @@ async fn file(
 }
 
 /// Connected sessions of the devices that have the global version.
-fn holders(fi: &FolderIndex, peers: &Peers, global: &Global) -> Vec<SessionHandle> {
-    let _ = fi;
+fn holders(peers: &Peers, global: &Global) -> Vec<SessionHandle> {
     global
         .devices
         .iter()

@@ -231,11 +231,10 @@ impl Peers {
     /// Runs a connection to its end: Hello, then (for a configured device)
     /// a BEP session.
     pub async fn run_link(self: Arc<Self>, link: Link) {
-        let device = link.device_id;
-        let addr = link.remote_addr;
-        match session::run(self.clone(), link).await {
-            Ok(()) => tracing::info!(%device, %addr, "session ended"),
-            Err(e) => tracing::warn!(%device, %addr, "session closed: {e}"),
+        let (device, addr) = (link.device_id, link.remote_addr);
+        // An established session logs its own end; this covers the Hello.
+        if let Err(e) = session::run(self.clone(), link).await {
+            tracing::debug!(%device, %addr, "connection ended: {e}");
         }
     }
 

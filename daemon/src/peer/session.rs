@@ -146,6 +146,10 @@ pub async fn run(peers: Arc<Peers>, link: Link) -> Result<(), SessionError> {
         r = state.read_loop(&mut reader, buf) => r,
         _ = handle.closing.notified() => Ok(()),
     };
+    match &result {
+        Ok(()) => tracing::info!(device = %device_id, %remote_addr, "session ended"),
+        Err(e) => tracing::warn!(device = %device_id, %remote_addr, "session closed: {e}"),
+    }
     for s in state.senders.drain(..) {
         s.abort();
     }
