@@ -1,0 +1,304 @@
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ferrosync_tests::daemon::Daemon;
+use ferrosync_tests::Device;
+use sha2::{Digest, Sha256};
+
+/// Every entry under `root` but internal names, with content hashes.
+fn tree(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let rel = p
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
+            if rel == ".stfolder" || rel.contains(".syncthing.") {
+                continue;
+            }
+            let Ok(m) = fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if m.file_type().is_symlink() {
+                out.push((rel, format!("-> {:?}", fs::read_link(&p).ok())));
+            } else if m.is_dir() {
+                out.push((rel, "dir".into()));
+                stack.push(p);
+            } else {
+                let data = fs::read(&p).unwrap_or_default();
+                out.push((rel, format!("{} {:x}", data.len(), Sha256::digest(&data))));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn wait_all_equal(
+    roots: &[&Path],
+    daemons: &[&Daemon],
+    limit: Duration,
+    what: &str,
+) -> Vec<(String, String)> {
+    let start = Instant::now();
+    loop {
+        let trees: Vec<_> = roots.iter().map(|r| tree(r)).collect();
+        if trees.windows(2).all(|w| w[0] == w[1]) && !trees[0].is_empty() {
+            return trees[0].clone();
+        }
+        if start.elapsed() > limit {
+            for d in daemons {
+                eprintln!("--- daemon log:\n{}", d.log());
+            }
+            panic!("{what}: trees differ after {limit:?}\n{trees:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Node {
+    dev: Device,
+    id: String,
+    root: PathBuf,
+}
+
+fn node(name: &str) -> Node {
+    let (dev, id) = Device::init(name);
+    dev.isolate();
+    dev.listen_on_loopback();
+    let root = dev.scratch().join("data");
+    Node { dev, id, root }
+}
+
+/// Configures `n` to share folder "f" with `peers`, dialling each at the
+/// given address (None: the peer dials us).
+fn configure(n: &Node, peers: &[(&Node, Option<String>)]) {
+    for (p, addr) in peers {
+        let mut args = vec!["device", "add", p.id.as_str(), "--name", "peer"];
+        if let Some(a) = addr {
+            args.extend(["--address", a.as_str()]);
+        }
+        n.dev.ok(&args);
+    }
+    let mut args = vec![
+        "folder",
+        "add",
+        "f",
+        n.root.to_str().expect("utf-8"),
+        "--create",
+    ];
+    for (p, _) in peers {
+        args.extend(["--share", p.id.as_str()]);
+    }
+    n.dev.ok(&args);
+}
+
+#[test]
+fn three_devices_in_a_mesh_converge_edit_and_resolve_a_conflict() {
+    let (a, b, c) = (node("alpha"), node("bravo"), node("charlie"));
+    configure(&a, &[(&b, None), (&c, None)]);
+    // (a) A holds 300 files and a 64 MiB file.
+    fs::create_dir_all(a.root.join("many")).expect("mkdir");
+    for i in 0..300 {
+        fs::write(
+            a.root.join(format!("many/f{i:03}.txt")),
+            format!("file {i} ").repeat(i % 50 + 1),
+        )
+        .expect("write");
+    }
+    let big: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    fs::write(a.root.join("big.bin"), &big).expect("write");
+    drop(big);
+    let mut da = a.dev.start();
+    da.wait_scanned("f");
+    // A-B over TCP; A-C and B-C over QUIC.
+    configure(&b, &[(&a, Some(da.listen_url("tcp"))), (&c, None)]);
+    let mut db = b.dev.start();
+    db.wait_scanned("f");
+    configure(
+        &c,
+        &[
+            (&a, Some(da.listen_url("quic"))),
+            (&b, Some(db.listen_url("quic"))),
+        ],
+    );
+    let mut dc = c.dev.start();
+    let roots = [a.root.as_path(), b.root.as_path(), c.root.as_path()];
+    wait_all_equal(
+        &roots,
+        &[&da, &db, &dc],
+        Duration::from_secs(120),
+        "initial sync",
+    );
+    for (d, want) in [(&mut db, "tcp"), (&mut dc, "quic")] {
+        let s = d.wait_until("connections", Duration::from_secs(20), |s| {
+            s["devices"]
+                .as_array()
+                .is_some_and(|l| l.iter().all(|x| x["connected"] == true))
+        });
+        assert_eq!(s["devices"][0]["transport"], want, "{s}");
+    }
+
+    // (b) Edits on B: modify, nested directories, delete, rename, symlink.
+    fs::write(b.root.join("many/f001.txt"), "modified on bravo").expect("write");
+    fs::create_dir_all(b.root.join("new/nested/dirs")).expect("mkdir");
+    fs::write(b.root.join("new/nested/dirs/leaf.txt"), "leaf").expect("write");
+    fs::remove_file(b.root.join("many/f002.txt")).expect("rm");
+    fs::rename(b.root.join("many/f003.txt"), b.root.join("new/renamed.txt")).expect("mv");
+    std::os::unix::fs::symlink("../many/f004.txt", b.root.join("new/link")).expect("symlink");
+    b.dev.ok(&["folder", "rescan", "f"]);
+    let t = wait_all_equal(
+        &roots,
+        &[&da, &db, &dc],
+        Duration::from_secs(60),
+        "edits from bravo",
+    );
+    assert!(
+        t.iter().any(|(n, _)| n == "new/renamed.txt")
+            && !t.iter().any(|(n, _)| n == "many/f002.txt")
+    );
+
+    // (c) C is offline while A and C both change one file.
+    dc.stop();
+    fs::write(a.root.join("many/f010.txt"), "alpha's version").expect("write");
+    a.dev.ok(&["folder", "rescan", "f"]);
+    wait_all_equal(
+        &[&a.root, &b.root],
+        &[&da, &db],
+        Duration::from_secs(30),
+        "alpha's edit",
+    );
+    fs::write(
+        c.root.join("many/f010.txt"),
+        "charlie's version, edited later",
+    )
+    .expect("write");
+    let dc = c.dev.start();
+    let t = wait_all_equal(
+        &roots,
+        &[&da, &db, &dc],
+        Duration::from_secs(60),
+        "conflict",
+    );
+    let conflicts: Vec<_> = t
+        .iter()
+        .filter(|(n, _)| n.contains(".sync-conflict-"))
+        .collect();
+    assert_eq!(conflicts.len(), 1, "exactly one conflict copy: {t:#?}");
+    assert!(
+        conflicts[0].0.starts_with("many/f010.sync-conflict-") && conflicts[0].0.ends_with(".txt")
+    );
+    let winner = fs::read_to_string(a.root.join("many/f010.txt")).expect("read");
+    let copy = fs::read_to_string(a.root.join(&conflicts[0].0)).expect("read");
+    let mut both = [winner, copy];
+    both.sort();
+    assert_eq!(
+        both,
+        [
+            "alpha's version".to_string(),
+            "charlie's version, edited later".to_string()
+        ]
+    );
+    for d in [dc, db, da] {
+        d.stop();
+    }
+}
+
+/// Reads the daemon's folder status over HTTP (fast enough to poll a
+/// transfer in progress).
+struct Api {
+    url: String,
+    key: String,
+}
+
+impl Api {
+    fn new(dev: &Device) -> Self {
+        let addr = fs::read_to_string(dev.home().join("api-address")).expect("api-address");
+        Self {
+            url: format!("http://{}/rest/status", addr.trim()),
+            key: dev.ok(&["config", "get", "api.key"]).trim().to_string(),
+        }
+    }
+
+    fn pulled(&self) -> u64 {
+        ureq::get(&self.url)
+            .header("X-API-Key", &self.key)
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
+            .and_then(|v| v["folders"][0]["pulled_bytes"].as_u64())
+            .unwrap_or(0)
+    }
+}
+
+#[test]
+fn a_device_killed_while_pulling_resumes_without_refetching_verified_blocks() {
+    const SIZE: usize = 96 << 20;
+    const BLOCK: usize = 128 << 10;
+    let (a, b) = (node("source"), node("sink"));
+    configure(&a, &[(&b, None)]);
+    let data: Vec<u8> = (0..SIZE as u32)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 9) as u8)
+        .collect();
+    let hashes: Vec<[u8; 32]> = data
+        .chunks(BLOCK)
+        .map(|c| Sha256::digest(c).into())
+        .collect();
+    fs::write(a.root.join("big.bin"), &data).expect("write");
+    drop(data);
+    let mut da = a.dev.start();
+    da.wait_scanned("f");
+    configure(&b, &[(&a, Some(da.listen_url("tcp")))]);
+    let db = b.dev.start();
+    let api = Api::new(&b.dev);
+    let start = Instant::now();
+    while api.pulled() < (SIZE / 4) as u64 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "pull did not start; log:\n{}",
+            db.log()
+        );
+    }
+    db.kill();
+    // No partial file under the real name; the verified part is in the temp file.
+    assert!(
+        !b.root.join("big.bin").exists(),
+        "a partial file appeared under the real name"
+    );
+    let tmp = fs::read(b.root.join(".syncthing.big.bin.tmp")).expect("temp file kept");
+    let verified = tmp
+        .chunks(BLOCK)
+        .zip(&hashes)
+        .filter(|(c, h)| <[u8; 32]>::from(Sha256::digest(c)) == **h)
+        .count();
+    assert!(verified > 0, "nothing verified before the kill");
+
+    let mut db = b.dev.start();
+    wait_all_equal(
+        &[&a.root, &b.root],
+        &[&da, &db],
+        Duration::from_secs(120),
+        "resume",
+    );
+    let s = db.wait_until("status", Duration::from_secs(5), |_| true);
+    let refetched = s["folders"][0]["pulled_bytes"]
+        .as_u64()
+        .expect("pulled_bytes");
+    let missing = ((hashes.len() - verified) * BLOCK) as u64;
+    assert!(
+        refetched <= missing,
+        "fetched {refetched} bytes after restart; only {missing} were missing"
+    );
+    db.stop();
+    da.stop();
+}

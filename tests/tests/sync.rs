@@ -1,0 +1,185 @@
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ferrosync_tests::daemon::{folder, Daemon};
+use ferrosync_tests::Device;
+use sha2::{Digest, Sha256};
+
+/// Every entry under `root` but internal names, with content hashes.
+fn tree(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let rel = p
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
+            if rel == ".stfolder" || rel.contains(".syncthing.") {
+                continue;
+            }
+            let Ok(m) = fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if m.file_type().is_symlink() {
+                out.push((rel, format!("-> {:?}", fs::read_link(&p).ok())));
+            } else if m.is_dir() {
+                out.push((rel, "dir".into()));
+                stack.push(p);
+            } else {
+                let data = fs::read(&p).unwrap_or_default();
+                out.push((rel, format!("{} {:x}", data.len(), Sha256::digest(&data))));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn wait_converged(a: &Path, b: &Path, daemons: &[&Daemon], limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let (ta, tb) = (tree(a), tree(b));
+        if ta == tb && !ta.is_empty() {
+            return;
+        }
+        if start.elapsed() > limit {
+            for d in daemons {
+                eprintln!("--- daemon log:\n{}", d.log());
+            }
+            panic!("trees differ after {limit:?}\nA: {ta:#?}\nB: {tb:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A with data, B empty; B dials A over `scheme` only; both share "f".
+fn two_devices_sync_over(scheme: &str) {
+    let (a, a_id) = Device::init("alpha");
+    let (b, b_id) = Device::init("bravo");
+    for d in [&a, &b] {
+        d.isolate();
+        d.listen_on_loopback();
+    }
+    let (ra, rb) = (a.scratch().join("data"), b.scratch().join("data"));
+    a.ok(&["device", "add", &b_id, "--name", "bravo"]);
+    a.ok(&[
+        "folder",
+        "add",
+        "f",
+        ra.to_str().expect("utf-8"),
+        "--create",
+        "--share",
+        &b_id,
+    ]);
+    fs::create_dir_all(ra.join("sub/deeper")).expect("mkdir");
+    let big: Vec<u8> = (0..5_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(ra.join("big.bin"), &big).expect("write");
+    for i in 0..30 {
+        fs::write(ra.join(format!("sub/file-{i}.txt")), format!("content {i}")).expect("write");
+    }
+    fs::write(ra.join("sub/deeper/empty"), b"").expect("write");
+    std::os::unix::fs::symlink("sub/file-1.txt", ra.join("link")).expect("symlink");
+
+    let mut da = a.start();
+    da.wait_scanned("f");
+    let a_url = da.listen_url(scheme);
+    b.ok(&[
+        "device",
+        "add",
+        &a_id,
+        "--name",
+        "alpha",
+        "--address",
+        &a_url,
+    ]);
+    b.ok(&[
+        "folder",
+        "add",
+        "f",
+        rb.to_str().expect("utf-8"),
+        "--create",
+        "--share",
+        &a_id,
+    ]);
+    let mut db = b.start();
+    wait_converged(&ra, &rb, &[&da, &db], Duration::from_secs(60));
+
+    let s = db.wait_until(
+        "the connection shows in status",
+        Duration::from_secs(10),
+        |s| s["devices"][0]["connected"] == true,
+    );
+    assert_eq!(s["devices"][0]["transport"], scheme, "{s}");
+    let f = folder(&s, "f").expect("folder").clone();
+    assert_eq!(f["need_files"], 0, "{f}");
+
+    // A change on B propagates back to A.
+    fs::write(rb.join("sub/file-2.txt"), "edited on bravo").expect("write");
+    fs::remove_file(rb.join("sub/file-3.txt")).expect("rm");
+    b.ok(&["folder", "rescan", "f"]);
+    wait_converged(&rb, &ra, &[&da, &db], Duration::from_secs(30));
+    assert_eq!(
+        fs::read_to_string(ra.join("sub/file-2.txt")).expect("read"),
+        "edited on bravo"
+    );
+    assert!(!ra.join("sub/file-3.txt").exists());
+    db.stop();
+    da.stop();
+}
+
+#[test]
+fn two_devices_sync_over_tcp() {
+    two_devices_sync_over("tcp");
+}
+
+#[test]
+fn two_devices_sync_over_quic() {
+    two_devices_sync_over("quic");
+}
+
+#[test]
+fn an_unknown_device_is_refused_and_shown_as_pending() {
+    let (a, _a_id) = Device::init("alpha");
+    let (c, c_id) = Device::init("stranger");
+    for d in [&a, &c] {
+        d.isolate();
+        d.listen_on_loopback();
+    }
+    let mut da = a.start();
+    let a_id = a.ok(&["id"]).trim().to_string();
+    c.ok(&["device", "add", &a_id, "--address", &da.listen_url("tcp")]);
+    let dc = c.start();
+    let start = Instant::now();
+    loop {
+        let out = a.ok(&["pending", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        if v["devices"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["id"] == c_id.as_str()))
+        {
+            assert_eq!(v["devices"][0]["name"], "stranger", "{v}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not pending: {v}\nlog A:\n{}\nlog C:\n{}",
+            da.log(),
+            dc.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A never shows it as a connected device.
+    let s = da.wait_until("status", Duration::from_secs(5), |_| true);
+    assert!(s["devices"].as_array().expect("list").is_empty(), "{s}");
+    da.stop();
+    dc.stop();
+}
