@@ -12,14 +12,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::api::{self, ApiState};
-use crate::config::Config;
+use crate::config::{Config, FolderConfig};
 use crate::home::Home;
 use crate::identity;
 use crate::index::Index;
@@ -86,46 +86,25 @@ async fn serve(
         .await
         .context("starting the listeners")?;
     let peers = Peers::new(device_id, config.clone(), index.clone());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    {
+    let accept = {
         let peers = peers.clone();
-        tasks.push(tokio::spawn(async move {
+        tokio::spawn(async move {
             while let Some(conn) = incoming.recv().await {
                 tokio::spawn(peers.clone().run_link(link(conn)));
             }
-        }));
-    }
-    for d in &config.devices {
-        let urls: Vec<String> = d
-            .addresses
-            .iter()
-            .filter(|a| *a != "dynamic")
-            .cloned()
-            .collect();
-        if !urls.is_empty() {
-            tasks.push(tokio::spawn(dial_loop(
-                net.clone(),
-                peers.clone(),
-                d.id,
-                urls,
-            )));
-        }
-    }
-    let mut folders = HashMap::new();
-    let mut runners = Vec::new();
-    for fc in &config.folders {
-        let fi = index.folder(&fc.id)?;
-        let (handle, task) = folder::spawn(
-            fc.clone(),
-            fi,
-            device_id.short(),
-            Some(peers.clone()),
-            stop.clone(),
-        );
-        folders.insert(fc.id.clone(), handle);
-        runners.push(task);
-    }
+        })
+    };
+    let folders = Arc::new(RwLock::new(HashMap::new()));
+    let mut sup = Supervisor {
+        device_id,
+        index: index.clone(),
+        net: net.clone(),
+        peers: peers.clone(),
+        dialers: HashMap::new(),
+        runners: HashMap::new(),
+        folders: folders.clone(),
+    };
+    sup.apply(&config)?;
     let listening = net.listen_urls();
     crate::fs::write_atomic(
         &home.listen_urls_path(),
@@ -147,35 +126,36 @@ async fn serve(
         }
     );
 
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<api::Reload>(4);
     let state = Arc::new(ApiState {
         device_id,
-        config,
+        api_key: config.api.key.clone(),
         folders,
         peers: peers.clone(),
+        reload: reload_tx,
     });
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(api::serve(listener, state.clone(), async {
         let _ = api_stop_rx.await;
     }));
 
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break }
+            Some(r) = reload_rx.recv() => {
+                let _ = r.reply.send(reload(home, &mut sup, &config));
+            }
+        }
     }
 
     // Stop in reverse order of dependence: connections, then scans and
     // pulls (they write the index), then the API that reads them.
     net.shutdown();
-    for t in tasks {
-        t.abort();
-    }
+    accept.abort();
     peers.close_all("shutting down");
-    stop.store(true, Ordering::Relaxed);
     drop(state);
-    for r in runners {
-        r.abort();
-        let _ = r.await;
-    }
+    sup.stop_all().await;
     let _ = api_stop_tx.send(());
     if tokio::time::timeout(Duration::from_secs(5), api)
         .await
@@ -201,10 +181,18 @@ fn link(c: Connection) -> Link {
 }
 
 /// Keeps a configured device connected through its static addresses:
-/// dials when there is no session (TCP before QUIC, as a LAN prefers), and
+/// dials when there is no session (the preferred transport first), and
 /// backs off from 1 s to 60 s while dials fail.
 async fn dial_loop(net: Net, peers: Arc<Peers>, device: proto::DeviceId, mut urls: Vec<String>) {
-    urls.sort_by_key(|u| !u.starts_with("tcp"));
+    let prefer = peers.config().transport.prefer;
+    urls.sort_by_key(|u| {
+        prefer.rank(
+            u.split("://")
+                .next()
+                .unwrap_or("")
+                .trim_end_matches(['4', '6']),
+        )
+    });
     let mut changed = peers.changed.subscribe();
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -226,5 +214,115 @@ async fn dial_loop(net: Net, peers: Arc<Peers>, device: proto::DeviceId, mut url
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Re-reads the config file and applies it; returns notes for the user.
+/// `started` is the config the daemon started with (listeners and the API
+/// follow it until restart).
+fn reload(home: &Home, sup: &mut Supervisor, started: &Config) -> Result<Vec<String>, String> {
+    let new = Config::load(&home.config_path()).map_err(|e| e.to_string())?;
+    let mut notes = Vec::new();
+    if new.listen != started.listen || new.api != started.api {
+        notes.push("listen and api.* changes apply when the daemon restarts".to_string());
+    }
+    sup.peers.set_config(new.clone());
+    sup.apply(&new).map_err(|e| e.to_string())?;
+    tracing::info!("configuration reloaded");
+    Ok(notes)
+}
+
+/// The running dialers and folder runners, kept in line with the config.
+struct Supervisor {
+    device_id: proto::DeviceId,
+    index: Index,
+    net: Net,
+    peers: Arc<Peers>,
+    dialers: HashMap<proto::DeviceId, (Vec<String>, tokio::task::JoinHandle<()>)>,
+    runners: HashMap<String, (FolderConfig, Arc<AtomicBool>, tokio::task::JoinHandle<()>)>,
+    /// Shared with the API.
+    folders: Arc<RwLock<HashMap<String, folder::FolderHandle>>>,
+}
+
+impl Supervisor {
+    /// Starts, stops or restarts dialers and runners to match `config`.
+    fn apply(&mut self, config: &Config) -> Result<()> {
+        let wanted: HashMap<_, Vec<String>> = config
+            .devices
+            .iter()
+            .map(|d| {
+                (
+                    d.id,
+                    d.addresses
+                        .iter()
+                        .filter(|a| *a != "dynamic")
+                        .cloned()
+                        .collect(),
+                )
+            })
+            .collect();
+        self.dialers.retain(|id, (urls, task)| {
+            let keep = wanted.get(id) == Some(urls);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (id, urls) in wanted {
+            if !urls.is_empty() && !self.dialers.contains_key(&id) {
+                let task = tokio::spawn(dial_loop(
+                    self.net.clone(),
+                    self.peers.clone(),
+                    id,
+                    urls.clone(),
+                ));
+                self.dialers.insert(id, (urls, task));
+            }
+        }
+
+        let mut folders = self.folders.write().unwrap_or_else(|e| e.into_inner());
+        self.runners.retain(|id, (fc, stop, task)| {
+            // A runner only depends on the folder's own settings; sharing
+            // changes are the sessions' business.
+            let keep = config.folder(id).is_some_and(|n| {
+                n.path == fc.path
+                    && n.kind == fc.kind
+                    && n.rescan_interval_s == fc.rescan_interval_s
+            });
+            if !keep {
+                stop.store(true, Ordering::Relaxed);
+                task.abort();
+                folders.remove(id);
+            }
+            keep
+        });
+        for fc in &config.folders {
+            if self.runners.contains_key(&fc.id) {
+                continue;
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let fi = self.index.folder(&fc.id)?;
+            let (handle, task) = folder::spawn(
+                fc.clone(),
+                fi,
+                self.device_id.short(),
+                Some(self.peers.clone()),
+                stop.clone(),
+            );
+            folders.insert(fc.id.clone(), handle);
+            self.runners.insert(fc.id.clone(), (fc.clone(), stop, task));
+        }
+        Ok(())
+    }
+
+    async fn stop_all(&mut self) {
+        for (_, (_, task)) in self.dialers.drain() {
+            task.abort();
+        }
+        for (_, (_, stop, task)) in self.runners.drain() {
+            stop.store(true, Ordering::Relaxed);
+            task.abort();
+            let _ = task.await;
+        }
     }
 }

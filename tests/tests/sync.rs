@@ -132,6 +132,23 @@ fn two_devices_sync_over(scheme: &str) {
         "edited on bravo"
     );
     assert!(!ra.join("sub/file-3.txt").exists());
+
+    // A rename costs no data transfer: the blocks come from the old file.
+    let pulled = |d: &Daemon| {
+        d.status()
+            .and_then(|s| folder(&s, "f").and_then(|f| f["pulled_bytes"].as_u64()))
+    };
+    let before = pulled(&db).expect("pulled_bytes");
+    fs::create_dir(ra.join("moved")).expect("mkdir");
+    fs::rename(ra.join("big.bin"), ra.join("moved/big-renamed.bin")).expect("mv");
+    a.ok(&["folder", "rescan", "f"]);
+    wait_converged(&ra, &rb, &[&da, &db], Duration::from_secs(30));
+    assert!(!rb.join("big.bin").exists());
+    assert_eq!(
+        pulled(&db).expect("pulled_bytes"),
+        before,
+        "the renamed file was downloaded again"
+    );
     db.stop();
     da.stop();
 }
@@ -182,4 +199,55 @@ fn an_unknown_device_is_refused_and_shown_as_pending() {
     assert!(s["devices"].as_array().expect("list").is_empty(), "{s}");
     da.stop();
     dc.stop();
+}
+
+#[test]
+fn devices_and_folders_added_while_running_apply_at_once() {
+    let (a, a_id) = Device::init("alpha");
+    let (b, b_id) = Device::init("bravo");
+    for d in [&a, &b] {
+        d.isolate();
+        d.listen_on_loopback();
+    }
+    let mut da = a.start();
+    let mut db = b.start();
+    let (ra, rb) = (a.scratch().join("data"), b.scratch().join("data"));
+    fs::create_dir_all(&ra).expect("mkdir");
+    fs::write(ra.join("hello.txt"), "added live").expect("write");
+    a.ok(&["device", "add", &b_id]);
+    a.ok(&[
+        "folder",
+        "add",
+        "f",
+        ra.to_str().expect("utf-8"),
+        "--share",
+        &b_id,
+    ]);
+    da.wait_scanned("f");
+    b.ok(&["device", "add", &a_id, "--address", &da.listen_url("tcp")]);
+    b.ok(&[
+        "folder",
+        "add",
+        "f",
+        rb.to_str().expect("utf-8"),
+        "--create",
+        "--share",
+        &a_id,
+    ]);
+    wait_converged(&ra, &rb, &[&da, &db], Duration::from_secs(30));
+    db.wait_until("connected", Duration::from_secs(10), |s| {
+        s["devices"][0]["connected"] == true
+    });
+
+    // Removing the device ends the session at once.
+    b.ok(&["device", "remove", &a_id]);
+    let s = db.wait_until("device gone", Duration::from_secs(10), |s| {
+        s["devices"].as_array().is_some_and(|d| d.is_empty())
+    });
+    assert!(folder(&s, "f").is_some());
+    da.wait_until("peer disconnected", Duration::from_secs(10), |s| {
+        s["devices"][0]["connected"] == false
+    });
+    db.stop();
+    da.stop();
 }

@@ -12,6 +12,8 @@ pub struct Status {
     pub name: String,
     /// ferrosync's version.
     pub version: String,
+    /// `transport.prefer` in force.
+    pub transport_prefer: String,
     /// Every configured folder.
     pub folders: Vec<FolderStatus>,
     /// Every configured device.
@@ -156,4 +158,11 @@ pub struct PendingDevice {
     pub address: String,
     /// When, in seconds since the Unix epoch.
     pub seen: u64,
+}
+
+/// `POST /rest/config/reload`: the configuration file was applied.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// Anything the user should know (e.g. what needs a restart).
+    pub notes: Vec<String>,
 }

@@ -6,7 +6,7 @@ pub mod dto;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
@@ -14,8 +14,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::config::Config;
 use crate::index::LOCAL;
 use crate::model::folder::FolderHandle;
 use crate::peer::Peers;
@@ -24,12 +24,31 @@ use crate::peer::Peers;
 pub struct ApiState {
     /// This device's ID.
     pub device_id: proto::DeviceId,
-    /// The configuration the daemon runs with.
-    pub config: Config,
-    /// Running folders by ID.
-    pub folders: HashMap<String, FolderHandle>,
-    /// Sessions and pending devices.
+    /// The key clients must send.
+    pub api_key: String,
+    /// Running folders by ID (changed by reloads).
+    pub folders: Arc<RwLock<HashMap<String, FolderHandle>>>,
+    /// Sessions, pending devices, and the configuration in force.
     pub peers: Arc<Peers>,
+    /// Asks the daemon to re-read and apply its configuration file.
+    pub reload: mpsc::Sender<Reload>,
+}
+
+/// A request to reload the configuration; the reply carries notes for the
+/// user or why the new configuration was not applied.
+pub struct Reload {
+    /// Where the outcome goes.
+    pub reply: oneshot::Sender<Result<Vec<String>, String>>,
+}
+
+impl ApiState {
+    fn folder(&self, id: &str) -> Option<FolderHandle> {
+        self.folders
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
 }
 
 /// The header carrying the API key.
@@ -37,13 +56,14 @@ pub const KEY_HEADER: &str = "X-API-Key";
 
 /// Builds the router.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let key = state.config.api.key.clone();
+    let key = state.api_key.clone();
     Router::new()
         .route("/rest/status", get(status))
         .route("/rest/folders/{id}/rescan", post(rescan))
         .route("/rest/folders/{id}/scan/{n}", get(wait_scan))
         .route("/rest/folders/{id}/entries", get(entries))
         .route("/rest/pending", get(pending))
+        .route("/rest/config/reload", post(reload))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let key = key.clone();
             async move {
@@ -77,18 +97,18 @@ fn error(code: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 async fn status(State(s): State<Arc<ApiState>>) -> Response {
-    let mut folders = Vec::with_capacity(s.config.folders.len());
-    for fc in &s.config.folders {
-        let Some(h) = s.folders.get(&fc.id) else {
+    let config = s.peers.config();
+    let mut folders = Vec::with_capacity(config.folders.len());
+    for fc in &config.folders {
+        let Some(h) = s.folder(&fc.id) else {
             continue;
         };
-        match folder_status(h) {
+        match folder_status(&h) {
             Ok(f) => folders.push(f),
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
-    let devices = s
-        .config
+    let devices = config
         .devices
         .iter()
         .map(|d| {
@@ -104,7 +124,8 @@ async fn status(State(s): State<Arc<ApiState>>) -> Response {
         .collect();
     Json(dto::Status {
         device_id: s.device_id.to_string(),
-        name: s.config.name.clone(),
+        name: config.name.clone(),
+        transport_prefer: config.transport.prefer.as_str().to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         folders,
         devices,
@@ -152,7 +173,7 @@ fn folder_status(h: &FolderHandle) -> Result<dto::FolderStatus, crate::index::Db
 }
 
 async fn rescan(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    match s.folders.get(&id) {
+    match s.folder(&id) {
         Some(h) => Json(dto::RescanTicket {
             scan: h.request_rescan(),
         })
@@ -177,7 +198,7 @@ async fn wait_scan(
     Path((id, n)): Path<(String, u64)>,
     Query(w): Query<Wait>,
 ) -> Response {
-    let Some(h) = s.folders.get(&id) else {
+    let Some(h) = s.folder(&id) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("folder {id:?} is not configured"),
@@ -185,7 +206,7 @@ async fn wait_scan(
     };
     let wait = std::time::Duration::from_millis(w.wait_ms.unwrap_or(30_000).min(30_000));
     let _ = tokio::time::timeout(wait, h.wait_for_scan(n)).await;
-    match folder_status(h) {
+    match folder_status(&h) {
         Ok(f) => Json(f).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -203,7 +224,7 @@ async fn entries(
     Path(id): Path<String>,
     Query(q): Query<EntriesQuery>,
 ) -> Response {
-    let Some(h) = s.folders.get(&id) else {
+    let Some(h) = s.folder(&id) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("folder {id:?} is not configured"),
@@ -267,4 +288,22 @@ async fn pending(State(s): State<Arc<ApiState>>) -> Response {
         })
         .collect();
     Json(dto::Pending { devices }).into_response()
+}
+
+async fn reload(State(s): State<Arc<ApiState>>) -> Response {
+    let (reply, rx) = oneshot::channel();
+    if s.reload.send(Reload { reply }).await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is shutting down",
+        );
+    }
+    match rx.await {
+        Ok(Ok(notes)) => Json(dto::Reloaded { notes }).into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is shutting down",
+        ),
+    }
 }

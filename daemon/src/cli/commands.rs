@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::client::Client;
 use super::{Cli, Command, ConfigAction, DeviceAction, FolderAction};
-use crate::api::dto::{Pending, RescanTicket, Status};
+use crate::api::dto::{Pending, Reloaded, RescanTicket, Status};
 use crate::config::Config;
 use crate::home::Home;
 use crate::identity;
@@ -51,13 +51,36 @@ fn init(home: &Home, name: Option<String>) -> Result<()> {
     Ok(())
 }
 
-/// Loads the config, applies `change`, and saves it only if that succeeded.
+/// Loads the config, applies `change`, and saves it only if that succeeded;
+/// then a running daemon applies it at once.
 fn edit<T>(home: &Home, change: impl FnOnce(&mut Config) -> Result<T>) -> Result<T> {
     let path = home.config_path();
     let mut c = Config::load(&path)?;
     let out = change(&mut c)?;
     c.save(&path)?;
+    apply_live(home)?;
     Ok(out)
+}
+
+/// Tells a running daemon to apply the saved config. No daemon: nothing to
+/// do, it reads the file when it starts.
+fn apply_live(home: &Home) -> Result<()> {
+    if !home.api_address_path().exists() {
+        return Ok(());
+    }
+    let Ok(client) = Client::connect(home) else {
+        return Ok(());
+    };
+    match client.post::<Reloaded>("/rest/config/reload") {
+        Ok(r) => {
+            for n in r.notes {
+                eprintln!("note: {n}");
+            }
+            Ok(())
+        }
+        Err(e) if e.to_string().contains("not answering") => Ok(()),
+        Err(e) => Err(e.context("saved, but the running daemon did not apply it")),
+    }
 }
 
 fn config(home: &Home, action: ConfigAction) -> Result<()> {
@@ -127,8 +150,12 @@ fn folder(home: &Home, action: FolderAction) -> Result<()> {
                 std::fs::create_dir_all(&path)
                     .with_context(|| format!("creating {}", path.display()))?;
             }
-            let added = edit(home, |c| Ok(c.add_folder(&folder_id, &path, kind, &share)?));
-            if let Err(e) = added {
+            // Check first, so that bad input leaves no marker behind; the
+            // marker must exist before a running daemon starts the folder.
+            let checked = Config::load(&home.config_path())
+                .map_err(anyhow::Error::from)
+                .and_then(|mut c| Ok(c.add_folder(&folder_id, &path, kind, &share)?));
+            if let Err(e) = checked {
                 if created {
                     let _ = std::fs::remove_dir(&path);
                 }
@@ -136,6 +163,7 @@ fn folder(home: &Home, action: FolderAction) -> Result<()> {
             }
             crate::fs::ensure_marker(&path)
                 .with_context(|| format!("creating the folder marker in {}", path.display()))?;
+            edit(home, |c| Ok(c.add_folder(&folder_id, &path, kind, &share)?))?;
             println!("added folder {folder_id:?}");
         }
         FolderAction::Rescan { folder_id } => rescan(home, &folder_id)?,

@@ -80,7 +80,7 @@ enum ConfigAction {
     /// Print a setting's value (lists are comma-separated).
     Get {
         /// One of: name, listen, relays, nat, api.address, api.key,
-        /// discovery.local, discovery.global.
+        /// discovery.local, discovery.global, transport.prefer.
         key: String,
     },
     /// Change a setting (lists are comma-separated; empty means none).

@@ -15,6 +15,7 @@ pub const KEYS: &[&str] = &[
     "api.key",
     "discovery.local",
     "discovery.global",
+    "transport.prefer",
 ];
 
 /// URL schemes a device listens on or is dialled at.
@@ -32,6 +33,7 @@ impl Config {
             "api.key" => self.api.key.clone(),
             "discovery.local" => self.discovery.local.to_string(),
             "discovery.global" => self.discovery.global.join(","),
+            "transport.prefer" => self.transport.prefer.as_str().to_string(),
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         })
     }
@@ -71,6 +73,14 @@ impl Config {
             "discovery.local" => self.discovery.local = parse_bool(value).map_err(bad)?,
             "discovery.global" => {
                 self.discovery.global = url_list(value, &["https", "http"]).map_err(bad)?
+            }
+            "transport.prefer" => {
+                self.transport.prefer = match value.trim() {
+                    "auto" => super::TransportPrefer::Auto,
+                    "tcp" => super::TransportPrefer::Tcp,
+                    "quic" => super::TransportPrefer::Quic,
+                    v => return Err(bad(format!("{v:?} is not auto, tcp or quic"))),
+                }
             }
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
@@ -133,6 +143,7 @@ mod tests {
             ("api.key", "0123456789abcdef0123"),
             ("discovery.local", "false"),
             ("discovery.global", "https://127.0.0.1:8443/v2/?id=X"),
+            ("transport.prefer", "quic"),
         ];
         for (k, v) in cases {
             c.set(k, v).unwrap_or_else(|e| panic!("{k}: {e}"));
@@ -166,6 +177,7 @@ mod tests {
             ("name", "  "),
             ("discovery.global", "ftp://x"),
             ("relays", "tcp://x:1"),
+            ("transport.prefer", "carrier-pigeon"),
             ("nope", "1"),
         ] {
             let e = c.set(k, v).expect_err(k);

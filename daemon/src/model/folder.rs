@@ -215,7 +215,12 @@ pub fn spawn(
                     scan_due = true;
                     next_timer = tokio::time::Instant::now() + jittered(interval);
                 }
-                r = changes.changed() => if r.is_err() { break },
+                r = changes.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    settle(&mut changes).await;
+                }
                 r = async {
                     match peer_changes.as_mut() {
                         Some(p) => p.changed().await,
@@ -271,6 +276,21 @@ fn run_scan(
         Err(e) => {
             tracing::warn!(folder = %config.id, "cannot scan: {e}");
             Err(e.to_string())
+        }
+    }
+}
+
+/// Waits until the index has been quiet for a moment (at most a second):
+/// related updates arrive together, e.g. a rename's new name and the old
+/// name's deletion, so the puller sees the whole change at once.
+async fn settle(changes: &mut watch::Receiver<u64>) {
+    const QUIET: Duration = Duration::from_millis(100);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    changes.borrow_and_update();
+    while tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(QUIET, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return,
         }
     }
 }

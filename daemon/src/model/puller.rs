@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -68,35 +68,34 @@ pub async fn pull(
         }
     };
     let mut deletes = Vec::new();
+    let mut updates = Vec::new();
     for name in names {
-        let (global, info) = match fi.global_file(&name) {
-            Ok(Some(x)) => x,
-            Ok(None) => continue,
-            Err(e) => {
-                report.errors.push(format!("{name}: {e}"));
-                continue;
+        match fi.global_file(&name) {
+            Ok(Some((global, info))) => {
+                let local = fi.get(LOCAL, &name).ok().flatten();
+                if info.deleted {
+                    deletes.push((info, local));
+                } else {
+                    updates.push((global, info, local));
+                }
             }
-        };
-        let local = fi.get(LOCAL, &name).ok().flatten();
-        if info.deleted {
-            deletes.push((info, local));
-            continue;
+            Ok(None) => {}
+            Err(e) => report.errors.push(format!("{name}: {e}")),
         }
+    }
+    // A rename arrives as a new name plus a deletion of the old one: the
+    // new file's blocks come from the file about to be deleted.
+    let pass = Pass {
+        cfg,
+        peers,
+        donors: Donors::new(&cfg.path, &deletes),
+        fetched,
+    };
+    for (global, info, local) in updates {
         let result = match info.kind {
             FileKind::Directory => directory(&cfg.path, &info, local.as_ref()),
             FileKind::Symlink => symlink(&cfg.path, &info, local.as_ref()),
-            FileKind::File => {
-                file(
-                    cfg,
-                    peers,
-                    &global,
-                    &info,
-                    local.as_ref(),
-                    fetched,
-                    &mut report,
-                )
-                .await
-            }
+            FileKind::File => file(&pass, &global, &info, local.as_ref(), &mut report).await,
         };
         settle(fi, info, result, &mut report);
     }
@@ -227,16 +226,28 @@ fn delete(root: &Path, info: &FileInfo, local: Option<&Entry>) -> std::io::Resul
     Ok(Outcome::Done(0))
 }
 
+/// What every file of one pull pass shares.
+struct Pass<'a> {
+    cfg: &'a FolderConfig,
+    peers: &'a Arc<Peers>,
+    donors: Donors,
+    fetched: &'a Arc<AtomicU64>,
+}
+
 /// Pulls one regular file.
 async fn file(
-    cfg: &FolderConfig,
-    peers: &Arc<Peers>,
+    pass: &Pass<'_>,
     global: &Global,
     info: &FileInfo,
     local: Option<&Entry>,
-    fetched: &Arc<AtomicU64>,
     report: &mut PullReport,
 ) -> std::io::Result<Outcome> {
+    let Pass {
+        cfg,
+        peers,
+        donors,
+        fetched,
+    } = pass;
     let path = safe_path(&cfg.path, info.name.as_str())?;
     if let Some(parent) = path.parent() {
         if !parent.exists() {
@@ -279,6 +290,10 @@ async fn file(
                 continue;
             }
         }
+        if donors.copy(&b.hash, &mut buf) {
+            out.write_all_at(&buf, b.offset)?;
+            continue;
+        }
         missing.push((i, *b));
     }
 
@@ -296,7 +311,7 @@ async fn file(
                 let (i, b) = missing[next];
                 let s = sources[next % sources.len()].clone();
                 let (folder, name, out) = (cfg.id.clone(), info.name.clone(), out.clone());
-                let fetched = fetched.clone();
+                let fetched = Arc::clone(fetched);
                 tasks.spawn(async move {
                     let data = s
                         .request(&folder, &name, b.offset, b.size, b.hash, i as i32)
@@ -350,6 +365,42 @@ async fn file(
         File::open(dir)?.sync_all()?;
     }
     Ok(Outcome::Done(fs::symlink_metadata(&path)?.ino()))
+}
+
+/// Blocks of local files that this pass will delete, by hash: where a
+/// renamed file's data already is.
+struct Donors {
+    blocks: HashMap<[u8; 32], (PathBuf, u64)>,
+}
+
+impl Donors {
+    fn new(root: &Path, deletes: &[(FileInfo, Option<Entry>)]) -> Self {
+        let mut blocks = HashMap::new();
+        for (_, local) in deletes {
+            let Some(e) = local
+                .as_ref()
+                .filter(|e| e.info.kind == FileKind::File && !e.info.deleted)
+            else {
+                continue;
+            };
+            let Ok(path) = safe_path(root, e.info.name.as_str()) else {
+                continue;
+            };
+            for b in &e.info.blocks {
+                blocks.entry(b.hash).or_insert((path.clone(), b.offset));
+            }
+        }
+        Self { blocks }
+    }
+
+    /// Fills `buf` (sized to the block) with the block of this hash from a
+    /// donor file, verified; false if none has it intact.
+    fn copy(&self, hash: &[u8; 32], buf: &mut [u8]) -> bool {
+        let Some((path, offset)) = self.blocks.get(hash) else {
+            return false;
+        };
+        File::open(path).is_ok_and(|f| read_exact_at(&f, buf, *offset)) && sha(buf) == *hash
+    }
 }
 
 /// Connected sessions of the devices that have the global version.

@@ -159,8 +159,8 @@ impl SessionHandle {
 pub struct Peers {
     /// This device.
     pub own: DeviceId,
-    /// The configuration sessions follow.
-    pub config: Config,
+    /// The configuration sessions follow; replaced whole on reload.
+    config: std::sync::RwLock<Arc<Config>>,
     /// The index.
     pub index: Index,
     sessions: Mutex<HashMap<DeviceId, SessionHandle>>,
@@ -174,12 +174,45 @@ impl Peers {
     pub fn new(own: DeviceId, config: Config, index: Index) -> Arc<Self> {
         Arc::new(Self {
             own,
-            config,
+            config: std::sync::RwLock::new(Arc::new(config)),
             index,
             sessions: Mutex::default(),
             pending: Mutex::default(),
             changed: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// The configuration now in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the configuration. Sessions of devices whose shared folders
+    /// changed, or that were removed, are closed: their reconnection
+    /// exchanges ClusterConfigs that reflect the new configuration.
+    pub fn set_config(&self, new: Config) {
+        let old = std::mem::replace(
+            &mut *self.config.write().unwrap_or_else(|e| e.into_inner()),
+            Arc::new(new),
+        );
+        let new = self.config();
+        let shares = |c: &Config, d: &DeviceId| -> Vec<(String, std::path::PathBuf)> {
+            c.folders
+                .iter()
+                .filter(|f| f.devices.contains(d))
+                .map(|f| (f.id.clone(), f.path.clone()))
+                .collect()
+        };
+        for s in self.sessions() {
+            if new.device(&s.device).is_none() {
+                s.close("device removed");
+            } else if shares(&old, &s.device) != shares(&new, &s.device) {
+                s.close("configuration changed");
+            }
+        }
     }
 
     /// The session with `device`, if connected.
@@ -238,13 +271,18 @@ impl Peers {
         }
     }
 
-    /// Registers a session, settling duplicates: the connection whose
-    /// dialler has the lower device ID wins, so both ends keep the same one.
+    /// Registers a session, settling duplicates: the preferred transport
+    /// wins, then the connection whose dialler has the lower device ID, so
+    /// both ends keep the same one.
     fn register(&self, handle: SessionHandle) -> bool {
+        let prefer = self.config().transport.prefer;
         let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = map.get(&handle.device) {
-            let dialler = |s: &SessionHandle| if s.outgoing { self.own } else { s.device };
-            if dialler(old) <= dialler(&handle) {
+            let key = |s: &SessionHandle| {
+                let dialler = if s.outgoing { self.own } else { s.device };
+                (prefer.rank(s.transport), dialler)
+            };
+            if key(old) <= key(&handle) {
                 return false;
             }
             old.close("replacing connection");

@@ -23,8 +23,8 @@ pub async fn serve(peers: &Peers, device: &DeviceId, req: Request) -> Response {
         data: Bytes::new(),
         code,
     };
-    let Some(folder) = peers
-        .config
+    let config = peers.config();
+    let Some(folder) = config
         .folder(&req.folder)
         .filter(|f| f.devices.contains(device))
     else {

@@ -54,7 +54,7 @@ fn our_hello(peers: &Peers, known: bool) -> Hello {
     Hello {
         // Like Syncthing, tell our name only to devices we know.
         device_name: if known {
-            peers.config.name.clone()
+            peers.config().name.clone()
         } else {
             String::new()
         },
@@ -75,7 +75,7 @@ pub async fn run(peers: Arc<Peers>, link: Link) -> Result<(), SessionError> {
         mut writer,
         keepalive: _keepalive,
     } = link;
-    let known = peers.config.device(&device_id).is_some();
+    let known = peers.config().device(&device_id).is_some();
     // Both sides send their Hello at once; the QUIC dialler must write
     // first anyway for its stream to exist at the other end.
     writer
@@ -166,21 +166,17 @@ pub async fn run(peers: Arc<Peers>, link: Link) -> Result<(), SessionError> {
 fn cluster_config(peers: &Peers, device: &DeviceId) -> Result<ClusterConfig, SessionError> {
     let mut folders = Vec::new();
     let dnum = peers.index.device_number(device)?;
-    for f in peers
-        .config
-        .folders
-        .iter()
-        .filter(|f| f.devices.contains(device))
-    {
+    let config = peers.config();
+    for f in config.folders.iter().filter(|f| f.devices.contains(device)) {
         let fi = peers.index.folder(&f.id)?;
         let ours = fi.device_meta(LOCAL)?;
         let theirs = fi.device_meta(dnum)?;
         let mut me = FolderDevice::new(peers.own);
-        me.name = peers.config.name.clone();
+        me.name = config.name.clone();
         me.index_id = ours.index_id;
         me.max_sequence = ours.max_sequence;
         let mut them = FolderDevice::new(*device);
-        if let Some(d) = peers.config.device(device) {
+        if let Some(d) = config.device(device) {
             them.name = d.name.clone();
             them.addresses = d.addresses.clone();
         }
@@ -304,9 +300,9 @@ impl State {
         self.got_cc = true;
         let peers = self.peers.clone();
         let dnum = peers.index.device_number(&self.device)?;
+        let config = peers.config();
         for f in &cc.folders {
-            let Some(ours) = peers
-                .config
+            let Some(ours) = config
                 .folder(&f.id)
                 .filter(|c| c.devices.contains(&self.device))
             else {
