@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use proto::message::{BlockInfo, FileInfo, FileKind};
 use proto::DeviceId;
 use sha2::{Digest, Sha256};
@@ -30,6 +31,8 @@ use crate::peer::{Peers, SessionHandle};
 
 /// Block requests in flight per file.
 const IN_FLIGHT: usize = 32;
+/// Files pulled at once.
+const FILES_IN_FLIGHT: usize = 16;
 
 /// What one pass achieved.
 #[derive(Debug, Default)]
@@ -91,20 +94,60 @@ pub async fn pull(
         donors: Donors::new(&cfg.path, &deletes),
         fetched,
     };
+    // Directories first (name order puts parents before children), then
+    // files, many at once: small files cost a round trip and an fsync each,
+    // which only overlap when several are in flight.
+    let mut files = Vec::new();
     for (global, info, local) in updates {
         let result = match info.kind {
             FileKind::Directory => directory(&cfg.path, &info, local.as_ref()),
             FileKind::Symlink => symlink(&cfg.path, &info, local.as_ref()),
-            FileKind::File => file(&pass, &global, &info, local.as_ref(), &mut report).await,
+            FileKind::File => {
+                files.push((global, info, local));
+                continue;
+            }
         };
         settle(fi, info, result, &mut report);
     }
+    let pass = &pass;
+    let mut todo = files.into_iter();
+    let mut running = FuturesUnordered::new();
+    loop {
+        while running.len() < FILES_IN_FLIGHT {
+            let Some((global, info, local)) = todo.next() else {
+                break;
+            };
+            running.push(async move {
+                let r = file(pass, &global, &info, local.as_ref()).await;
+                (info, r)
+            });
+        }
+        let Some((info, r)) = running.next().await else {
+            break;
+        };
+        report.fetched += r.fetched;
+        report.rescan |= r.rescan;
+        settle(fi, info, r.outcome, &mut report);
+    }
+    drop(running);
     deletes.sort_by(|a, b| b.0.name.cmp(&a.0.name));
     for (info, local) in deletes {
         let result = delete(&cfg.path, &info, local.as_ref());
         settle(fi, info, result, &mut report);
     }
+    // Pulled files are on disk and fsynced; their entries must not be
+    // lost, or a rescan would see them as local edits.
+    if let Err(e) = fi.flush() {
+        report.errors.push(format!("flushing the index: {e}"));
+    }
     report
+}
+
+/// What pulling one file did.
+struct FileResult {
+    outcome: std::io::Result<Outcome>,
+    fetched: u64,
+    rescan: bool,
 }
 
 /// What happened to one entry.
@@ -240,7 +283,23 @@ async fn file(
     global: &Global,
     info: &FileInfo,
     local: Option<&Entry>,
-    report: &mut PullReport,
+) -> FileResult {
+    let mut r = FileResult {
+        outcome: Ok(Outcome::Later(String::new())),
+        fetched: 0,
+        rescan: false,
+    };
+    r.outcome = file_inner(pass, global, info, local, &mut r.fetched, &mut r.rescan).await;
+    r
+}
+
+async fn file_inner(
+    pass: &Pass<'_>,
+    global: &Global,
+    info: &FileInfo,
+    local: Option<&Entry>,
+    fetched_here: &mut u64,
+    rescan: &mut bool,
 ) -> std::io::Result<Outcome> {
     let Pass {
         cfg,
@@ -331,7 +390,7 @@ async fn file(
                 next += 1;
             }
             match tasks.join_next().await {
-                Some(Ok(Ok(n))) => report.fetched += n,
+                Some(Ok(Ok(n))) => *fetched_here += n,
                 Some(Ok(Err(e))) => failed = failed.or(Some(e)),
                 Some(Err(e)) => failed = failed.or(Some(e.to_string())),
                 None => break,
@@ -343,6 +402,26 @@ async fn file(
         }
     }
 
+    // The rest is blocking disk work (fsyncs above all): off the async
+    // threads, so other files' transfers go on meanwhile.
+    let (info, local) = (info.clone(), local.cloned());
+    let (done, conflicted) =
+        tokio::task::spawn_blocking(move || finish(out, &tmp, &path, &info, local.as_ref()))
+            .await
+            .map_err(std::io::Error::other)??;
+    *rescan |= conflicted;
+    Ok(done)
+}
+
+/// Makes the temp file durable and puts it in place. Returns the outcome
+/// and whether a conflict copy was made (the copy needs a scan).
+fn finish(
+    out: File,
+    tmp: &Path,
+    path: &Path,
+    info: &FileInfo,
+    local: Option<&Entry>,
+) -> std::io::Result<(Outcome, bool)> {
     out.sync_all()?;
     if !info.no_permissions {
         out.set_permissions(fs::Permissions::from_mode(info.permissions & 0o777))?;
@@ -350,21 +429,24 @@ async fn file(
     out.set_modified(mtime(info))?;
     drop(out);
     // Last check before replacing: the disk must still be what we indexed.
-    if !matches_index(&path, local) {
-        return Ok(Outcome::LocalChange("changed on disk while pulling".into()));
+    if !matches_index(path, local) {
+        return Ok((
+            Outcome::LocalChange("changed on disk while pulling".into()),
+            false,
+        ));
     }
+    let mut conflicted = false;
     if let Some(l) = local.filter(|l| !l.info.deleted && l.info.kind == FileKind::File) {
         if l.info.version.compare(&info.version).is_concurrent() {
-            conflict_copy(&path, info.modified_by.to_string().as_str())?;
-            // The copy is a new local file: a scan picks it up and syncs it.
-            report.rescan = true;
+            conflict_copy(path, info.modified_by.to_string().as_str())?;
+            conflicted = true;
         }
     }
-    fs::rename(&tmp, &path)?;
+    fs::rename(tmp, path)?;
     if let Some(dir) = path.parent() {
         File::open(dir)?.sync_all()?;
     }
-    Ok(Outcome::Done(fs::symlink_metadata(&path)?.ino()))
+    Ok((Outcome::Done(fs::symlink_metadata(path)?.ino()), conflicted))
 }
 
 /// Blocks of local files that this pass will delete, by hash: where a
