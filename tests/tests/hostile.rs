@@ -122,3 +122,104 @@ fn a_peer_sending_escaping_names_is_disconnected_and_nothing_is_written() {
         daemon.stop();
     }
 }
+
+/// A configured device that is not shared a folder gets no index for it,
+/// and its requests for the folder's files are refused with GENERIC.
+#[test]
+fn a_device_not_sharing_a_folder_gets_nothing_from_it() {
+    use proto::message::{ErrorCode, Request};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (ident, _) =
+        ferrosync::identity::load_or_create(&Home::new(tmp.path().join("m"))).expect("id");
+    let (a, a_id) = Device::init("owner");
+    a.isolate();
+    a.listen_on_loopback();
+    a.ok(&[
+        "device",
+        "add",
+        &ident.device_id.to_string(),
+        "--name",
+        "outsider",
+    ]);
+    let root = a.scratch().join("data");
+    a.ok(&[
+        "folder",
+        "add",
+        "private",
+        root.to_str().expect("utf-8"),
+        "--create",
+    ]);
+    std::fs::write(root.join("secret.txt"), "not for you").expect("write");
+    let mut daemon = a.start();
+    daemon.wait_scanned("private");
+    let url = daemon.listen_url("tcp");
+    let a_dev: DeviceId = a_id.parse().expect("id");
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (their_cc, answer, got_index) = rt.block_on(async {
+        let (net, _rx) = Net::start(&ident, &[]).await.expect("net");
+        let mut c = net.dial(&url, a_dev).await.expect("dial");
+        c.writer
+            .write_all(&frame::encode_hello(&Hello::default()))
+            .await
+            .expect("hello");
+        // Claim the folder anyway, and ask for its file.
+        let cc = ClusterConfig {
+            folders: vec![Folder {
+                id: "private".into(),
+                devices: vec![FolderDevice::new(ident.device_id), FolderDevice::new(a_dev)],
+                ..Folder::default()
+            }],
+            secondary: false,
+        };
+        let mut out = frame::encode_message(&Message::ClusterConfig(cc), Compression::Never);
+        let req = Request {
+            id: 7,
+            folder: "private".into(),
+            name: proto::Name::parse("secret.txt").expect("name"),
+            offset: 0,
+            size: 11,
+            hash: None,
+            from_temporary: false,
+            weak_hash: 0,
+            block_no: 0,
+        };
+        frame::encode_message_into(&Message::Request(req), Compression::Never, &mut out);
+        c.writer.write_all(&out).await.expect("send");
+        c.writer.flush().await.expect("flush");
+        let mut buf = BytesMut::new();
+        let (mut cc, mut answer, mut got_index) = (None, None, false);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut hello_done = false;
+        while answer.is_none() || cc.is_none() {
+            if !hello_done {
+                hello_done = frame::decode_hello(&mut buf).expect("hello").is_some();
+            }
+            while hello_done {
+                match frame::decode_message(&mut buf).expect("frame") {
+                    Some(Message::ClusterConfig(x)) => cc = Some(x),
+                    Some(Message::Response(r)) => answer = Some(r),
+                    Some(Message::Index(_) | Message::IndexUpdate(_)) => got_index = true,
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            if answer.is_some() && cc.is_some() {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, c.reader.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => break,
+            }
+        }
+        (cc, answer, got_index)
+    });
+    let cc = their_cc.expect("a ClusterConfig");
+    assert!(cc.folders.is_empty(), "the folder is not offered: {cc:?}");
+    let answer = answer.unwrap_or_else(|| panic!("no answer; log:\n{}", daemon.log()));
+    assert_eq!((answer.id, answer.code), (7, ErrorCode::Generic));
+    assert!(answer.data.is_empty());
+    assert!(!got_index, "an index was sent for a folder not shared");
+    daemon.stop();
+}
