@@ -43,11 +43,7 @@ impl<S> Args<S> {
     /// Parses the process arguments: `--set` values go through `set` (which
     /// also knows `all`), `all_sets` is the default. Prints `usage` and
     /// exits on `--help` (0) or a bad argument (2).
-    pub fn from_env(
-        usage: &str,
-        all_sets: Vec<S>,
-        set: impl Fn(&str) -> Option<Vec<S>>,
-    ) -> Self {
+    pub fn from_env(usage: &str, all_sets: Vec<S>, set: impl Fn(&str) -> Option<Vec<S>>) -> Self {
         match Self::parse(std::env::args().skip(1), all_sets, set) {
             Ok(Some(args)) => args,
             Ok(None) => {
@@ -163,7 +159,7 @@ impl Set {
                         let name = format!("d{:02}/e{}/f{i:05}.bin", leaf / 10, leaf % 10);
                         (
                             PathBuf::from(name),
-                            1024 + rng.next() % (64 * 1024 - 1024 + 1),
+                            1024 + rng.next_u64() % (64 * 1024 - 1024 + 1),
                         )
                     })
                     .collect()
@@ -242,6 +238,19 @@ impl DataSet {
         }
     }
 
+    /// [`prepare`](Self::prepare), then [`warm`](Self::warm), saying how
+    /// fast the warming read went (a slow one means it came from disk).
+    pub fn prepare_warm(set: Set, dir: &Path) -> Self {
+        let data = Self::prepare(set, dir);
+        let warm = data.warm();
+        eprintln!(
+            "{}: page cache warm ({:.2} GB/s to read it once)",
+            set.label(),
+            data.bytes as f64 / warm.as_secs_f64() / 1e9
+        );
+        data
+    }
+
     /// Reads every file once; returns how long that took.
     pub fn warm(&self) -> Duration {
         let start = Instant::now();
@@ -292,7 +301,7 @@ impl Rng {
     }
 
     /// The next 64 bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let s = &mut self.0;
         let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = s[1] << 17;
@@ -308,7 +317,7 @@ impl Rng {
     /// Fills `buf` with the next bytes.
     pub fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
+            let v = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
     }
@@ -618,13 +627,16 @@ pub fn rate(items: f64, d: Duration) -> Option<f64> {
 /// The target a ferrosync figure must meet: how it reads, and the check.
 pub type Target = (&'static str, fn(f64) -> bool);
 
+/// How a row reads its figure from a daemon's figures `F`.
+pub type Figure<'a, F> = Box<dyn Fn(&F) -> Option<f64> + 'a>;
+
 /// One figure of a table: how to read it from a daemon's figures `F`, and
 /// ferrosync's target, if it has one.
 pub struct Row<'a, F> {
     /// The first column.
     pub label: &'static str,
     /// The figure, or `None` where the daemon has none.
-    pub value: Box<dyn Fn(&F) -> Option<f64> + 'a>,
+    pub value: Figure<'a, F>,
     /// Digits after the point.
     pub precision: usize,
     /// ferrosync's target.
@@ -663,7 +675,12 @@ pub fn table<F>(
     st: Option<&F>,
     notes: &[String],
 ) -> String {
-    let width = rows.iter().map(|r| r.label.len()).max().unwrap_or(0).max(46);
+    let width = rows
+        .iter()
+        .map(|r| r.label.len())
+        .max()
+        .unwrap_or(0)
+        .max(46);
     let mut out = String::new();
     let _ = writeln!(out, "\n{heading}");
     let _ = writeln!(

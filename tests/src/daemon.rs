@@ -14,6 +14,20 @@ use crate::Device;
 const POLL: Duration = Duration::from_millis(25);
 
 impl Device {
+    /// An initialised, isolated device listening on loopback (TCP and QUIC,
+    /// free ports); returns it with its device ID.
+    pub fn on_loopback(name: &str) -> (Self, String) {
+        let (d, id) = Self::init(name);
+        d.isolate();
+        d.ok(&[
+            "config",
+            "set",
+            "listen",
+            "tcp://127.0.0.1:0,quic://127.0.0.1:0",
+        ]);
+        (d, id)
+    }
+
     /// Configures the home for a test on loopback: the API on a free port,
     /// and nothing that reaches beyond the machine.
     pub fn isolate(&self) {

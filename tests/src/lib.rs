@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod bench;
 pub mod daemon;
 pub mod syncthing;
+pub mod trees;
 
 /// The path of one of our binaries (`ferrosync`, `ferrosync-relay`,
 /// `ferrosync-discovery`), built first if the tests run under cargo.
@@ -119,16 +121,6 @@ impl Device {
         let d = Self::new();
         let id = d.ok(&["init", "--name", name]).trim().to_string();
         (d, id)
-    }
-
-    /// Lets the device listen on loopback (TCP and QUIC, free ports).
-    pub fn listen_on_loopback(&self) {
-        self.ok(&[
-            "config",
-            "set",
-            "listen",
-            "tcp://127.0.0.1:0,quic://127.0.0.1:0",
-        ]);
     }
 
     /// The home directory.

@@ -17,9 +17,7 @@ fn a_peer_sending_escaping_names_is_disconnected_and_nothing_is_written() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let (ident, _) =
             ferrosync::identity::load_or_create(&Home::new(tmp.path().join("m"))).expect("id");
-        let (a, a_id) = Device::init("victim");
-        a.isolate();
-        a.listen_on_loopback();
+        let (a, a_id) = Device::on_loopback("victim");
         let m_id = ident.device_id.to_string();
         a.ok(&["device", "add", &m_id, "--name", "mallory"]);
         let root = a.scratch().join("data");
@@ -131,9 +129,7 @@ fn a_device_not_sharing_a_folder_gets_nothing_from_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (ident, _) =
         ferrosync::identity::load_or_create(&Home::new(tmp.path().join("m"))).expect("id");
-    let (a, a_id) = Device::init("owner");
-    a.isolate();
-    a.listen_on_loopback();
+    let (a, a_id) = Device::on_loopback("owner");
     a.ok(&[
         "device",
         "add",
@@ -195,13 +191,15 @@ fn a_device_not_sharing_a_folder_gets_nothing_from_it() {
             if !hello_done {
                 hello_done = frame::decode_hello(&mut buf).expect("hello").is_some();
             }
-            while hello_done {
-                match frame::decode_message(&mut buf).expect("frame") {
-                    Some(Message::ClusterConfig(x)) => cc = Some(x),
-                    Some(Message::Response(r)) => answer = Some(r),
-                    Some(Message::Index(_) | Message::IndexUpdate(_)) => got_index = true,
-                    Some(_) => {}
-                    None => break,
+            while let Some(m) = hello_done
+                .then(|| frame::decode_message(&mut buf).expect("frame"))
+                .flatten()
+            {
+                match m {
+                    Message::ClusterConfig(x) => cc = Some(x),
+                    Message::Response(r) => answer = Some(r),
+                    Message::Index(_) | Message::IndexUpdate(_) => got_index = true,
+                    _ => {}
                 }
             }
             if answer.is_some() && cc.is_some() {

@@ -1,68 +1,10 @@
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ferrosync_tests::daemon::Daemon;
+use ferrosync_tests::trees::wait_equal;
 use ferrosync_tests::Device;
 use sha2::{Digest, Sha256};
-
-/// Every entry under `root` but internal names, with content hashes.
-fn tree(root: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            let rel = p
-                .strip_prefix(root)
-                .expect("under root")
-                .to_string_lossy()
-                .into_owned();
-            if rel == ".stfolder" || rel.contains(".syncthing.") {
-                continue;
-            }
-            let Ok(m) = fs::symlink_metadata(&p) else {
-                continue;
-            };
-            if m.file_type().is_symlink() {
-                out.push((rel, format!("-> {:?}", fs::read_link(&p).ok())));
-            } else if m.is_dir() {
-                out.push((rel, "dir".into()));
-                stack.push(p);
-            } else {
-                let data = fs::read(&p).unwrap_or_default();
-                out.push((rel, format!("{} {:x}", data.len(), Sha256::digest(&data))));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn wait_all_equal(
-    roots: &[&Path],
-    daemons: &[&Daemon],
-    limit: Duration,
-    what: &str,
-) -> Vec<(String, String)> {
-    let start = Instant::now();
-    loop {
-        let trees: Vec<_> = roots.iter().map(|r| tree(r)).collect();
-        if trees.windows(2).all(|w| w[0] == w[1]) && !trees[0].is_empty() {
-            return trees[0].clone();
-        }
-        if start.elapsed() > limit {
-            for d in daemons {
-                eprintln!("--- daemon log:\n{}", d.log());
-            }
-            panic!("{what}: trees differ after {limit:?}\n{trees:#?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 struct Node {
     dev: Device,
@@ -71,9 +13,7 @@ struct Node {
 }
 
 fn node(name: &str) -> Node {
-    let (dev, id) = Device::init(name);
-    dev.isolate();
-    dev.listen_on_loopback();
+    let (dev, id) = Device::on_loopback(name);
     let root = dev.scratch().join("data");
     Node { dev, id, root }
 }
@@ -134,7 +74,7 @@ fn three_devices_in_a_mesh_converge_edit_and_resolve_a_conflict() {
     );
     let mut dc = c.dev.start();
     let roots = [a.root.as_path(), b.root.as_path(), c.root.as_path()];
-    wait_all_equal(
+    wait_equal(
         &roots,
         &[&da, &db, &dc],
         Duration::from_secs(120),
@@ -157,7 +97,7 @@ fn three_devices_in_a_mesh_converge_edit_and_resolve_a_conflict() {
     fs::rename(b.root.join("many/f003.txt"), b.root.join("new/renamed.txt")).expect("mv");
     std::os::unix::fs::symlink("../many/f004.txt", b.root.join("new/link")).expect("symlink");
     b.dev.ok(&["folder", "rescan", "f"]);
-    let t = wait_all_equal(
+    let t = wait_equal(
         &roots,
         &[&da, &db, &dc],
         Duration::from_secs(60),
@@ -172,7 +112,7 @@ fn three_devices_in_a_mesh_converge_edit_and_resolve_a_conflict() {
     dc.stop();
     fs::write(a.root.join("many/f010.txt"), "alpha's version").expect("write");
     a.dev.ok(&["folder", "rescan", "f"]);
-    wait_all_equal(
+    wait_equal(
         &[&a.root, &b.root],
         &[&da, &db],
         Duration::from_secs(30),
@@ -184,7 +124,7 @@ fn three_devices_in_a_mesh_converge_edit_and_resolve_a_conflict() {
     )
     .expect("write");
     let dc = c.dev.start();
-    let t = wait_all_equal(
+    let t = wait_equal(
         &roots,
         &[&da, &db, &dc],
         Duration::from_secs(60),
@@ -284,7 +224,7 @@ fn a_device_killed_while_pulling_resumes_without_refetching_verified_blocks() {
     assert!(verified > 0, "nothing verified before the kill");
 
     let mut db = b.dev.start();
-    wait_all_equal(
+    wait_equal(
         &[&a.root, &b.root],
         &[&da, &db],
         Duration::from_secs(120),

@@ -3,70 +3,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferrosync_tests::daemon::{folder, Daemon};
+use ferrosync_tests::trees::wait_equal;
 use ferrosync_tests::Device;
-use sha2::{Digest, Sha256};
-
-/// Every entry under `root` but internal names, with content hashes.
-fn tree(root: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            let rel = p
-                .strip_prefix(root)
-                .expect("under root")
-                .to_string_lossy()
-                .into_owned();
-            if rel == ".stfolder" || rel.contains(".syncthing.") {
-                continue;
-            }
-            let Ok(m) = fs::symlink_metadata(&p) else {
-                continue;
-            };
-            if m.file_type().is_symlink() {
-                out.push((rel, format!("-> {:?}", fs::read_link(&p).ok())));
-            } else if m.is_dir() {
-                out.push((rel, "dir".into()));
-                stack.push(p);
-            } else {
-                let data = fs::read(&p).unwrap_or_default();
-                out.push((rel, format!("{} {:x}", data.len(), Sha256::digest(&data))));
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 fn wait_converged(a: &Path, b: &Path, daemons: &[&Daemon], limit: Duration) {
-    let start = Instant::now();
-    loop {
-        let (ta, tb) = (tree(a), tree(b));
-        if ta == tb && !ta.is_empty() {
-            return;
-        }
-        if start.elapsed() > limit {
-            for d in daemons {
-                eprintln!("--- daemon log:\n{}", d.log());
-            }
-            panic!("trees differ after {limit:?}\nA: {ta:#?}\nB: {tb:#?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_equal(&[a, b], daemons, limit, "two devices");
 }
 
 /// A with data, B empty; B dials A over `scheme` only; both share "f".
 fn two_devices_sync_over(scheme: &str) {
-    let (a, a_id) = Device::init("alpha");
-    let (b, b_id) = Device::init("bravo");
-    for d in [&a, &b] {
-        d.isolate();
-        d.listen_on_loopback();
-    }
+    let (a, a_id) = Device::on_loopback("alpha");
+    let (b, b_id) = Device::on_loopback("bravo");
     let (ra, rb) = (a.scratch().join("data"), b.scratch().join("data"));
     a.ok(&["device", "add", &b_id, "--name", "bravo"]);
     a.ok(&[
@@ -165,12 +112,8 @@ fn two_devices_sync_over_quic() {
 
 #[test]
 fn an_unknown_device_is_refused_and_shown_as_pending() {
-    let (a, _a_id) = Device::init("alpha");
-    let (c, c_id) = Device::init("stranger");
-    for d in [&a, &c] {
-        d.isolate();
-        d.listen_on_loopback();
-    }
+    let (a, _a_id) = Device::on_loopback("alpha");
+    let (c, c_id) = Device::on_loopback("stranger");
     let mut da = a.start();
     let a_id = a.ok(&["id"]).trim().to_string();
     c.ok(&["device", "add", &a_id, "--address", &da.listen_url("tcp")]);
@@ -203,12 +146,8 @@ fn an_unknown_device_is_refused_and_shown_as_pending() {
 
 #[test]
 fn devices_and_folders_added_while_running_apply_at_once() {
-    let (a, a_id) = Device::init("alpha");
-    let (b, b_id) = Device::init("bravo");
-    for d in [&a, &b] {
-        d.isolate();
-        d.listen_on_loopback();
-    }
+    let (a, a_id) = Device::on_loopback("alpha");
+    let (b, b_id) = Device::on_loopback("bravo");
     let mut da = a.start();
     let mut db = b.start();
     let (ra, rb) = (a.scratch().join("data"), b.scratch().join("data"));

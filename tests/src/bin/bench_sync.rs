@@ -1,0 +1,955 @@
+//! `bench-sync`: how fast two devices on loopback converge, ferrosync and
+//! Syncthing side by side on the same data, and how many bytes a small
+//! change in a large file costs on the wire.
+//!
+//! ```text
+//! cargo run --release -p ferrosync-tests --bin bench-sync -- \
+//!     [--set large|small|delta|all] [--dir DIR] [--daemon ferrosync|syncthing|both] \
+//!     [--ferrosync PATH]
+//! ```
+//!
+//! Sets (generated under `DIR`, default `/tmp/ferrosync-bench-data`):
+//! - (a) `large`, (b) `small`: bench-scan's cached data sets (1 GiB in 4
+//!   files; 20,000 files of 1–64 KiB). The source device's folder is the
+//!   cached set itself; the destination is a fresh empty directory beside
+//!   it (same disk), deleted afterwards. The clock starts when the
+//!   destination starts (ferrosync: its process is spawned; Syncthing: the
+//!   folder is added to the running, connected destination) with the source
+//!   scanned and idle, and stops when the destination's local files and
+//!   bytes equal the source's with nothing needed (polled every 20 ms).
+//! - (c) `delta`: a fresh 256 MiB file is synced, then 1 MiB in its middle
+//!   is overwritten in place on the source and a rescan requested there.
+//!   Timed from the rescan request to the new content on the destination
+//!   (its file replaced, polled every millisecond, then checked by
+//!   SHA-256); the bytes on the wire are the changes of the TCP counters
+//!   (`bytes_acked`, `bytes_received` from `ss -tinO`) of the source's end
+//!   of the connection between the two daemons.
+//!
+//! Both daemons use TCP (TLS) only: ferrosync's LAN default. Every run ends
+//! with a check that both sides hold the same files (names, sizes; for
+//! delta the SHA-256 of the file). Syncthing runs when it is on `PATH`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferrosync_tests::bench::{
+    self, cpu_time, loadavg, rate, Api, Args, Daemon, DataSet, Home, Rng, Row, Set, FOLDER,
+};
+use ferrosync_tests::syncthing::{self, FolderType, Listen, Options, Syncthing};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// How long any one wait may take before the run counts as failed.
+const LIMIT: Duration = Duration::from_secs(600);
+/// How long a daemon may take to answer its API after the spawn.
+const STARTUP_LIMIT: Duration = Duration::from_secs(60);
+/// The file of the delta set, its size, and the change: 1 MiB at the
+/// middle, which is block-aligned for every block size up to 16 MiB.
+const DELTA_FILE: &str = "delta.bin";
+const DELTA_SIZE: u64 = 256 << 20;
+const CHANGE_AT: u64 = 128 << 20;
+const CHANGE_LEN: usize = 1 << 20;
+/// How often the destination file is looked at while the change travels.
+const LAND_POLL: Duration = Duration::from_millis(1);
+/// TCP counters count as settled once unchanged for this long.
+const SETTLE: Duration = Duration::from_millis(500);
+
+const USAGE: &str = "usage: bench-sync [--set large|small|delta|all] [--dir DIR] \
+[--daemon ferrosync|syncthing|both] [--ferrosync PATH]";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SyncSet {
+    Large,
+    Small,
+    Delta,
+}
+
+fn main() {
+    let all = vec![SyncSet::Large, SyncSet::Small, SyncSet::Delta];
+    let args = Args::from_env(USAGE, all.clone(), |v| match v {
+        "large" => Some(vec![SyncSet::Large]),
+        "small" => Some(vec![SyncSet::Small]),
+        "delta" => Some(vec![SyncSet::Delta]),
+        "all" => Some(all.clone()),
+        _ => None,
+    });
+    let syncthing = args.syncthing_binary();
+    let ferrosync = args.ferrosync_binary();
+    if let Err(e) = std::fs::create_dir_all(&args.dir) {
+        eprintln!("error: creating {}: {e}", args.dir.display());
+        std::process::exit(1);
+    }
+    let load_before = loadavg();
+    let started = Instant::now();
+    let mut report = String::new();
+    for set in &args.sets {
+        let table = match set {
+            SyncSet::Large | SyncSet::Small => {
+                let set = if *set == SyncSet::Large {
+                    Set::Large
+                } else {
+                    Set::Small
+                };
+                let data = DataSet::prepare_warm(set, &args.dir);
+                let fs = ferrosync.as_ref().and_then(|bin| {
+                    guarded("ferrosync", set.label(), || {
+                        full_ferrosync(bin, &data, &args.dir)
+                    })
+                });
+                let st = syncthing.as_ref().and_then(|bin| {
+                    guarded("syncthing", set.label(), || {
+                        full_syncthing(bin, &data, &args.dir)
+                    })
+                });
+                full_table(&data, fs.as_ref(), st.as_ref())
+            }
+            SyncSet::Delta => {
+                let fs = ferrosync.as_ref().and_then(|bin| {
+                    guarded("ferrosync", "(c) delta", || delta_ferrosync(bin, &args.dir))
+                });
+                let st = syncthing.as_ref().and_then(|bin| {
+                    guarded("syncthing", "(c) delta", || delta_syncthing(bin, &args.dir))
+                });
+                delta_table(fs.as_ref(), st.as_ref())
+            }
+        };
+        // Shown as it comes, so that a later failure loses nothing.
+        eprintln!("{table}");
+        report.push_str(&table);
+    }
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "machine: {cores} cores; load average (1, 5, 15 min) before: {load_before}, \
+         after: {} ({:.0} s of benchmark)",
+        loadavg(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{report}");
+}
+
+/// Runs one daemon's part of a set; a failure (an error, or a panic of the
+/// Syncthing harness, which prints its own log tail) is reported and the
+/// benchmark goes on without that column.
+fn guarded<T>(who: &str, set: &str, run: impl FnOnce() -> Result<T, String>) -> Option<T> {
+    eprintln!("{set}: running {who}");
+    match std::panic::catch_unwind(AssertUnwindSafe(run)) {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            eprintln!("{who} failed on {set}: {e}");
+            None
+        }
+        Err(_) => {
+            eprintln!("{who} failed on {set} (panicked, see above)");
+            None
+        }
+    }
+}
+
+/// What one daemon pair measured on a full sync.
+struct SyncFigures {
+    /// Clock start (see the module doc) until in sync.
+    sync: Duration,
+    /// ferrosync: destination spawn until it first showed the source as
+    /// connected. Syncthing is connected before its clock starts.
+    connected: Option<Duration>,
+    /// Connected (or clock start, if later) until in sync.
+    transfer: Duration,
+    /// CPU time each process used between clock start and in sync.
+    cpu_src: Option<Duration>,
+    cpu_dst: Option<Duration>,
+    /// Peak RSS of each process over its life, KiB, read just before the
+    /// stop (so after the sync and the check; zero until then).
+    rss_src_kib: u64,
+    rss_dst_kib: u64,
+}
+
+/// CPU time `pid` has used since `before`.
+fn cpu_since(pid: u32, before: Option<Duration>) -> Option<Duration> {
+    Some(cpu_time(pid)?.saturating_sub(before?))
+}
+
+/// Two ferrosync daemons sharing [`FOLDER`]: the source serving its data,
+/// the destination filling an empty directory.
+struct FsPair {
+    src: Daemon,
+    dst: Daemon,
+    src_api: Api,
+    dst_api: Api,
+    src_port: u16,
+    dst_port: u16,
+    /// The homes and logs; removed on drop, after the daemons (declared
+    /// last, dropped last).
+    _tmp: tempfile::TempDir,
+}
+
+impl FsPair {
+    /// The CLI contract's order: both homes initialised; the source
+    /// configured, started and scanned; its TCP URL given to the
+    /// destination, which is then started and dials it. Returns once the
+    /// destination is in sync.
+    fn sync(
+        binary: &Path,
+        src_root: &Path,
+        dst_root: &Path,
+        files: u64,
+        bytes: u64,
+    ) -> Result<(Self, SyncFigures), String> {
+        let tmp = tempfile::Builder::new()
+            .prefix("bench-sync-homes-")
+            .tempdir()
+            .map_err(|e| format!("tempdir: {e}"))?;
+        let src_home = Home::new(binary, tmp.path().join("src"));
+        let dst_home = Home::new(binary, tmp.path().join("dst"));
+        let listen = "tcp://127.0.0.1:0";
+        let src_id = src_home.init("source", listen)?;
+        let dst_id = dst_home.init("destination", listen)?;
+
+        src_home.cli(&["device", "add", &dst_id, "--name", "destination"])?;
+        let root = src_root.to_str().ok_or("source path is not UTF-8")?;
+        src_home.cli(&["folder", "add", FOLDER, root, "--share", &dst_id])?;
+        let src_key = src_home.api_key()?;
+        let mut src = src_home.spawn(tmp.path().join("src.log"))?;
+        let src_api = src.api(&src_home, &src_key, src.spawned_at() + STARTUP_LIMIT)?;
+        let scanned = src.wait(
+            src.spawned_at() + LIMIT,
+            "the source to be scanned and idle with every file",
+            || {
+                let f = src_api.folder().ok()?;
+                let done = f["state"] == "idle"
+                    && f["scans_completed"].as_u64() >= Some(1)
+                    && f["local_files"].as_u64() == Some(files)
+                    && f["local_bytes"].as_u64() == Some(bytes);
+                done.then_some(f)
+            },
+        )?;
+        let src_url = src.wait(src.spawned_at() + LIMIT, "listen-addresses", || {
+            src_home.listen_url("tcp")
+        })?;
+        let src_port = port_of(&src_url)?;
+
+        dst_home.cli(&[
+            "device",
+            "add",
+            &src_id,
+            "--name",
+            "source",
+            "--address",
+            &src_url,
+        ])?;
+        let root = dst_root.to_str().ok_or("destination path is not UTF-8")?;
+        dst_home.cli(&[
+            "folder", "add", FOLDER, root, "--create", "--share", &src_id,
+        ])?;
+        let dst_key = dst_home.api_key()?;
+
+        let cpu_src = cpu_time(src.pid());
+        let mut dst = dst_home.spawn(tmp.path().join("dst.log"))?;
+        let t0 = dst.spawned_at();
+        let fail = |src: &Daemon, e: String| format!("{e}\n{}", src.with_log("(source)"));
+        let dst_api = dst
+            .api(&dst_home, &dst_key, t0 + STARTUP_LIMIT)
+            .map_err(|e| fail(&src, e))?;
+        let mut connected = None;
+        let synced = dst.wait(t0 + LIMIT, "the destination to be in sync", || {
+            let status = dst_api.call("GET", "/rest/status").ok()?;
+            let at = Instant::now();
+            let linked = status["devices"]
+                .as_array()
+                .is_some_and(|ds| ds.iter().any(|d| d["connected"] == true));
+            if linked && connected.is_none() {
+                connected = Some(at - t0);
+            }
+            let f = status["folders"]
+                .as_array()?
+                .iter()
+                .find(|f| f["id"] == FOLDER)?;
+            let done = f["local_files"] == scanned["local_files"]
+                && f["local_bytes"] == scanned["local_bytes"]
+                && f["need_files"] == 0;
+            done.then_some(at)
+        });
+        let synced = synced.map_err(|e| fail(&src, e))?;
+        let sync = synced - t0;
+        let figures = SyncFigures {
+            sync,
+            connected,
+            transfer: sync.saturating_sub(connected.unwrap_or_default()),
+            cpu_src: cpu_since(src.pid(), cpu_src),
+            cpu_dst: cpu_time(dst.pid()),
+            rss_src_kib: 0,
+            rss_dst_kib: 0,
+        };
+        let dst_url = dst
+            .wait(t0 + STARTUP_LIMIT, "listen-addresses", || {
+                dst_home.listen_url("tcp")
+            })
+            .map_err(|e| fail(&src, e))?;
+        let pair = FsPair {
+            src,
+            dst,
+            src_api,
+            dst_api,
+            src_port,
+            dst_port: port_of(&dst_url)?,
+            _tmp: tmp,
+        };
+        Ok((pair, figures))
+    }
+
+    /// Peak RSS (KiB) of the source and the destination so far.
+    fn peak_rss_kib(&self) -> Result<(u64, u64), String> {
+        let rss = |d: &Daemon| {
+            syncthing::peak_rss_kib(d.pid()).ok_or_else(|| d.with_log("cannot read VmHWM"))
+        };
+        Ok((rss(&self.src)?, rss(&self.dst)?))
+    }
+
+    /// `msg` with both daemons' log tails.
+    fn logs(&self, msg: &str) -> String {
+        format!(
+            "{}\n{}",
+            self.src.with_log(&format!("{msg}\n(source)")),
+            self.dst.with_log("(destination)")
+        )
+    }
+
+    /// Stops both daemons (destination first, as a user would leave).
+    fn stop(mut self) -> Result<(), String> {
+        self.dst.stop()?;
+        self.src.stop()
+    }
+}
+
+/// The port of a `scheme://host:port` URL.
+fn port_of(url: &str) -> Result<u16, String> {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .ok_or_else(|| format!("no port in {url:?}"))
+}
+
+/// A fresh, empty destination directory on the data's disk, removed on
+/// drop; the folder root is `dir/dst` (not created).
+fn destination(dir: &Path) -> Result<(tempfile::TempDir, PathBuf), String> {
+    let tmp = tempfile::Builder::new()
+        .prefix("bench-sync-dst-")
+        .tempdir_in(dir)
+        .map_err(|e| format!("tempdir in {}: {e}", dir.display()))?;
+    let root = tmp.path().join("dst");
+    Ok((tmp, root))
+}
+
+fn full_ferrosync(binary: &Path, data: &DataSet, dir: &Path) -> Result<SyncFigures, String> {
+    let (_dst_tmp, dst_root) = destination(dir)?;
+    let files = data.files.len() as u64;
+    let (pair, mut figures) = FsPair::sync(binary, &data.root, &dst_root, files, data.bytes)?;
+    same_files(&data.root, &dst_root, files, data.bytes).map_err(|e| pair.logs(&e))?;
+    (figures.rss_src_kib, figures.rss_dst_kib) = pair.peak_rss_kib()?;
+    pair.stop()?;
+    Ok(figures)
+}
+
+/// Two Syncthing processes sharing [`FOLDER`] over TCP.
+struct StPair {
+    src: Syncthing,
+    dst: Syncthing,
+}
+
+impl StPair {
+    /// Starts both, lets them know each other, adds the folder on the
+    /// source and waits for its scan and for the connection; then adds the
+    /// folder on the destination (the clock starts) and waits until the
+    /// destination is in sync. The harness panics, with a log tail, on
+    /// failure.
+    fn sync(binary: &Path, src_root: &Path, dst_root: &Path, files: u64) -> (Self, SyncFigures) {
+        let opts = Options {
+            binary: binary.to_path_buf(),
+            listen: Listen::Tcp,
+            ..Options::default()
+        };
+        let src = Syncthing::start(opts.clone());
+        let dst = Syncthing::start(opts);
+        let (src_id, dst_id) = (src.device_id().to_string(), dst.device_id().to_string());
+        let address = |st: &Syncthing| st.tcp_address().expect("Listen::Tcp has a TCP address");
+        src.add_device(&dst_id, "destination", &[&address(&dst)]);
+        dst.add_device(&src_id, "source", &[&address(&src)]);
+        src.add_folder(FOLDER, src_root, &[&dst_id], FolderType::SendReceive);
+        let deadline = Instant::now() + LIMIT;
+        // Not `localBytes`: Syncthing counts 128 bytes a directory in it.
+        let (scanned, _) = wait_db_status(&src, deadline, "scanned with every file", |s| {
+            s["state"] == "idle" && s["localFiles"] == files
+        });
+        dst.wait_connected(&src_id, deadline);
+
+        let cpu = (cpu_time(src.pid()), cpu_time(dst.pid()));
+        let t0 = Instant::now();
+        dst.add_folder(FOLDER, dst_root, &[&src_id], FolderType::SendReceive);
+        let (_, synced) = wait_db_status(&dst, t0 + LIMIT, "in sync", |s| {
+            s["localFiles"] == scanned["localFiles"]
+                && s["localBytes"] == scanned["localBytes"]
+                && s["needFiles"] == 0
+        });
+        let sync = synced - t0;
+        let figures = SyncFigures {
+            sync,
+            connected: None,
+            transfer: sync,
+            cpu_src: cpu_since(src.pid(), cpu.0),
+            cpu_dst: cpu_since(dst.pid(), cpu.1),
+            rss_src_kib: 0,
+            rss_dst_kib: 0,
+        };
+        (StPair { src, dst }, figures)
+    }
+
+    /// Peak RSS (KiB) of the source and the destination so far.
+    fn peak_rss_kib(&self) -> (u64, u64) {
+        (self.src.peak_rss_kib(), self.dst.peak_rss_kib())
+    }
+
+    /// The TCP listen ports of the source and the destination.
+    fn ports(&self) -> Result<(u16, u16), String> {
+        let port = |st: &Syncthing| port_of(&st.tcp_address().unwrap_or_default());
+        Ok((port(&self.src)?, port(&self.dst)?))
+    }
+
+    fn stop(self) {
+        self.dst.stop();
+        self.src.stop();
+    }
+}
+
+/// Polls Syncthing's `db/status` of [`FOLDER`] until `done` holds; returns
+/// that status and when it was read. Panics with the last status and the
+/// log tail at `deadline`.
+fn wait_db_status(
+    st: &Syncthing,
+    deadline: Instant,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> (Value, Instant) {
+    loop {
+        let s = st.db_status(FOLDER);
+        let at = Instant::now();
+        if done(&s) {
+            return (s, at);
+        }
+        if at >= deadline {
+            st.fail(&format!(
+                "timed out waiting for {what}; last db/status: {s}"
+            ));
+        }
+        std::thread::sleep(bench::POLL);
+    }
+}
+
+fn full_syncthing(binary: &Path, data: &DataSet, dir: &Path) -> Result<SyncFigures, String> {
+    let (_dst_tmp, dst_root) = destination(dir)?;
+    let files = data.files.len() as u64;
+    let (pair, mut figures) = StPair::sync(binary, &data.root, &dst_root, files);
+    if let Err(e) = same_files(&data.root, &dst_root, files, data.bytes) {
+        pair.dst.fail(&e);
+    }
+    (figures.rss_src_kib, figures.rss_dst_kib) = pair.peak_rss_kib();
+    pair.stop();
+    Ok(figures)
+}
+
+/// Regular files under `root` with their sizes, by relative path, leaving
+/// out what the daemons keep for themselves (`.stfolder`, `.stversions`,
+/// `.stignore`, `.syncthing.*.tmp`).
+fn files_under(root: &Path) -> Result<BTreeMap<PathBuf, u64>, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| format!("read {}: {e}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("read {}: {e}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let internal = matches!(name.as_str(), ".stfolder" | ".stversions" | ".stignore")
+                || (name.starts_with(".syncthing.") && name.ends_with(".tmp"));
+            if internal {
+                continue;
+            }
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path)
+                .map_err(|e| format!("stat {}: {e}", path.display()))?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                let rel = path.strip_prefix(root).map_err(|e| e.to_string())?;
+                out.insert(rel.to_path_buf(), meta.len());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Checks that both trees hold the same files with the same sizes, as many
+/// and as large as expected.
+fn same_files(src: &Path, dst: &Path, files: u64, bytes: u64) -> Result<(), String> {
+    let (a, b) = (files_under(src)?, files_under(dst)?);
+    let total = |m: &BTreeMap<PathBuf, u64>| m.values().sum::<u64>();
+    if a != b {
+        let differ = a
+            .iter()
+            .filter(|(p, s)| b.get(*p) != Some(*s))
+            .chain(b.iter().filter(|(p, _)| !a.contains_key(*p)))
+            .take(5)
+            .map(|(p, _)| p.display().to_string())
+            .collect::<Vec<_>>();
+        return Err(format!(
+            "the trees differ: source {} files {} bytes, destination {} files {} bytes; \
+             e.g. {differ:?}",
+            a.len(),
+            total(&a),
+            b.len(),
+            total(&b)
+        ));
+    }
+    if a.len() as u64 != files || total(&a) != bytes {
+        return Err(format!(
+            "expected {files} files of {bytes} bytes, found {} of {}",
+            a.len(),
+            total(&a)
+        ));
+    }
+    eprintln!("checked: {files} files, {bytes} bytes on both sides");
+    Ok(())
+}
+
+fn full_rows(data: &DataSet) -> Vec<Row<'_, SyncFigures>> {
+    let mb = data.bytes as f64 / 1e6;
+    let files = data.files.len() as f64;
+    let mut rows = vec![Row::new(
+        "sync: clock start -> in sync [s]",
+        3,
+        |f: &SyncFigures| Some(f.sync.as_secs_f64()),
+    )];
+    match data.set {
+        Set::Large => {
+            rows.push(
+                Row::new(
+                    "throughput: bytes / sync time [MB/s]",
+                    0,
+                    move |f: &SyncFigures| rate(mb, f.sync),
+                )
+                .target(">= 900", |v| v >= 900.0),
+            );
+            rows.push(Row::new(
+                "  (informational) connected -> in sync [MB/s]",
+                0,
+                move |f: &SyncFigures| rate(mb, f.transfer),
+            ));
+        }
+        Set::Small => {
+            rows.push(
+                Row::new(
+                    "throughput: files / sync time [files/s]",
+                    0,
+                    move |f: &SyncFigures| rate(files, f.sync),
+                )
+                .target(">= 5000", |v| v >= 5_000.0),
+            );
+            rows.push(Row::new(
+                "  (informational) connected -> in sync [files/s]",
+                0,
+                move |f: &SyncFigures| rate(files, f.transfer),
+            ));
+        }
+    }
+    rows.extend([
+        Row::new(
+            "  (informational) dest spawn -> connected [s]",
+            3,
+            |f: &SyncFigures| f.connected.map(|d| d.as_secs_f64()),
+        ),
+        Row::new(
+            "CPU time during the sync, source [s]",
+            2,
+            |f: &SyncFigures| f.cpu_src.map(|d| d.as_secs_f64()),
+        ),
+        Row::new(
+            "CPU time during the sync, destination [s]",
+            2,
+            |f: &SyncFigures| f.cpu_dst.map(|d| d.as_secs_f64()),
+        ),
+        Row::new("peak RSS (VmHWM), source [MiB]", 1, |f: &SyncFigures| {
+            Some(f.rss_src_kib as f64 / 1024.0)
+        })
+        .target("< 60", |v| v < 60.0),
+        Row::new(
+            "peak RSS (VmHWM), destination [MiB]",
+            1,
+            |f: &SyncFigures| Some(f.rss_dst_kib as f64 / 1024.0),
+        )
+        .target("< 60", |v| v < 60.0),
+    ]);
+    rows
+}
+
+fn full_table(data: &DataSet, fs: Option<&SyncFigures>, st: Option<&SyncFigures>) -> String {
+    let heading = format!(
+        "{}: {} files, {:.1} MiB ({:.1} MB), {} directories, from {} to a fresh directory \
+         beside it",
+        data.set.label(),
+        data.files.len(),
+        data.bytes as f64 / (1 << 20) as f64,
+        data.bytes as f64 / 1e6,
+        data.directories,
+        data.root.display()
+    );
+    let notes = [
+        "ratio = ferrosync / syncthing. Clock start: ferrosync, the destination's spawn \
+         (so its startup, TLS connect and index exchange are inside); syncthing, the folder \
+         added to the destination, already running and connected (its ~1.4 s startup and \
+         its connect are outside)."
+            .to_string(),
+        "In sync: the destination's local files and bytes equal the source's, need 0 \
+         (polled every 20 ms). CPU: user + system, 10 ms ticks. Peak RSS over each \
+         process's life: the source's includes its initial scan."
+            .to_string(),
+    ];
+    bench::table(&heading, &full_rows(data), fs, st, &notes)
+}
+
+/// What one daemon pair measured on the delta set.
+struct DeltaFigures {
+    /// The initial sync of the 256 MiB file.
+    initial: SyncFigures,
+    change: Change,
+    /// ferrosync: how much more the destination reports in `pulled_bytes`.
+    pulled: Option<u64>,
+}
+
+/// The change of the delta set, as it travelled.
+struct Change {
+    /// Rescan request sent until the destination file held the new content.
+    land: Duration,
+    /// Rescan request sent until the source reported the scan done.
+    scan_done: Duration,
+    /// TCP payload bytes the source sent (acknowledged) and received.
+    sent: u64,
+    received: u64,
+}
+
+/// A work directory on the data's disk with `src/delta.bin` (256 MiB,
+/// seeded) and room for `dst`; removed on drop.
+fn delta_work(dir: &Path) -> Result<(tempfile::TempDir, PathBuf, PathBuf), String> {
+    let tmp = tempfile::Builder::new()
+        .prefix("bench-sync-delta-")
+        .tempdir_in(dir)
+        .map_err(|e| format!("tempdir in {}: {e}", dir.display()))?;
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let mut rng = Rng::new(0xde17_a000);
+    bench::write_random(&src.join(DELTA_FILE), DELTA_SIZE, &mut rng)
+        .map_err(|e| format!("writing the delta file: {e}"))?;
+    syncthing::create_folder_root(&src);
+    Ok((tmp, src, dst))
+}
+
+/// Overwrites the changed MiB in place (same size, same inode) and returns
+/// the SHA-256 the whole file now has.
+fn write_change(file: &Path) -> Result<Vec<u8>, String> {
+    let mut change = vec![0u8; CHANGE_LEN];
+    Rng::new(0xc4a9_6e00).fill(&mut change);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .map_err(|e| format!("open {}: {e}", file.display()))?;
+    f.write_all_at(&change, CHANGE_AT)
+        .map_err(|e| format!("write {}: {e}", file.display()))?;
+    drop(f);
+    sha256(file)
+}
+
+fn sha256(path: &Path) -> Result<Vec<u8>, String> {
+    let mut f = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("read {}: {e}", path.display()))?;
+        if n == 0 {
+            return Ok(hasher.finalize().to_vec());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// What identifies one version of a file on disk: a puller that writes a
+/// temporary file and renames it changes the inode, and the mtime is the
+/// source's new one.
+fn identity(path: &Path) -> Option<(u64, i64, i64, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+}
+
+/// Makes the change on the source, has `rescan` (run on its own thread,
+/// returning when the source's scan is done) request a scan, and times the
+/// new content's arrival on the destination; counts the bytes on the
+/// connection between the source (TCP port `src_port`) and the destination
+/// (`dst_port`).
+fn measure_change(
+    src_file: &Path,
+    dst_file: &Path,
+    (src_port, dst_port): (u16, u16),
+    rescan: impl FnOnce() -> Result<(), String> + Send,
+) -> Result<Change, String> {
+    let before = tcp_counters(src_port, dst_port)?;
+    let mut seen = identity(dst_file);
+    let want = write_change(src_file)?;
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(60);
+    let (land, scan_done) = std::thread::scope(|s| {
+        let mut scan = Some(s.spawn(move || rescan().map(|()| Instant::now())));
+        let mut scan_done = None;
+        // Joins the rescan thread: its end, or why it failed.
+        let join = |h: std::thread::ScopedJoinHandle<'_, Result<Instant, String>>| {
+            h.join()
+                .map_err(|_| "the rescan panicked (see above)".to_string())?
+        };
+        let land = loop {
+            let now = identity(dst_file);
+            if now.is_some() && now != seen {
+                let at = Instant::now();
+                if sha256(dst_file)? == want {
+                    break at;
+                }
+                seen = now;
+            }
+            // A failed rescan ends the wait at once; a finished one does
+            // not, as the change may still be on its way.
+            if let Some(h) = scan.take_if(|h| h.is_finished()) {
+                scan_done = Some(join(h)?);
+            }
+            if Instant::now() >= deadline {
+                return Err("the change did not arrive within 60 s".to_string());
+            }
+            std::thread::sleep(LAND_POLL);
+        };
+        let done = match (scan, scan_done) {
+            (Some(h), _) => join(h)?,
+            (None, Some(done)) => done,
+            (None, None) => return Err("the rescan thread vanished".to_string()),
+        };
+        Ok::<_, String>((land - t0, done.saturating_duration_since(t0)))
+    })?;
+    let after = settled_counters(src_port, dst_port)?;
+    if before.keys().ne(after.keys()) || after.is_empty() {
+        return Err(format!(
+            "the connection changed during the measurement: before {before:?}, after {after:?}"
+        ));
+    }
+    let sum =
+        |m: &BTreeMap<String, (u64, u64)>| m.values().fold((0, 0), |(s, r), (a, b)| (s + a, r + b));
+    let (b, a) = (sum(&before), sum(&after));
+    Ok(Change {
+        land,
+        scan_done,
+        sent: a.0 - b.0,
+        received: a.1 - b.1,
+    })
+}
+
+/// The source's end of each TCP connection between the two daemons (the
+/// one with the source's listen port as its local port, or the
+/// destination's as its peer port), keyed by `local peer`, with its
+/// `(bytes_acked, bytes_received)`.
+fn tcp_counters(src_port: u16, dst_port: u16) -> Result<BTreeMap<String, (u64, u64)>, String> {
+    let filter = format!("( sport = :{src_port} or dport = :{dst_port} )");
+    let out = Command::new("ss")
+        .args(["-tinHO", "state", "established", &filter])
+        .output()
+        .map_err(|e| format!("running ss (iproute2): {e}"))?;
+    if !out.status.success() {
+        return Err(format!("ss: {}", ferrosync_tests::describe(&out)));
+    }
+    let mut sockets = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // With a state filter: Recv-Q Send-Q Local Peer, then the details.
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(peer)) = (fields.get(2), fields.get(3)) else {
+            continue;
+        };
+        let counter = |name: &str| {
+            fields
+                .iter()
+                .find_map(|f| f.strip_prefix(name)?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // bytes_acked counts the SYN as one byte on both readings: the
+        // differences are exact.
+        sockets.insert(
+            format!("{local} {peer}"),
+            (counter("bytes_acked:"), counter("bytes_received:")),
+        );
+    }
+    Ok(sockets)
+}
+
+/// The counters once they have stopped moving for [`SETTLE`], so that the
+/// acknowledgements and the index update that follow the data are in.
+fn settled_counters(src_port: u16, dst_port: u16) -> Result<BTreeMap<String, (u64, u64)>, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = tcp_counters(src_port, dst_port)?;
+    let mut since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = tcp_counters(src_port, dst_port)?;
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= SETTLE || Instant::now() >= deadline {
+            return Ok(last);
+        }
+    }
+}
+
+fn delta_ferrosync(binary: &Path, dir: &Path) -> Result<DeltaFigures, String> {
+    let (_work, src_root, dst_root) = delta_work(dir)?;
+    let (pair, initial) = FsPair::sync(binary, &src_root, &dst_root, 1, DELTA_SIZE)?;
+    let pulled = |api: &Api| api.folder().ok()?["pulled_bytes"].as_u64();
+    let pulled_before = pulled(&pair.dst_api);
+    let src_api = pair.src_api.clone();
+    let change = measure_change(
+        &src_root.join(DELTA_FILE),
+        &dst_root.join(DELTA_FILE),
+        (pair.src_port, pair.dst_port),
+        move || src_api.rescan().map(drop),
+    )
+    .map_err(|e| pair.logs(&e))?;
+    let pulled_after = pulled(&pair.dst_api);
+    same_content(&src_root, &dst_root).map_err(|e| pair.logs(&e))?;
+    pair.stop()?;
+    Ok(DeltaFigures {
+        initial,
+        change,
+        pulled: pulled_after.zip(pulled_before).map(|(a, b)| a - b),
+    })
+}
+
+fn delta_syncthing(binary: &Path, dir: &Path) -> Result<DeltaFigures, String> {
+    let (_work, src_root, dst_root) = delta_work(dir)?;
+    let (pair, initial) = StPair::sync(binary, &src_root, &dst_root, 1);
+    let src = &pair.src;
+    let change = measure_change(
+        &src_root.join(DELTA_FILE),
+        &dst_root.join(DELTA_FILE),
+        pair.ports()?,
+        // The blocking `POST /rest/db/scan` returns when the scan is done.
+        move || {
+            src.rescan(FOLDER);
+            Ok(())
+        },
+    );
+    let change = change.unwrap_or_else(|e| pair.dst.fail(&e));
+    if let Err(e) = same_content(&src_root, &dst_root) {
+        pair.dst.fail(&e);
+    }
+    pair.stop();
+    Ok(DeltaFigures {
+        initial,
+        change,
+        pulled: None,
+    })
+}
+
+/// Checks that the delta file is the same on both sides, by SHA-256.
+fn same_content(src_root: &Path, dst_root: &Path) -> Result<(), String> {
+    let (a, b) = (
+        sha256(&src_root.join(DELTA_FILE))?,
+        sha256(&dst_root.join(DELTA_FILE))?,
+    );
+    if a != b {
+        return Err("the delta file differs between source and destination".to_string());
+    }
+    same_files(src_root, dst_root, 1, DELTA_SIZE)?;
+    eprintln!("checked: the SHA-256 of {DELTA_FILE} is the same on both sides");
+    Ok(())
+}
+
+fn delta_table(fs: Option<&DeltaFigures>, st: Option<&DeltaFigures>) -> String {
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    let rows = vec![
+        Row::new(
+            "initial sync of the 256 MiB file [s]",
+            3,
+            |f: &DeltaFigures| Some(f.initial.sync.as_secs_f64()),
+        ),
+        Row::new(
+            "change: rescan request -> new content on dest [s]",
+            3,
+            |f: &DeltaFigures| Some(f.change.land.as_secs_f64()),
+        )
+        .target("< 0.5", |v| v < 0.5),
+        Row::new(
+            "  rescan request -> source scan done [s]",
+            3,
+            |f: &DeltaFigures| Some(f.change.scan_done.as_secs_f64()),
+        ),
+        Row::new(
+            "  source scan done -> new content on dest [s]",
+            3,
+            |f: &DeltaFigures| {
+                Some(
+                    f.change
+                        .land
+                        .saturating_sub(f.change.scan_done)
+                        .as_secs_f64(),
+                )
+            },
+        ),
+        Row::new(
+            "change: TCP payload, both directions [MiB]",
+            3,
+            move |f: &DeltaFigures| Some(mib(f.change.sent + f.change.received)),
+        )
+        .target("<= 1.2", |v| v <= 1.2),
+        Row::new(
+            "  source -> destination [MiB]",
+            3,
+            move |f: &DeltaFigures| Some(mib(f.change.sent)),
+        ),
+        Row::new(
+            "  destination -> source [MiB]",
+            3,
+            move |f: &DeltaFigures| Some(mib(f.change.received)),
+        ),
+        Row::new(
+            "  (ferrosync) destination's pulled_bytes [MiB]",
+            3,
+            move |f: &DeltaFigures| f.pulled.map(mib),
+        ),
+    ];
+    let heading = format!(
+        "(c) delta: one {} MiB file; then {} MiB at offset {} MiB overwritten in place on \
+         the source, and a rescan requested there",
+        DELTA_SIZE >> 20,
+        CHANGE_LEN >> 20,
+        CHANGE_AT >> 20
+    );
+    let notes = [
+        "ratio = ferrosync / syncthing. The change is timed from the rescan request \
+         (so the source's rehash of the file is inside) to the destination file's \
+         replacement, polled every 1 ms and checked by SHA-256. ferrosync's rescan returns \
+         a ticket at once and is followed by the long poll; syncthing's blocks until \
+         its scan is done."
+            .to_string(),
+        format!(
+            "TCP payload: changes of bytes_acked / bytes_received of the source's end of \
+             the daemons' connection (`ss -tinO`), read once unchanged for {} ms; TLS \
+             records, BEP headers, index update and block requests included.",
+            SETTLE.as_millis()
+        ),
+    ];
+    bench::table(&heading, &rows, fs, st, &notes)
+}
