@@ -10,7 +10,7 @@
 //! Nothing is replaced or deleted unless it still matches what the index
 //! says we have: a local change always wins or becomes a conflict copy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -33,6 +33,8 @@ use crate::peer::{Peers, SessionHandle};
 const IN_FLIGHT: usize = 32;
 /// Files pulled at once.
 const FILES_IN_FLIGHT: usize = 16;
+/// Pulled files recorded in the index together.
+const LAND_BATCH: usize = 64;
 
 /// What one pass achieved.
 #[derive(Debug, Default)]
@@ -91,7 +93,7 @@ pub async fn pull(
     let pass = Pass {
         cfg,
         peers,
-        donors: Donors::new(&cfg.path, &deletes),
+        donors: Arc::new(Donors::new(&cfg.path, &deletes)),
         fetched,
     };
     // Directories first (name order puts parents before children), then
@@ -110,7 +112,8 @@ pub async fn pull(
         settle(fi, info, result, &mut report);
     }
     let pass = &pass;
-    let mut todo = files.into_iter();
+    let mut landed = Landed::default();
+    let mut todo = across_directories(files).into_iter();
     let mut running = FuturesUnordered::new();
     loop {
         while running.len() < FILES_IN_FLIGHT {
@@ -127,9 +130,18 @@ pub async fn pull(
         };
         report.fetched += r.fetched;
         report.rescan |= r.rescan;
-        settle(fi, info, r.outcome, &mut report);
+        match r.outcome {
+            Ok(Outcome::Done(inode)) => {
+                landed.add(&cfg.path, info, inode);
+                if landed.entries.len() >= LAND_BATCH {
+                    landed.land(fi, &mut report).await;
+                }
+            }
+            other => settle(fi, info, other, &mut report),
+        }
     }
     drop(running);
+    landed.land(fi, &mut report).await;
     deletes.sort_by(|a, b| b.0.name.cmp(&a.0.name));
     for (info, local) in deletes {
         let result = delete(&cfg.path, &info, local.as_ref());
@@ -142,6 +154,87 @@ pub async fn pull(
     }
     report
 }
+
+/// Files renamed into place whose directories still need an fsync before
+/// the index may record them: one fsync per directory per batch instead of
+/// one per file.
+#[derive(Default)]
+struct Landed {
+    entries: Vec<Entry>,
+    dirs: std::collections::HashSet<PathBuf>,
+}
+
+impl Landed {
+    fn add(&mut self, root: &Path, info: FileInfo, inode: u64) {
+        if let Some(dir) = root.join(info.name.as_str()).parent() {
+            self.dirs.insert(dir.to_path_buf());
+        }
+        self.entries.push(Entry {
+            info,
+            inode,
+            flags: 0,
+        });
+    }
+
+    /// Makes the renames durable, then records the files in one batch.
+    async fn land(&mut self, fi: &Arc<FolderIndex>, report: &mut PullReport) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let (entries, dirs) = (
+            std::mem::take(&mut self.entries),
+            std::mem::take(&mut self.dirs),
+        );
+        let n = entries.len();
+        let fi = fi.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            for d in &dirs {
+                File::open(d)?.sync_all()?;
+            }
+            fi.update_local(entries).map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        match result {
+            Ok(_) => report.done += n,
+            Err(e) => report
+                .errors
+                .push(format!("recording {n} pulled files: {e}")),
+        }
+    }
+}
+
+/// Reorders files so that consecutive ones are in different directories:
+/// the kernel serialises file creation within a directory, so files pulled
+/// at once should land in different ones.
+fn across_directories(files: Vec<ToPull>) -> Vec<ToPull> {
+    let mut by_dir: Vec<(String, VecDeque<ToPull>)> = Vec::new();
+    for f in files {
+        let dir = f.1.name.parent().map(String::from).unwrap_or_default();
+        match by_dir.last_mut() {
+            Some((d, q)) if *d == dir => q.push_back(f),
+            _ => by_dir.push((dir, VecDeque::from([f]))),
+        }
+    }
+    let mut out = Vec::new();
+    while !by_dir.is_empty() {
+        by_dir.retain_mut(|(_, q)| {
+            if let Some(f) = q.pop_front() {
+                out.push(f);
+            }
+            !q.is_empty()
+        });
+    }
+    out
+}
+
+/// A file to pull: its global entry, the winning version, our entry.
+type ToPull = (Global, FileInfo, Option<Entry>);
+
+/// The temp file with what we had filled in, and the blocks still missing;
+/// or why the file cannot be pulled now.
+type Prepared = Result<(File, Vec<(usize, BlockInfo)>), Outcome>;
 
 /// What pulling one file did.
 struct FileResult {
@@ -273,7 +366,7 @@ fn delete(root: &Path, info: &FileInfo, local: Option<&Entry>) -> std::io::Resul
 struct Pass<'a> {
     cfg: &'a FolderConfig,
     peers: &'a Arc<Peers>,
-    donors: Donors,
+    donors: Arc<Donors>,
     fetched: &'a Arc<AtomicU64>,
 }
 
@@ -308,53 +401,13 @@ async fn file_inner(
         fetched,
     } = pass;
     let path = safe_path(&cfg.path, info.name.as_str())?;
-    if let Some(parent) = path.parent() {
-        if !parent.exists() {
-            fs::create_dir_all(parent)?;
-        }
-    }
-    if !matches_index(&path, local) {
-        return Ok(Outcome::LocalChange("changed on disk".into()));
-    }
     let tmp = crate::fs::temp_path(&path);
-    let out = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&tmp)?;
-    out.set_len(info.size)?;
-
-    // Blocks we already have: in the temp file (an interrupted pull), or in
-    // the current version of the file.
-    let old = local
-        .filter(|e| e.info.kind == FileKind::File && !e.info.deleted)
-        .and_then(|e| File::open(&path).ok().map(|f| (f, &e.info.blocks)));
-    let mut by_hash: HashMap<[u8; 32], u64> = HashMap::new();
-    if let Some((_, blocks)) = &old {
-        for b in blocks.iter() {
-            by_hash.entry(b.hash).or_insert(b.offset);
-        }
-    }
-    let mut missing: Vec<(usize, BlockInfo)> = Vec::new();
-    let mut buf = Vec::new();
-    for (i, b) in info.blocks.iter().enumerate() {
-        buf.resize(b.size as usize, 0);
-        if read_exact_at(&out, &mut buf, b.offset) && sha(&buf) == b.hash {
-            continue;
-        }
-        if let (Some((f, _)), Some(&at)) = (&old, by_hash.get(&b.hash)) {
-            if read_exact_at(f, &mut buf, at) && sha(&buf) == b.hash {
-                out.write_all_at(&buf, b.offset)?;
-                continue;
-            }
-        }
-        if donors.copy(&b.hash, &mut buf) {
-            out.write_all_at(&buf, b.offset)?;
-            continue;
-        }
-        missing.push((i, *b));
-    }
+    // Inline on purpose: creating files from more threads at once only
+    // makes the kernel spin on the file system's locks (measured).
+    let (out, missing) = match prepare(&path, &tmp, info, local, donors)? {
+        Ok(p) => p,
+        Err(outcome) => return Ok(outcome),
+    };
 
     if !missing.is_empty() {
         let sources = holders(peers, global);
@@ -413,6 +466,71 @@ async fn file_inner(
     Ok(done)
 }
 
+/// Opens the temp file and fills in every block we already have: from the
+/// temp file of an interrupted pull, the current version of the file, or a
+/// file being deleted (a rename). Returns the file and the blocks still
+/// missing, or why the file cannot be pulled now.
+fn prepare(
+    path: &Path,
+    tmp: &Path,
+    info: &FileInfo,
+    local: Option<&Entry>,
+    donors: &Donors,
+) -> std::io::Result<Prepared> {
+    if let Some(parent) = path.parent() {
+        if !parent.exists() {
+            fs::create_dir_all(parent)?;
+        }
+    }
+    if !matches_index(path, local) {
+        return Ok(Err(Outcome::LocalChange("changed on disk".into())));
+    }
+    // A temp file that already exists may hold verified blocks of an
+    // interrupted pull; a new one holds nothing worth reading.
+    let (out, resumed) = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+    {
+        Ok(f) => (f, false),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            (OpenOptions::new().read(true).write(true).open(tmp)?, true)
+        }
+        Err(e) => return Err(e),
+    };
+    out.set_len(info.size)?;
+    let old = local
+        .filter(|e| e.info.kind == FileKind::File && !e.info.deleted)
+        .and_then(|e| File::open(path).ok().map(|f| (f, &e.info.blocks)));
+    let mut by_hash: HashMap<[u8; 32], u64> = HashMap::new();
+    if let Some((_, blocks)) = &old {
+        for b in blocks.iter() {
+            by_hash.entry(b.hash).or_insert(b.offset);
+        }
+    }
+    let mut missing: Vec<(usize, BlockInfo)> = Vec::new();
+    let mut buf = Vec::new();
+    for (i, b) in info.blocks.iter().enumerate() {
+        buf.resize(b.size as usize, 0);
+        if resumed && read_exact_at(&out, &mut buf, b.offset) && sha(&buf) == b.hash {
+            continue;
+        }
+        if let (Some((f, _)), Some(&at)) = (&old, by_hash.get(&b.hash)) {
+            if read_exact_at(f, &mut buf, at) && sha(&buf) == b.hash {
+                out.write_all_at(&buf, b.offset)?;
+                continue;
+            }
+        }
+        if donors.copy(&b.hash, &mut buf) {
+            out.write_all_at(&buf, b.offset)?;
+            continue;
+        }
+        missing.push((i, *b));
+    }
+    Ok(Ok((out, missing)))
+}
+
 /// Makes the temp file durable and puts it in place. Returns the outcome
 /// and whether a conflict copy was made (the copy needs a scan).
 fn finish(
@@ -442,10 +560,9 @@ fn finish(
             conflicted = true;
         }
     }
+    // The directory is fsynced with its neighbours' before the index
+    // records any of them (see `Landed`).
     fs::rename(tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
     Ok((Outcome::Done(fs::symlink_metadata(path)?.ino()), conflicted))
 }
 
