@@ -193,27 +193,47 @@ async fn dial_loop(net: Net, peers: Arc<Peers>, device: proto::DeviceId, mut url
                 .trim_end_matches(['4', '6']),
         )
     });
+    const MIN: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(60);
+    // A session that lasts is a success; one that ends at once (the peer
+    // does not know us yet, say) is not, and must not make us redial in
+    // a tight loop.
+    const STABLE: Duration = Duration::from_secs(30);
     let mut changed = peers.changed.subscribe();
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = MIN;
+    let mut up_since: Option<tokio::time::Instant> = None;
+    let mut last_dial: Option<tokio::time::Instant> = None;
     loop {
-        if peers.session(&device).is_none() {
-            for url in &urls {
-                match net.dial(url, device).await {
-                    Ok(conn) => {
-                        tokio::spawn(peers.clone().run_link(link(conn)));
-                        backoff = Duration::from_secs(1);
-                        break;
+        changed.borrow_and_update();
+        let now = tokio::time::Instant::now();
+        if peers.session(&device).is_some() {
+            up_since.get_or_insert(now);
+        } else {
+            if up_since.take().is_some_and(|t| now - t >= STABLE) {
+                backoff = MIN;
+            }
+            let due = last_dial.map_or(now, |t| t + backoff);
+            if now >= due {
+                last_dial = Some(now);
+                for url in &urls {
+                    match net.dial(url, device).await {
+                        Ok(conn) => {
+                            tokio::spawn(peers.clone().run_link(link(conn)));
+                            break;
+                        }
+                        Err(e) => tracing::debug!(%device, %url, "dial failed: {e}"),
                     }
-                    Err(e) => tracing::debug!(%device, %url, "dial failed: {e}"),
                 }
+                backoff = (backoff * 2).min(MAX);
             }
         }
-        changed.borrow_and_update();
+        let wake = last_dial
+            .map_or(now + backoff, |t| t + backoff)
+            .max(now + Duration::from_millis(10));
         tokio::select! {
             _ = changed.changed() => {}
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep_until(wake) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(60));
     }
 }
 
