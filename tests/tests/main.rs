@@ -4,6 +4,7 @@
 //!   one clear line and change nothing.
 //! - `identity`: device IDs as Syncthing's own binary computes them.
 //! - `hostile`: a hand-built peer sending escaping names is cut off.
+//! - `interop_sync`: a folder shared with the real Syncthing converges both ways.
 //! - `mesh`: three devices (TCP and QUIC), edits, a conflict; resume after SIGKILL.
 //! - `net_interop`: our TLS/TCP and QUIC connections to and from Syncthing.
 //! - `run`: the daemon starts on a fresh home and stops on a signal.
@@ -15,6 +16,7 @@
 mod cli;
 mod hostile;
 mod identity;
+mod interop_sync;
 mod mesh;
 mod net_interop;
 mod run;
