@@ -63,20 +63,134 @@ fn folder_converges_with_syncthing_over(listen: Listen, scheme: &str) {
     st.add_device(&fs_id, "ferro", &[&daemon.listen_url(scheme)]);
     st.add_folder("shared", &st_root, &[&fs_id], FolderType::SendReceive);
 
+    let converge = |daemon: &ferrosync_tests::daemon::Daemon, what: &str, want: usize| {
+        let start = Instant::now();
+        loop {
+            let (a, b) = (tree(&root), tree(&st_root));
+            if a == b && a.len() == want {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                panic!(
+                    "{what}: no convergence\nferrosync: {a:#?}\nsyncthing: {b:#?}\nferrosync log:\n{}\nsyncthing log:\n{}",
+                    daemon.log(),
+                    st.log_tail(80)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    converge(&daemon, "union", 22);
+
+    // An append on the Syncthing side and a delete on ours both propagate.
+    {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(st_root.join("from-syncthing/s1.txt"))
+            .expect("open");
+        f.write_all(b" and more").expect("append");
+    }
+    st.rescan("shared");
+    fs::remove_file(root.join("from-ferrosync/f2.txt")).expect("rm");
+    fs_dev.ok(&["folder", "rescan", "shared"]);
+    converge(&daemon, "append and delete", 21);
+    assert_eq!(
+        fs::read_to_string(root.join("from-syncthing/s1.txt")).expect("read"),
+        "syncthing file 1 and more"
+    );
+
+    // Metadata round-trips both ways: empty files and directories, a
+    // symlink, an executable.
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(root.join("meta/empty-dir")).expect("mkdir");
+    fs::write(root.join("meta/empty"), b"").expect("write");
+    fs::write(root.join("meta/tool.sh"), b"#!/bin/sh\n").expect("write");
+    fs::set_permissions(root.join("meta/tool.sh"), fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    std::os::unix::fs::symlink("tool.sh", root.join("meta/link")).expect("symlink");
+    // Names typed in NFD on either side travel, and land, as NFC.
+    fs::write(root.join("meta/cafe\u{301}.txt"), b"nfd on ferrosync").expect("write");
+    fs_dev.ok(&["folder", "rescan", "shared"]);
+    fs::create_dir_all(st_root.join("st-meta/empty-dir")).expect("mkdir");
+    fs::write(st_root.join("st-meta/empty"), b"").expect("write");
+    fs::write(st_root.join("st-meta/run"), b"x").expect("write");
+    fs::set_permissions(
+        st_root.join("st-meta/run"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    std::os::unix::fs::symlink("run", st_root.join("st-meta/link")).expect("symlink");
+    fs::write(
+        st_root.join("st-meta/nai\u{308}ve.txt"),
+        b"nfd on syncthing",
+    )
+    .expect("write");
+    st.rescan("shared");
+    converge(&daemon, "metadata", 33);
+    for name in ["meta/caf\u{e9}.txt", "st-meta/na\u{ef}ve.txt"] {
+        assert!(
+            root.join(name).exists() && st_root.join(name).exists(),
+            "{name} not NFC on both sides"
+        );
+    }
+    for (side, path) in [
+        ("syncthing", st_root.join("meta/tool.sh")),
+        ("ferrosync", root.join("st-meta/run")),
+    ] {
+        let mode = fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(
+            mode,
+            0o755,
+            "{side} lost the executable bit of {}",
+            path.display()
+        );
+    }
+
+    // A concurrent edit while we are stopped: one conflict copy, the same
+    // on both sides, and Syncthing settles instead of re-syncing it.
+    daemon.stop();
+    fs::write(st_root.join("from-syncthing/s3.txt"), "edited by syncthing").expect("write");
+    st.rescan("shared");
+    fs::write(
+        root.join("from-syncthing/s3.txt"),
+        "edited by ferrosync, later",
+    )
+    .expect("write");
+    let daemon = fs_dev.start();
+    converge(&daemon, "conflict", 34);
+    let t = tree(&root);
+    let copies: Vec<_> = t
+        .iter()
+        .filter(|(n, _)| n.contains(".sync-conflict-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{t:#?}");
+    assert!(
+        copies[0].0.starts_with("from-syncthing/s3.sync-conflict-")
+            && copies[0].0.ends_with(".txt")
+    );
+    let mut both = [
+        fs::read_to_string(root.join("from-syncthing/s3.txt")).expect("read"),
+        fs::read_to_string(root.join(&copies[0].0)).expect("read"),
+    ];
+    both.sort();
+    assert_eq!(
+        both,
+        [
+            "edited by ferrosync, later".to_string(),
+            "edited by syncthing".to_string()
+        ]
+    );
+    let seq = || st.db_status("shared")["sequence"].as_i64().unwrap_or(-1);
+    let settled = seq();
     let start = Instant::now();
-    loop {
-        let (a, b) = (tree(&root), tree(&st_root));
-        if a == b && a.len() == 22 {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            panic!(
-                "no convergence\nferrosync: {a:#?}\nsyncthing: {b:#?}\nferrosync log:\n{}\nsyncthing log:\n{}",
-                daemon.log(),
-                st.log_tail(80)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    while start.elapsed() < Duration::from_secs(3) {
+        assert_eq!(
+            seq(),
+            settled,
+            "Syncthing keeps changing its index: a sync loop"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
     // Syncthing has nothing to complain about: no warning names us.
     let short = &fs_id[..7];
@@ -101,4 +215,44 @@ fn a_folder_converges_with_syncthing_over_tcp() {
 #[test]
 fn a_folder_converges_with_syncthing_over_quic() {
     folder_converges_with_syncthing_over(Listen::Quic, "quic");
+}
+
+/// A Syncthing device we do not know shows up in `ferrosync pending`.
+#[test]
+fn an_unknown_syncthing_device_is_pending() {
+    let Some(_) = require("syncthing", "syncthing") else {
+        return;
+    };
+    let (fs_dev, fs_id) = Device::on_loopback("ferro");
+    let daemon = fs_dev.start();
+    let st = Syncthing::start(Options {
+        listen: Listen::Tcp,
+        ..Options::default()
+    });
+    st.add_device(&fs_id, "ferro", &[&daemon.listen_url("tcp")]);
+    let start = Instant::now();
+    loop {
+        let out = fs_dev.ok(&["pending", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let found = v["devices"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["id"] == st.device_id()).cloned());
+        if let Some(d) = found {
+            assert!(
+                d["address"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("127.0.0.1:")),
+                "{d}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not pending: {v}\nlog:\n{}\nsyncthing:\n{}",
+            daemon.log(),
+            st.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    daemon.stop();
 }
