@@ -19,7 +19,11 @@ fn folder_converges_with_syncthing_over(listen: Listen, scheme: &str) {
     let (fs_dev, fs_id) = Device::on_loopback("ferro");
     let root = fs_dev.scratch().join("data");
     fs::create_dir_all(root.join("from-ferrosync")).expect("mkdir");
-    for i in 0..10 {
+    let big: Vec<u8> = (0..20u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect();
+    fs::write(root.join("from-ferrosync/big.bin"), &big).expect("write");
+    for i in 0..80 {
         fs::write(
             root.join(format!("from-ferrosync/f{i}.txt")),
             format!("ferrosync file {i}"),
@@ -53,7 +57,7 @@ fn folder_converges_with_syncthing_over(listen: Listen, scheme: &str) {
 
     let st_root = st.scratch().join("shared");
     fs::create_dir_all(st_root.join("from-syncthing")).expect("mkdir");
-    for i in 0..10 {
+    for i in 0..60 {
         fs::write(
             st_root.join(format!("from-syncthing/s{i}.txt")),
             format!("syncthing file {i}"),
@@ -80,7 +84,21 @@ fn folder_converges_with_syncthing_over(listen: Listen, scheme: &str) {
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    converge(&daemon, "union", 22);
+    converge(&daemon, "union", 143);
+    // Syncthing sees us on the expected transport, as ferrosync.
+    let conns = st.connections();
+    let c = &conns["connections"][fs_id.as_str()];
+    assert_eq!(c["connected"], true, "{conns}");
+    assert!(
+        c["type"].as_str().is_some_and(|t| t.starts_with(scheme)),
+        "{c}"
+    );
+    assert!(
+        c["clientVersion"]
+            .as_str()
+            .is_some_and(|v| v.contains("ferrosync")),
+        "{c}"
+    );
 
     // An append on the Syncthing side and a delete on ours both propagate.
     {
@@ -94,7 +112,7 @@ fn folder_converges_with_syncthing_over(listen: Listen, scheme: &str) {
     st.rescan("shared");
     fs::remove_file(root.join("from-ferrosync/f2.txt")).expect("rm");
     fs_dev.ok(&["folder", "rescan", "shared"]);
-    converge(&daemon, "append and delete", 21);
+    converge(&daemon, "append and delete", 142);
     assert_eq!(
         fs::read_to_string(root.join("from-syncthing/s1.txt")).expect("read"),
         "syncthing file 1 and more"
@@ -127,7 +145,7 @@ fn folder_converges_with_syncthing_over(listen: Listen, scheme: &str) {
     )
     .expect("write");
     st.rescan("shared");
-    converge(&daemon, "metadata", 33);
+    converge(&daemon, "metadata", 154);
     for name in ["meta/caf\u{e9}.txt", "st-meta/na\u{ef}ve.txt"] {
         assert!(
             root.join(name).exists() && st_root.join(name).exists(),
@@ -158,7 +176,7 @@ fn folder_converges_with_syncthing_over(listen: Listen, scheme: &str) {
     )
     .expect("write");
     let daemon = fs_dev.start();
-    converge(&daemon, "conflict", 34);
+    converge(&daemon, "conflict", 155);
     let t = tree(&root);
     let copies: Vec<_> = t
         .iter()
@@ -254,5 +272,123 @@ fn an_unknown_syncthing_device_is_pending() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    daemon.stop();
+}
+
+/// With TCP and QUIC both configured on both sides, both connect; one
+/// connection wins on each side and it stays put (no replacing loop).
+#[test]
+fn with_both_transports_one_connection_settles() {
+    let Some(_) = require("syncthing", "syncthing") else {
+        return;
+    };
+    let st = Syncthing::start(Options::default());
+    let (fs_dev, fs_id) = Device::on_loopback("ferro");
+    let root = fs_dev.scratch().join("data");
+    fs::create_dir_all(&root).expect("mkdir");
+    fs::write(root.join("hello.txt"), "both transports").expect("write");
+    let (tcp, quic) = (
+        st.tcp_address().expect("tcp"),
+        st.quic_address().expect("quic"),
+    );
+    fs_dev.ok(&[
+        "device",
+        "add",
+        st.device_id(),
+        "--address",
+        &tcp,
+        "--address",
+        &quic,
+    ]);
+    fs_dev.ok(&[
+        "folder",
+        "add",
+        "shared",
+        root.to_str().expect("utf-8"),
+        "--share",
+        st.device_id(),
+    ]);
+    let mut daemon = fs_dev.start();
+    daemon.wait_scanned("shared");
+    let st_root = st.scratch().join("shared");
+    st.add_device(
+        &fs_id,
+        "ferro",
+        &[&daemon.listen_url("tcp"), &daemon.listen_url("quic")],
+    );
+    st.add_folder("shared", &st_root, &[&fs_id], FolderType::SendReceive);
+    let start = Instant::now();
+    while tree(&st_root) != tree(&root) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no sync\n{}\n{}",
+            daemon.log(),
+            st.log_tail(60)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Both ends agree on one connection, and it does not change for a while.
+    let address =
+        |st: &Syncthing| st.connections()["connections"][fs_id.as_str()]["address"].clone();
+    let first = address(&st);
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(5) {
+        let s = daemon.status().expect("status");
+        assert_eq!(
+            s["devices"][0]["connected"],
+            true,
+            "dropped: {s}\n{}",
+            st.log_tail(40)
+        );
+        assert_eq!(
+            address(&st),
+            first,
+            "Syncthing switched connections\n{}",
+            st.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    daemon.stop();
+}
+
+/// A ferrosync device Syncthing does not know shows up in its pending
+/// devices, under the name we told it.
+#[test]
+fn an_unknown_ferrosync_device_is_pending_in_syncthing() {
+    let Some(_) = require("syncthing", "syncthing") else {
+        return;
+    };
+    let st = Syncthing::start(Options {
+        listen: Listen::Tcp,
+        ..Options::default()
+    });
+    let (fs_dev, fs_id) = Device::on_loopback("ferro-pending");
+    fs_dev.ok(&[
+        "device",
+        "add",
+        st.device_id(),
+        "--address",
+        &st.tcp_address().expect("tcp"),
+    ]);
+    let daemon = fs_dev.start();
+    let v = st.wait_for(
+        Instant::now() + Duration::from_secs(60),
+        "our device pending",
+        |st| {
+            let p = st.pending_devices();
+            p.get(fs_id.as_str()).is_some().then_some(p)
+        },
+    );
+    assert!(
+        v[fs_id.as_str()]["address"]
+            .as_str()
+            .is_some_and(|a| a.contains("127.0.0.1")),
+        "{v}"
+    );
+    assert_eq!(
+        v[fs_id.as_str()]["name"],
+        "ferro-pending",
+        "our Hello's name: {v}"
+    );
     daemon.stop();
 }
