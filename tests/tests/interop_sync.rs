@@ -129,6 +129,15 @@ fn folder_converges_with_syncthing_over(listen: Listen, scheme: &str) {
     std::os::unix::fs::symlink("tool.sh", root.join("meta/link")).expect("symlink");
     // Names typed in NFD on either side travel, and land, as NFC.
     fs::write(root.join("meta/cafe\u{301}.txt"), b"nfd on ferrosync").expect("write");
+    fs::write(root.join("meta/\u{fc}ber.txt"), b"nfc on ferrosync").expect("write");
+    // An old modification time that must survive the trip.
+    let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    fs::File::options()
+        .write(true)
+        .open(root.join("meta/tool.sh"))
+        .expect("open")
+        .set_modified(old)
+        .expect("mtime");
     fs_dev.ok(&["folder", "rescan", "shared"]);
     fs::create_dir_all(st_root.join("st-meta/empty-dir")).expect("mkdir");
     fs::write(st_root.join("st-meta/empty"), b"").expect("write");
@@ -144,9 +153,34 @@ fn folder_converges_with_syncthing_over(listen: Listen, scheme: &str) {
         b"nfd on syncthing",
     )
     .expect("write");
+    fs::File::options()
+        .write(true)
+        .open(st_root.join("st-meta/run"))
+        .expect("open")
+        .set_modified(old)
+        .expect("mtime");
     st.rescan("shared");
-    converge(&daemon, "metadata", 154);
-    for name in ["meta/caf\u{e9}.txt", "st-meta/na\u{ef}ve.txt"] {
+    converge(&daemon, "metadata", 155);
+    for (side, path) in [
+        ("syncthing", st_root.join("meta/tool.sh")),
+        ("ferrosync", root.join("st-meta/run")),
+    ] {
+        let mtime = fs::metadata(&path)
+            .expect("stat")
+            .modified()
+            .expect("mtime");
+        assert_eq!(
+            mtime,
+            old,
+            "{side} did not keep the modification time of {}",
+            path.display()
+        );
+    }
+    for name in [
+        "meta/caf\u{e9}.txt",
+        "meta/\u{fc}ber.txt",
+        "st-meta/na\u{ef}ve.txt",
+    ] {
         assert!(
             root.join(name).exists() && st_root.join(name).exists(),
             "{name} not NFC on both sides"
@@ -176,7 +210,7 @@ fn folder_converges_with_syncthing_over(listen: Listen, scheme: &str) {
     )
     .expect("write");
     let daemon = fs_dev.start();
-    converge(&daemon, "conflict", 155);
+    converge(&daemon, "conflict", 156);
     let t = tree(&root);
     let copies: Vec<_> = t
         .iter()
