@@ -27,6 +27,12 @@ use crate::model::folder;
 use crate::net::{Connection, Net};
 use crate::peer::{Link, Peers};
 
+/// Threads for blocking work (fsyncs, index batches, block reads). Each
+/// thread grows its own malloc arena, so hundreds of them (tokio's default
+/// limit is 512) cost far more memory than they win in parallelism on a
+/// small machine.
+const BLOCKING_THREADS: usize = 8;
+
 /// sled's page cache: enough for the hot part of large indexes, small
 /// enough to keep the daemon lean.
 const INDEX_CACHE_BYTES: u64 = 16 << 20;
@@ -54,6 +60,7 @@ pub fn run(home: &Home) -> Result<()> {
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .context("starting the async runtime")?;
     rt.block_on(serve(home, &id, config, index))?;
