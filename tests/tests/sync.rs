@@ -190,3 +190,70 @@ fn devices_and_folders_added_while_running_apply_at_once() {
     db.stop();
     da.stop();
 }
+
+/// A receive-only folder takes changes but never sends its own; a
+/// send-only folder sends but never applies others' changes.
+#[test]
+fn receive_only_and_send_only_folders_keep_to_their_direction() {
+    for kind in ["receive-only", "send-only"] {
+        let (a, a_id) = Device::on_loopback("alpha");
+        let (b, b_id) = Device::on_loopback("bravo");
+        let (ra, rb) = (a.scratch().join("data"), b.scratch().join("data"));
+        fs::create_dir_all(&ra).expect("mkdir");
+        fs::write(ra.join("x.txt"), "from alpha").expect("write");
+        a.ok(&["device", "add", &b_id]);
+        a.ok(&[
+            "folder",
+            "add",
+            "f",
+            ra.to_str().expect("utf-8"),
+            "--share",
+            &b_id,
+        ]);
+        let mut da = a.start();
+        da.wait_scanned("f");
+        b.ok(&["device", "add", &a_id, "--address", &da.listen_url("tcp")]);
+        let rb_s = rb.to_str().expect("utf-8");
+        if kind == "receive-only" {
+            b.ok(&[
+                "folder", "add", "f", rb_s, "--create", "--type", kind, "--share", &a_id,
+            ]);
+            let db = b.start();
+            wait_converged(&ra, &rb, &[&da, &db], Duration::from_secs(30));
+            // B's own changes stay on B, though A has seen them.
+            fs::write(rb.join("x.txt"), "changed on bravo").expect("write");
+            fs::write(rb.join("z.txt"), "new on bravo").expect("write");
+            b.ok(&["folder", "rescan", "f"]);
+            let seq = db
+                .status()
+                .and_then(|s| folder(&s, "f").and_then(|f| f["sequence"].as_i64()));
+            let seq = seq.expect("B's sequence");
+            da.wait_until("A holds B's latest index", Duration::from_secs(30), |s| {
+                folder(s, "f")
+                    .is_some_and(|f| f["remote_sequences"][b_id.as_str()].as_i64() >= Some(seq))
+            });
+            assert_eq!(
+                fs::read_to_string(ra.join("x.txt")).expect("read"),
+                "from alpha"
+            );
+            assert!(!ra.join("z.txt").exists());
+            db.stop();
+        } else {
+            fs::create_dir_all(&rb).expect("mkdir");
+            fs::write(rb.join("x.txt"), "from bravo").expect("write");
+            b.ok(&["folder", "add", "f", rb_s, "--type", kind, "--share", &a_id]);
+            let mut db = b.start();
+            // B knows it is behind but applies nothing.
+            let s = db.wait_until("B needs x", Duration::from_secs(30), |s| {
+                folder(s, "f").is_some_and(|f| f["need_files"].as_u64() > Some(0))
+            });
+            assert!(folder(&s, "f").is_some_and(|f| f["state"] != "syncing"));
+            assert_eq!(
+                fs::read_to_string(rb.join("x.txt")).expect("read"),
+                "from bravo"
+            );
+            db.stop();
+        }
+        da.stop();
+    }
+}

@@ -56,6 +56,9 @@ pub struct FolderStatus {
     pub need_bytes: u64,
     /// This device's highest sequence in the folder.
     pub sequence: i64,
+    /// For each device sharing the folder: the highest sequence of its
+    /// index that we hold.
+    pub remote_sequences: std::collections::BTreeMap<String, i64>,
     /// Per-file problems of the last scan.
     pub errors: Vec<String>,
     /// Scans finished since the daemon started.

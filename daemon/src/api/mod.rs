@@ -103,7 +103,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> Response {
         let Some(h) = s.folder(&fc.id) else {
             continue;
         };
-        match folder_status(&h) {
+        match folder_status(&h, &s.peers) {
             Ok(f) => folders.push(f),
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
@@ -133,7 +133,15 @@ async fn status(State(s): State<Arc<ApiState>>) -> Response {
     .into_response()
 }
 
-fn folder_status(h: &FolderHandle) -> Result<dto::FolderStatus, crate::index::DbError> {
+fn folder_status(
+    h: &FolderHandle,
+    peers: &Peers,
+) -> Result<dto::FolderStatus, crate::index::DbError> {
+    let mut remote_sequences = std::collections::BTreeMap::new();
+    for d in &h.config.devices {
+        let n = peers.index.device_number(d)?;
+        remote_sequences.insert(d.to_string(), h.index.device_meta(n)?.max_sequence);
+    }
     let st = h.status();
     let local = h.index.device_meta(LOCAL)?;
     let fm = h.index.folder_meta()?;
@@ -159,6 +167,7 @@ fn folder_status(h: &FolderHandle) -> Result<dto::FolderStatus, crate::index::Db
         need_files: fm.need.files + fm.need.directories + fm.need.symlinks + fm.need.deleted,
         need_bytes: fm.need.bytes,
         sequence: local.max_sequence,
+        remote_sequences,
         errors: st.errors,
         scans_completed: st.scans_completed,
         last_scan_ms: st.last_scan.map(|d| d.as_millis() as u64),
@@ -206,7 +215,7 @@ async fn wait_scan(
     };
     let wait = std::time::Duration::from_millis(w.wait_ms.unwrap_or(30_000).min(30_000));
     let _ = tokio::time::timeout(wait, h.wait_for_scan(n)).await;
-    match folder_status(&h) {
+    match folder_status(&h, &s.peers) {
         Ok(f) => Json(f).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

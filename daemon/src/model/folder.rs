@@ -177,7 +177,10 @@ pub fn spawn(
                     }
                 });
             }
-            let healthy = !matches!(status_tx.borrow().state, FolderState::Error(_));
+            // A send-only folder never applies remote changes; one in error
+            // (no marker) must not be written to at all.
+            let healthy = !matches!(status_tx.borrow().state, FolderState::Error(_))
+                && config.kind != crate::config::FolderType::SendOnly;
             changes.borrow_and_update();
             if let (Some(peers), true) = (&peers, healthy) {
                 let needed = index

@@ -15,8 +15,16 @@ const BATCH_FILES: usize = 1000;
 const BATCH_BYTES: usize = 250 << 10;
 
 /// Streams the index until the session ends. `start` is the sequence the
-/// peer has; `None` means it must get a full Index.
-pub async fn run(fi: Arc<FolderIndex>, out: mpsc::Sender<Message>, start: Option<i64>) {
+/// peer has; `None` means it must get a full Index. With `receive_only`
+/// set to this device's short ID, our own changes go out invalid with an
+/// empty version, so they never win anywhere (what pulled from others is
+/// announced as usual).
+pub async fn run(
+    fi: Arc<FolderIndex>,
+    out: mpsc::Sender<Message>,
+    start: Option<i64>,
+    receive_only: Option<proto::ShortId>,
+) {
     let mut changes = fi.subscribe();
     let mut full = start.is_none();
     let mut after = start.unwrap_or(0);
@@ -51,6 +59,13 @@ pub async fn run(fi: Arc<FolderIndex>, out: mpsc::Sender<Message>, start: Option
             "sending index batch"
         );
         after = files.last().map_or(after, |f| f.sequence);
+        let mut files = files;
+        if let Some(me) = receive_only {
+            for f in files.iter_mut().filter(|f| f.modified_by == me) {
+                f.invalid = true;
+                f.version = proto::Vector::new();
+            }
+        }
         let idx = Index {
             folder: fi.id().to_string(),
             files,

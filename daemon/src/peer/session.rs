@@ -353,8 +353,13 @@ impl State {
             }
             tracing::debug!(device = %self.device, folder = %f.id, ?start, "sending index");
             self.shared.insert(f.id.clone());
-            self.senders
-                .push(tokio::spawn(index_send::run(fi, self.out.clone(), start)));
+            let receive_only = (ours.kind == FolderType::ReceiveOnly).then(|| peers.own.short());
+            self.senders.push(tokio::spawn(index_send::run(
+                fi,
+                self.out.clone(),
+                start,
+                receive_only,
+            )));
         }
         Ok(())
     }
