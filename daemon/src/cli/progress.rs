@@ -24,6 +24,13 @@ fn update(bar: &ProgressBar, f: &FolderStatus) {
                 p.files_done, p.files_total
             ));
         }
+        None if f.state == "syncing" => {
+            // The bar's length is the most ever needed; what is left shrinks.
+            let total = bar.length().unwrap_or(0).max(f.need_bytes).max(1);
+            bar.set_length(total);
+            bar.set_position(total - f.need_bytes.min(total));
+            bar.set_message(format!("syncing: {} files left", f.need_files));
+        }
         None => bar.set_message(f.state.clone()),
     }
 }
