@@ -183,6 +183,19 @@ impl FolderIndex {
             .transpose()
     }
 
+    /// The names this device needs with what each is (file, directory,
+    /// deletion, size), in name order.
+    pub fn need_summaries(
+        &self,
+    ) -> impl Iterator<Item = Result<(String, Summary), DbError>> + use<> {
+        self.db.scan(key::needs(self.number)).map(|r| {
+            let (k, v) = r?;
+            let name = String::from_utf8(key::folder_name(&k).to_vec())
+                .map_err(|_| DbError::Corrupt("name".into()))?;
+            Ok((name, Summary::decode(&v)?))
+        })
+    }
+
     /// The names this device needs, in name order.
     pub fn need(&self) -> impl Iterator<Item = Result<String, DbError>> + use<> {
         self.db.scan(key::needs(self.number)).map(|r| {

@@ -35,6 +35,8 @@ const IN_FLIGHT: usize = 32;
 const FILES_IN_FLIGHT: usize = 16;
 /// Pulled files recorded in the index together.
 const LAND_BATCH: usize = 64;
+/// Needed entries loaded and worked on at a time.
+const PULL_CHUNK: usize = 512;
 
 /// What one pass achieved.
 #[derive(Debug, Default)]
@@ -60,8 +62,16 @@ pub async fn pull(
     fetched: &Arc<AtomicU64>,
 ) -> PullReport {
     let mut report = PullReport::default();
+    // Only names and kinds are read up front; entries are loaded a chunk at
+    // a time, so memory stays flat however much the folder needs.
     let fi2 = fi.clone();
-    let names: Vec<String> = match tokio::task::spawn_blocking(move || fi2.need().collect()).await {
+    let needs = tokio::task::spawn_blocking(move || {
+        fi2.need_summaries()
+            .map(|r| r.map(|(name, s)| (name, s.deleted)))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await;
+    let needs = match needs {
         Ok(Ok(n)) => n,
         Ok(Err(e)) => {
             report.errors.push(format!("reading the need-set: {e}"));
@@ -73,17 +83,14 @@ pub async fn pull(
         }
     };
     let mut deletes = Vec::new();
-    let mut updates = Vec::new();
-    for name in names {
+    let mut update_names = Vec::new();
+    for (name, deleted) in needs {
+        if !deleted {
+            update_names.push(name);
+            continue;
+        }
         match fi.global_file(&name) {
-            Ok(Some((global, info))) => {
-                let local = fi.get(LOCAL, &name).ok().flatten();
-                if info.deleted {
-                    deletes.push((info, local));
-                } else {
-                    updates.push((global, info, local));
-                }
-            }
+            Ok(Some((_, info))) => deletes.push((info, fi.get(LOCAL, &name).ok().flatten())),
             Ok(None) => {}
             Err(e) => report.errors.push(format!("{name}: {e}")),
         }
@@ -96,51 +103,35 @@ pub async fn pull(
         donors: Arc::new(Donors::new(&cfg.path, &deletes)),
         fetched,
     };
-    // Directories first (name order puts parents before children), then
-    // files, many at once: small files cost a round trip and an fsync each,
-    // which only overlap when several are in flight.
-    let mut files = Vec::new();
-    for (global, info, local) in updates {
-        let result = match info.kind {
-            FileKind::Directory => directory(&cfg.path, &info, local.as_ref()),
-            FileKind::Symlink => symlink(&cfg.path, &info, local.as_ref()),
-            FileKind::File => {
-                files.push((global, info, local));
-                continue;
-            }
-        };
-        settle(fi, info, result, &mut report);
-    }
-    let pass = &pass;
     let mut landed = Landed::default();
-    let mut todo = across_directories(files).into_iter();
-    let mut running = FuturesUnordered::new();
-    loop {
-        while running.len() < FILES_IN_FLIGHT {
-            let Some((global, info, local)) = todo.next() else {
-                break;
-            };
-            running.push(async move {
-                let r = file(pass, &global, &info, local.as_ref()).await;
-                (info, r)
-            });
-        }
-        let Some((info, r)) = running.next().await else {
-            break;
-        };
-        report.fetched += r.fetched;
-        report.rescan |= r.rescan;
-        match r.outcome {
-            Ok(Outcome::Done(inode)) => {
-                landed.add(&cfg.path, info, inode);
-                if landed.entries.len() >= LAND_BATCH {
-                    landed.land(fi, &mut report).await;
+    for chunk in update_names.chunks(PULL_CHUNK) {
+        let mut files = Vec::new();
+        // Directories first (name order puts parents before children, also
+        // across chunks), then files, many at once: small files cost a
+        // round trip and an fsync each, which only overlap when several
+        // are in flight.
+        for name in chunk {
+            let (global, info) = match fi.global_file(name) {
+                Ok(Some(x)) => x,
+                Ok(None) => continue,
+                Err(e) => {
+                    report.errors.push(format!("{name}: {e}"));
+                    continue;
                 }
-            }
-            other => settle(fi, info, other, &mut report),
+            };
+            let local = fi.get(LOCAL, name).ok().flatten();
+            let result = match info.kind {
+                FileKind::Directory => directory(&cfg.path, &info, local.as_ref()),
+                FileKind::Symlink => symlink(&cfg.path, &info, local.as_ref()),
+                FileKind::File => {
+                    files.push((global, info, local));
+                    continue;
+                }
+            };
+            settle(fi, info, result, &mut report);
         }
+        pull_files(&pass, fi, files, &mut landed, &mut report).await;
     }
-    drop(running);
     landed.land(fi, &mut report).await;
     deletes.sort_by(|a, b| b.0.name.cmp(&a.0.name));
     for (info, local) in deletes {
@@ -241,6 +232,43 @@ struct FileResult {
     outcome: std::io::Result<Outcome>,
     fetched: u64,
     rescan: bool,
+}
+
+/// Pulls files concurrently, landing finished ones in batches.
+async fn pull_files(
+    pass: &Pass<'_>,
+    fi: &Arc<FolderIndex>,
+    files: Vec<ToPull>,
+    landed: &mut Landed,
+    report: &mut PullReport,
+) {
+    let mut todo = across_directories(files).into_iter();
+    let mut running = FuturesUnordered::new();
+    loop {
+        while running.len() < FILES_IN_FLIGHT {
+            let Some((global, info, local)) = todo.next() else {
+                break;
+            };
+            running.push(async move {
+                let r = file(pass, &global, &info, local.as_ref()).await;
+                (info, r)
+            });
+        }
+        let Some((info, r)) = running.next().await else {
+            break;
+        };
+        report.fetched += r.fetched;
+        report.rescan |= r.rescan;
+        match r.outcome {
+            Ok(Outcome::Done(inode)) => {
+                landed.add(&pass.cfg.path, info, inode);
+                if landed.entries.len() >= LAND_BATCH {
+                    landed.land(fi, report).await;
+                }
+            }
+            other => settle(fi, info, other, report),
+        }
+    }
 }
 
 /// What happened to one entry.
