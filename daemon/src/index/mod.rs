@@ -101,9 +101,6 @@ pub struct FolderIndex {
     changes: tokio::sync::watch::Sender<u64>,
 }
 
-/// One change of this device's index.
-pub type LocalChange = Entry;
-
 impl FolderIndex {
     /// The folder ID.
     pub fn id(&self) -> &str {
@@ -196,15 +193,6 @@ impl FolderIndex {
         })
     }
 
-    /// The names this device needs, in name order.
-    pub fn need(&self) -> impl Iterator<Item = Result<String, DbError>> + use<> {
-        self.db.scan(key::needs(self.number)).map(|r| {
-            let (k, _) = r?;
-            String::from_utf8(key::folder_name(&k).to_vec())
-                .map_err(|_| DbError::Corrupt("name".into()))
-        })
-    }
-
     /// Makes every change so far durable. Until then a crash may lose whole
     /// recent batches (never parts of one): the index falls behind the disk
     /// and the next scan redoes the work.
@@ -215,7 +203,7 @@ impl FolderIndex {
     /// Records local changes. Each gets the next sequence number; global
     /// entries, the need-set and counters follow in the same atomic batch.
     /// Returns the changes with their sequences.
-    pub fn update_local(&self, mut changes: Vec<LocalChange>) -> Result<Vec<Entry>, DbError> {
+    pub fn update_local(&self, mut changes: Vec<Entry>) -> Result<Vec<Entry>, DbError> {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         dedup_by_name(&mut changes);
         let mut tx = Tx::new(self)?;

@@ -108,7 +108,11 @@ fn remote_versions_win_or_lose_and_drive_the_need_set() {
         ],
     )
     .expect("remote");
-    let need: Vec<String> = f.need().collect::<Result<_, _>>().expect("need");
+    let need: Vec<String> = f
+        .need_summaries()
+        .map(|r| r.map(|(n, _)| n))
+        .collect::<Result<_, _>>()
+        .expect("need");
     assert_eq!(need, ["a", "c"]);
     let fm = f.folder_meta().expect("meta");
     assert_eq!((fm.need.files, fm.need.bytes), (2, 104));
@@ -120,12 +124,16 @@ fn remote_versions_win_or_lose_and_drive_the_need_set() {
     // Pulling "a" (storing the peer's version locally) satisfies the need.
     f.update_local(vec![entry(file("a", 99, &v2))])
         .expect("pulled");
-    let need: Vec<String> = f.need().collect::<Result<_, _>>().expect("need");
+    let need: Vec<String> = f
+        .need_summaries()
+        .map(|r| r.map(|(n, _)| n))
+        .collect::<Result<_, _>>()
+        .expect("need");
     assert_eq!(need, ["c"]);
 
     // When the peer goes away its entries stop counting.
     f.drop_device(peer).expect("drop");
-    assert_eq!(f.need().count(), 0);
+    assert_eq!(f.need_summaries().count(), 0);
     let fm = f.folder_meta().expect("meta");
     assert_eq!(fm.global.files, 2);
     assert!(f.global("c").expect("get").is_none());
