@@ -66,19 +66,7 @@ async fn accept_one(
         .await
         .map_err(|_| timeout(peer))?
         .map_err(|e| tls_error(peer, e))?;
-    let (_, session) = stream.get_ref();
-    let device_id = peer_device(session.peer_certificates(), my_id, peer)?;
-    note_alpn(session.alpn_protocol(), peer);
-    let (reader, writer) = tokio::io::split(stream);
-    Ok(Connection {
-        device_id,
-        transport: Transport::Tcp,
-        remote_addr: peer,
-        outgoing: false,
-        reader: Box::new(reader),
-        writer: Box::new(writer),
-        _quic: None,
-    })
+    connection(stream.into(), peer, my_id, false)
 }
 
 /// Connects to `addr` and runs the TLS handshake as client. The caller
@@ -105,6 +93,17 @@ pub(super) async fn dial(
         .await
         .map_err(|_| timeout(peer))?
         .map_err(|e| tls_error(peer, e))?;
+    connection(stream.into(), peer, my_id, true)
+}
+
+/// The connection a finished handshake (either role) gives: the peer's
+/// device ID from its certificate, and the stream split in two.
+fn connection(
+    stream: tokio_rustls::TlsStream<TcpStream>,
+    peer: SocketAddr,
+    my_id: DeviceId,
+    outgoing: bool,
+) -> Result<Connection, NetError> {
     let (_, session) = stream.get_ref();
     let device_id = peer_device(session.peer_certificates(), my_id, peer)?;
     note_alpn(session.alpn_protocol(), peer);
@@ -113,7 +112,7 @@ pub(super) async fn dial(
         device_id,
         transport: Transport::Tcp,
         remote_addr: peer,
-        outgoing: true,
+        outgoing,
         reader: Box::new(reader),
         writer: Box::new(writer),
         _quic: None,
