@@ -71,6 +71,25 @@ fn build_binaries(profile_dir: &Path) {
     );
 }
 
+/// How often [`poll`] looks.
+pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// Calls `probe` every [`POLL_EVERY`] until it returns `Some` (returned),
+/// or `limit` has passed (`None`: the caller fails with what it knows).
+/// The one place tests wait for something to happen.
+pub fn poll<T>(limit: std::time::Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+}
+
 /// Whether we run in CI, where missing prerequisites are failures.
 pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")

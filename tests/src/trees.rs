@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -54,18 +54,15 @@ pub fn wait_equal(
     limit: Duration,
     what: &str,
 ) -> Vec<(String, String)> {
-    let start = Instant::now();
-    loop {
-        let trees: Vec<_> = roots.iter().map(|r| tree(r)).collect();
-        if trees.windows(2).all(|w| w[0] == w[1]) && !trees[0].is_empty() {
-            return trees[0].clone();
+    let trees = || -> Vec<_> { roots.iter().map(|r| tree(r)).collect() };
+    let same = crate::poll(limit, || {
+        let t = trees();
+        (t.windows(2).all(|w| w[0] == w[1]) && !t[0].is_empty()).then(|| t[0].clone())
+    });
+    same.unwrap_or_else(|| {
+        for d in daemons {
+            eprintln!("--- daemon log:\n{}", d.log());
         }
-        if start.elapsed() > limit {
-            for d in daemons {
-                eprintln!("--- daemon log:\n{}", d.log());
-            }
-            panic!("{what}: trees differ after {limit:?}\n{trees:#?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        panic!("{what}: trees differ after {limit:?}\n{:#?}", trees());
+    })
 }

@@ -103,12 +103,10 @@ fn a_peer_sending_escaping_names_is_disconnected_and_nothing_is_written() {
             daemon.log()
         );
         let logged = |l: &str| l.contains("protocol error") && l.contains("invalid FileInfo");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !logged(&daemon.log()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
         assert!(
-            logged(&daemon.log()),
+            ferrosync_tests::poll(Duration::from_secs(10), || logged(&daemon.log())
+                .then_some(()))
+            .is_some(),
             "{bad:?}: no reason logged:\n{}",
             daemon.log()
         );

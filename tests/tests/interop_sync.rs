@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use ferrosync_tests::syncthing::{FolderType, Listen, Options, Syncthing};
 use ferrosync_tests::trees::tree;
-use ferrosync_tests::{require, Device};
+use ferrosync_tests::{poll, require, Device};
 
 /// A ferrosync device and a Syncthing device share a folder over one
 /// transport; each starts with files of its own and both must end with the
@@ -68,20 +68,18 @@ fn folder_converges_with_syncthing_over(listen: Listen, scheme: &str) {
     st.add_folder("shared", &st_root, &[&fs_id], FolderType::SendReceive);
 
     let converge = |daemon: &ferrosync_tests::daemon::Daemon, what: &str, want: usize| {
-        let start = Instant::now();
-        loop {
+        let converged = poll(Duration::from_secs(60), || {
             let (a, b) = (tree(&root), tree(&st_root));
-            if a == b && a.len() == want {
-                return;
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                panic!(
-                    "{what}: no convergence\nferrosync: {a:#?}\nsyncthing: {b:#?}\nferrosync log:\n{}\nsyncthing log:\n{}",
-                    daemon.log(),
-                    st.log_tail(80)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
+            (a == b && a.len() == want).then_some(())
+        });
+        if converged.is_none() {
+            panic!(
+                "{what}: no convergence\nferrosync: {:#?}\nsyncthing: {:#?}\nferrosync log:\n{}\nsyncthing log:\n{}",
+                tree(&root),
+                tree(&st_root),
+                daemon.log(),
+                st.log_tail(80)
+            );
         }
     };
     converge(&daemon, "union", 143);
@@ -282,30 +280,28 @@ fn an_unknown_syncthing_device_is_pending() {
         ..Options::default()
     });
     st.add_device(&fs_id, "ferro", &[&daemon.listen_url("tcp")]);
-    let start = Instant::now();
-    loop {
-        let out = fs_dev.ok(&["pending", "--json"]);
-        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-        let found = v["devices"]
+    let pending = || -> serde_json::Value {
+        serde_json::from_str(&fs_dev.ok(&["pending", "--json"])).expect("json")
+    };
+    let d = poll(Duration::from_secs(60), || {
+        pending()["devices"]
             .as_array()
-            .and_then(|d| d.iter().find(|d| d["id"] == st.device_id()).cloned());
-        if let Some(d) = found {
-            assert!(
-                d["address"]
-                    .as_str()
-                    .is_some_and(|a| a.starts_with("127.0.0.1:")),
-                "{d}"
-            );
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "not pending: {v}\nlog:\n{}\nsyncthing:\n{}",
+            .and_then(|d| d.iter().find(|d| d["id"] == st.device_id()).cloned())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not pending: {}\nlog:\n{}\nsyncthing:\n{}",
+            pending(),
             daemon.log(),
             st.log_tail(40)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        )
+    });
+    assert!(
+        d["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{d}"
+    );
     daemon.stop();
 }
 
@@ -351,16 +347,14 @@ fn with_both_transports_one_connection_settles() {
         &[&daemon.listen_url("tcp"), &daemon.listen_url("quic")],
     );
     st.add_folder("shared", &st_root, &[&fs_id], FolderType::SendReceive);
-    let start = Instant::now();
-    while tree(&st_root) != tree(&root) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no sync\n{}\n{}",
-            daemon.log(),
-            st.log_tail(60)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        poll(Duration::from_secs(60), || (tree(&st_root) == tree(&root))
+            .then_some(()))
+        .is_some(),
+        "no sync\n{}\n{}",
+        daemon.log(),
+        st.log_tail(60)
+    );
     // Both ends agree on one connection, and it does not change for a while.
     let address =
         |st: &Syncthing| st.connections()["connections"][fs_id.as_str()]["address"].clone();

@@ -1,18 +1,10 @@
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferrosync_tests::Device;
 
-/// Polls `cond` every 20 ms until it holds or `limit` passes.
 fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
+    ferrosync_tests::poll(limit, || cond().then_some(())).is_some()
 }
 
 fn stop(child: &mut Child, signal: &str) -> std::process::ExitStatus {

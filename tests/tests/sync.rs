@@ -1,6 +1,6 @@
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferrosync_tests::daemon::{folder, Daemon};
 use ferrosync_tests::trees::wait_equal;
@@ -118,25 +118,25 @@ fn an_unknown_device_is_refused_and_shown_as_pending() {
     let a_id = a.ok(&["id"]).trim().to_string();
     c.ok(&["device", "add", &a_id, "--address", &da.listen_url("tcp")]);
     let dc = c.start();
-    let start = Instant::now();
-    loop {
-        let out = a.ok(&["pending", "--json"]);
-        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-        if v["devices"]
+    let pending = || -> serde_json::Value {
+        serde_json::from_str(&a.ok(&["pending", "--json"])).expect("json")
+    };
+    let v = ferrosync_tests::poll(Duration::from_secs(30), || {
+        let v = pending();
+        v["devices"]
             .as_array()
             .is_some_and(|d| d.iter().any(|d| d["id"] == c_id.as_str()))
-        {
-            assert_eq!(v["devices"][0]["name"], "stranger", "{v}");
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "not pending: {v}\nlog A:\n{}\nlog C:\n{}",
+            .then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not pending: {}\nlog A:\n{}\nlog C:\n{}",
+            pending(),
             da.log(),
             dc.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        )
+    });
+    assert_eq!(v["devices"][0]["name"], "stranger", "{v}");
     // A never shows it as a connected device.
     let s = da.wait_until("status", Duration::from_secs(5), |_| true);
     assert!(s["devices"].as_array().expect("list").is_empty(), "{s}");
