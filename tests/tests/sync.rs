@@ -257,3 +257,59 @@ fn receive_only_and_send_only_folders_keep_to_their_direction() {
         da.stop();
     }
 }
+
+/// A file whose data the receiver already has anywhere (here: in another
+/// folder) is assembled from that local copy, with nothing downloaded.
+#[test]
+fn blocks_come_from_a_local_copy_in_any_folder() {
+    let (a, a_id) = Device::on_loopback("alpha");
+    let (b, b_id) = Device::on_loopback("bravo");
+    let root = |d: &Device, f: &str| d.scratch().join(f);
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
+        .collect();
+    a.ok(&["device", "add", &b_id]);
+    for f in ["f", "g"] {
+        let r = root(&a, f);
+        a.ok(&["folder", "add", f, r.to_str().expect("utf-8"), "--create"]);
+        a.ok(&["folder", "share", f, &b_id]);
+    }
+    fs::write(root(&a, "g").join("original.bin"), &data).expect("write");
+    let mut da = a.start();
+    da.wait_scanned("g");
+    b.ok(&["device", "add", &a_id, "--address", &da.listen_url("tcp")]);
+    for f in ["f", "g"] {
+        let r = root(&b, f);
+        b.ok(&["folder", "add", f, r.to_str().expect("utf-8"), "--create"]);
+        b.ok(&["folder", "share", f, &a_id]);
+    }
+    let db = b.start();
+    wait_converged(
+        &root(&a, "g"),
+        &root(&b, "g"),
+        &[&da, &db],
+        Duration::from_secs(30),
+    );
+
+    // The same data under a new name in the other folder.
+    fs::write(root(&a, "f").join("copy.bin"), &data).expect("write");
+    a.ok(&["folder", "rescan", "f"]);
+    wait_converged(
+        &root(&a, "f"),
+        &root(&b, "f"),
+        &[&da, &db],
+        Duration::from_secs(30),
+    );
+    let s = db.status().expect("status");
+    assert_eq!(
+        folder(&s, "f").and_then(|f| f["pulled_bytes"].as_u64()),
+        Some(0),
+        "the copy was downloaded although B had its blocks: {s}"
+    );
+    assert_eq!(
+        fs::read(root(&b, "f").join("copy.bin")).expect("read"),
+        data
+    );
+    db.stop();
+    da.stop();
+}

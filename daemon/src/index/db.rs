@@ -19,12 +19,18 @@
 //! 13 folder name                       need-set member (codec::Summary)
 //! 14 folder device                     per-device meta (codec::DeviceMeta)
 //! 15 folder                            folder meta (codec::FolderMeta)
+//! 16 hash(32) folder name              block map: offset (u64) of a block
+//!                                      with that hash in this device's file
 //! ```
 
 use std::path::Path;
 
 /// Version of the key layout and record formats; bump on any change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Older layouts that [`Db::open`] accepts, for the caller to migrate (see
+/// [`Db::schema`]): version 1 lacked the block map.
+const MIGRATABLE: &[u32] = &[1];
 
 const SCHEMA: u8 = 0x00;
 const FOLDER_NUM: u8 = 0x01;
@@ -37,6 +43,7 @@ const GLOBAL: u8 = 0x12;
 const NEED: u8 = 0x13;
 const DEVICE_META: u8 = 0x14;
 const FOLDER_META: u8 = 0x15;
+const BLOCK: u8 = 0x16;
 
 /// Why the index database failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +67,7 @@ pub enum DbError {
 pub struct Db {
     db: sled::Db,
     tree: sled::Tree,
+    found_schema: u32,
 }
 
 /// Writes to apply together, atomically.
@@ -89,21 +97,40 @@ impl Db {
             .flush_every_ms(None)
             .open()?;
         let tree = db.open_tree("index")?;
-        match tree.get([SCHEMA])? {
+        let found_schema = match tree.get([SCHEMA])? {
             None => {
                 tree.insert([SCHEMA], &SCHEMA_VERSION.to_be_bytes())?;
                 tree.flush()?;
+                SCHEMA_VERSION
             }
             Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_ref())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| DbError::Corrupt("schema version".into()))?;
-                if found != SCHEMA_VERSION {
+                let found = decode_u32(&v)?;
+                if found != SCHEMA_VERSION && !MIGRATABLE.contains(&found) {
                     return Err(DbError::Schema { found });
                 }
+                found
             }
-        }
-        Ok(Self { db, tree })
+        };
+        Ok(Self {
+            db,
+            tree,
+            found_schema,
+        })
+    }
+
+    /// The layout version the database had when opened: below
+    /// [`SCHEMA_VERSION`], the caller migrates and then calls
+    /// [`Db::set_schema_current`].
+    pub fn schema(&self) -> u32 {
+        self.found_schema
+    }
+
+    /// Records that the database now has the current layout.
+    pub fn set_schema_current(&mut self) -> Result<(), DbError> {
+        self.tree.insert([SCHEMA], &SCHEMA_VERSION.to_be_bytes())?;
+        self.db.flush()?;
+        self.found_schema = SCHEMA_VERSION;
+        Ok(())
     }
 
     /// The value at `key`.
@@ -277,6 +304,45 @@ pub mod key {
     pub fn folder_meta(folder: u32) -> Vec<u8> {
         with(FOLDER_META, folder, &[])
     }
+
+    /// Prefix of every device's entries in every folder.
+    pub fn all_files() -> Vec<u8> {
+        vec![FILE]
+    }
+
+    /// The folder and device numbers of a file key.
+    pub fn file_owner(key: &[u8]) -> Option<(u32, u32)> {
+        let n = |r: std::ops::Range<usize>| {
+            key.get(r)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+        };
+        Some((n(1..5)?, n(5..9)?))
+    }
+
+    /// The block map entry for a block of `hash` in `folder`'s `name`.
+    pub fn block(hash: &[u8; 32], folder: u32, name: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(37 + name.len());
+        k.push(BLOCK);
+        k.extend_from_slice(hash);
+        k.extend_from_slice(&folder.to_be_bytes());
+        k.extend_from_slice(name.as_bytes());
+        k
+    }
+
+    /// Prefix of the block map entries for `hash`.
+    pub fn blocks(hash: &[u8; 32]) -> Vec<u8> {
+        [&[BLOCK][..], hash].concat()
+    }
+
+    /// The folder number and name of a block map key.
+    pub fn block_place(key: &[u8]) -> Option<(u32, &[u8])> {
+        let folder = key
+            .get(33..37)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)?;
+        Some((folder, key.get(37..)?))
+    }
 }
 
 #[cfg(test)]
@@ -297,5 +363,27 @@ mod tests {
         }
         let err = Db::open(&path, 1 << 20).err().expect("refused");
         assert!(err.to_string().contains("schema 99"), "{err}");
+    }
+
+    #[test]
+    fn an_older_schema_opens_for_migration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index");
+        {
+            let db = sled::open(&path).expect("sled");
+            db.open_tree("index")
+                .expect("tree")
+                .insert([0u8], &1u32.to_be_bytes())
+                .expect("insert");
+            db.flush().expect("flush");
+        }
+        let mut db = Db::open(&path, 1 << 20).expect("opens");
+        assert_eq!(db.schema(), 1);
+        db.set_schema_current().expect("set");
+        drop(db);
+        assert_eq!(
+            Db::open(&path, 1 << 20).expect("reopens").schema(),
+            SCHEMA_VERSION
+        );
     }
 }

@@ -7,6 +7,10 @@
 //! the same atomic batch, so no full recomputation ever happens. Each
 //! folder has one writer at a time (a mutex); readers never block.
 //!
+//! A block map (hash → folder, name, offset) covers this device's files
+//! in every folder, kept in the same batches, so the puller finds a local
+//! copy of any block it needs.
+//!
 //! Only `db.rs` knows the storage engine.
 
 pub mod codec;
@@ -17,7 +21,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use proto::message::FileInfo;
+use proto::message::{FileInfo, FileKind};
 use proto::DeviceId;
 
 pub use codec::{Counts, DeviceMeta, Entry, FolderMeta, Global, Summary, FLAG_IGNORED};
@@ -38,10 +42,37 @@ impl Index {
     /// Opens the index in directory `path` with a page cache of
     /// `cache_bytes`.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, DbError> {
+        let mut db = Db::open(path, cache_bytes)?;
+        if db.schema() == 1 {
+            build_block_map(&db)?;
+            db.set_schema_current()?;
+        }
         Ok(Self {
-            db: Db::open(path, cache_bytes)?,
+            db,
             folders: Arc::default(),
         })
+    }
+
+    /// Where this device has blocks with `hash`: (folder number, name,
+    /// offset), at most `limit` of them. The places are as last indexed;
+    /// a reader verifies what it reads.
+    pub fn blocks_with(
+        &self,
+        hash: &[u8; 32],
+        limit: usize,
+    ) -> Result<Vec<(u32, String, u64)>, DbError> {
+        let mut out = Vec::new();
+        for r in self.db.scan(key::blocks(hash)).take(limit) {
+            let (k, v) = r?;
+            let bad = || DbError::Corrupt("block map entry".into());
+            let (folder, name) = key::block_place(&k).ok_or_else(bad)?;
+            let name = String::from_utf8(name.to_vec()).map_err(|_| bad())?;
+            let offset = <[u8; 8]>::try_from(v.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| bad())?;
+            out.push((folder, name, offset));
+        }
+        Ok(out)
     }
 
     /// The index of folder `id`, created (with a fresh index ID) on first use.
@@ -81,6 +112,48 @@ impl Index {
     }
 }
 
+/// Puts a local file's blocks in the block map.
+fn map_blocks(batch: &mut Batch, folder: u32, info: &FileInfo) {
+    if info.kind != FileKind::File || info.deleted {
+        return;
+    }
+    for b in &info.blocks {
+        batch.put(
+            key::block(&b.hash, folder, info.name.as_str()),
+            b.offset.to_be_bytes().to_vec(),
+        );
+    }
+}
+
+/// Takes a local file's blocks out of the block map.
+fn unmap_blocks(batch: &mut Batch, folder: u32, info: &FileInfo) {
+    for b in &info.blocks {
+        batch.delete(key::block(&b.hash, folder, info.name.as_str()));
+    }
+}
+
+/// Fills the block map from this device's entries (an index written before
+/// the block map existed).
+fn build_block_map(db: &Db) -> Result<(), DbError> {
+    let mut batch = Batch::default();
+    let mut n = 0;
+    for r in db.scan(key::all_files()) {
+        let (k, v) = r?;
+        match key::file_owner(&k) {
+            Some((folder, LOCAL)) => {
+                map_blocks(&mut batch, folder, &Entry::decode(&v)?.info);
+                n += 1;
+            }
+            _ => continue,
+        }
+        if n % 1000 == 0 {
+            db.apply(std::mem::take(&mut batch))?;
+        }
+    }
+    db.apply(batch)?;
+    db.flush()
+}
+
 fn new_index_id() -> u64 {
     loop {
         let id: u64 = rand::random();
@@ -105,6 +178,11 @@ impl FolderIndex {
     /// The folder ID.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The folder's number in the index (as in [`Index::blocks_with`]).
+    pub fn number(&self) -> u32 {
+        self.number
     }
 
     /// A receiver that sees a new value after each committed write.
@@ -214,7 +292,9 @@ impl FolderIndex {
             if let Some(old) = &old {
                 meta.counts.apply(Summary::of(&old.info), false);
                 tx.batch.delete(key::seq(self.number, old.info.sequence));
+                unmap_blocks(&mut tx.batch, self.number, &old.info);
             }
+            map_blocks(&mut tx.batch, self.number, &e.info);
             meta.max_sequence += 1;
             e.info.sequence = meta.max_sequence;
             meta.counts.apply(Summary::of(&e.info), true);

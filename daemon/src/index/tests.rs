@@ -168,3 +168,68 @@ fn state_survives_reopening_and_folders_are_separate() {
     assert_eq!(f.device_meta(LOCAL).expect("meta").index_id, index_id);
     assert_eq!(f.entries(LOCAL).count(), 1);
 }
+
+#[test]
+fn the_block_map_follows_local_files_in_every_folder() {
+    let (_d, index) = open();
+    let (f, g) = (
+        index.folder("one").expect("folder"),
+        index.folder("two").expect("folder"),
+    );
+    let v1 = Vector::new().updated(ME, 100);
+    let places = |size: u64| index.blocks_with(&[size as u8; 32], 10).expect("lookup");
+    f.update_local(vec![entry(file("a", 10, &v1))])
+        .expect("update");
+    g.update_local(vec![entry(file("b/c", 10, &v1))])
+        .expect("update");
+    assert_eq!(
+        places(10),
+        vec![(f.number(), "a".into(), 0), (g.number(), "b/c".into(), 0)]
+    );
+
+    // A new version replaces the old blocks; a deletion removes them.
+    let v2 = v1.updated(ME, 101);
+    f.update_local(vec![entry(file("a", 11, &v2))])
+        .expect("update");
+    assert_eq!(places(10), vec![(g.number(), "b/c".into(), 0)]);
+    assert_eq!(places(11), vec![(f.number(), "a".into(), 0)]);
+    let mut gone = file("b/c", 0, &v2);
+    gone.deleted = true;
+    gone.blocks.clear();
+    g.update_local(vec![entry(gone)]).expect("update");
+    assert!(places(10).is_empty());
+
+    // Peers' files are not local copies.
+    f.update_remote(1, vec![file("r", 12, &v2)])
+        .expect("remote");
+    assert!(places(12).is_empty());
+}
+
+#[test]
+fn an_index_without_a_block_map_gets_one_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("index");
+    let number = {
+        let index = Index::open(&path, 4 << 20).expect("open");
+        let f = index.folder("one").expect("folder");
+        f.update_local(vec![entry(file("a", 10, &Vector::new().updated(ME, 1)))])
+            .expect("update");
+        f.flush().expect("flush");
+        f.number()
+    };
+    // Back to the version-1 layout: no block map.
+    {
+        let db = sled::open(&path).expect("sled");
+        let tree = db.open_tree("index").expect("tree");
+        for k in tree.scan_prefix([0x16u8]).keys() {
+            tree.remove(k.expect("key")).expect("remove");
+        }
+        tree.insert([0u8], &1u32.to_be_bytes()).expect("schema");
+        db.flush().expect("flush");
+    }
+    let index = Index::open(&path, 4 << 20).expect("reopen");
+    assert_eq!(
+        index.blocks_with(&[10; 32], 10).expect("lookup"),
+        vec![(number, "a".to_string(), 0)]
+    );
+}

@@ -285,7 +285,8 @@ fn run_scan(
 
 /// Waits until the index has been quiet for a moment (at most a second):
 /// related updates arrive together, e.g. a rename's new name and the old
-/// name's deletion, so the puller sees the whole change at once.
+/// name's deletion, so the puller sees the whole change at once (deleting
+/// the old name first would leave no local copy of the blocks to reuse).
 async fn settle(changes: &mut watch::Receiver<u64>) {
     const QUIET: Duration = Duration::from_millis(100);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);

@@ -5,8 +5,10 @@
 //!
 //! Every file is assembled in `.syncthing.<name>.tmp` beside it from blocks
 //! that are each verified against their SHA-256 (reused from the temp file
-//! of an interrupted pull, from the old version of the file, or requested
-//! from connected peers, many at a time), fsynced, and renamed into place.
+//! of an interrupted pull, from any local file that has them per the block
+//! map (the old version, a renamed or copied file, any folder), or
+//! requested from connected peers, many at a time), fsynced, and renamed
+//! into place.
 //! Nothing is replaced or deleted unless it still matches what the index
 //! says we have: a local change always wins or becomes a conflict copy.
 
@@ -96,12 +98,12 @@ pub async fn pull(
             Err(e) => report.errors.push(format!("{name}: {e}")),
         }
     }
-    // A rename arrives as a new name plus a deletion of the old one: the
-    // new file's blocks come from the file about to be deleted.
+    // Deletions run last, so a renamed file's new name finds its blocks in
+    // the old one through the block map.
     let pass = Pass {
         cfg,
         peers,
-        donors: Arc::new(Donors::new(&cfg.path, &deletes)),
+        local: LocalBlocks::new(peers),
         budget: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
         fetched,
     };
@@ -396,7 +398,7 @@ fn delete(root: &Path, info: &FileInfo, local: Option<&Entry>) -> std::io::Resul
 struct Pass<'a> {
     cfg: &'a FolderConfig,
     peers: &'a Arc<Peers>,
-    donors: Arc<Donors>,
+    local: LocalBlocks,
     /// Blocks requested and not yet written, over all files of the pass:
     /// bounds the memory and the load a pull puts on peers.
     budget: Arc<tokio::sync::Semaphore>,
@@ -430,7 +432,7 @@ async fn file_inner(
     let Pass {
         cfg,
         peers,
-        donors,
+        local: local_blocks,
         budget,
         fetched,
     } = pass;
@@ -438,7 +440,7 @@ async fn file_inner(
     let tmp = crate::fs::temp_path(&path);
     // Inline on purpose: creating files from more threads at once only
     // makes the kernel spin on the file system's locks (measured).
-    let (out, missing) = match prepare(&path, &tmp, info, local, donors)? {
+    let (out, missing) = match prepare(&path, &tmp, info, local, local_blocks)? {
         Ok(p) => p,
         Err(outcome) => return Ok(outcome),
     };
@@ -506,15 +508,15 @@ async fn file_inner(
 }
 
 /// Opens the temp file and fills in every block we already have: from the
-/// temp file of an interrupted pull, the current version of the file, or a
-/// file being deleted (a rename). Returns the file and the blocks still
-/// missing, or why the file cannot be pulled now.
+/// temp file of an interrupted pull, or from any local file (the current
+/// version of this one, a file being renamed, a copy elsewhere). Returns the
+/// file and the blocks still missing, or why the file cannot be pulled now.
 fn prepare(
     path: &Path,
     tmp: &Path,
     info: &FileInfo,
     local: Option<&Entry>,
-    donors: &Donors,
+    local_blocks: &LocalBlocks,
 ) -> std::io::Result<Prepared> {
     if let Some(parent) = path.parent() {
         if !parent.exists() {
@@ -539,29 +541,15 @@ fn prepare(
         Err(e) => return Err(e),
     };
     out.set_len(info.size)?;
-    let old = local
-        .filter(|e| e.info.kind == FileKind::File && !e.info.deleted)
-        .and_then(|e| File::open(path).ok().map(|f| (f, &e.info.blocks)));
-    let mut by_hash: HashMap<[u8; 32], u64> = HashMap::new();
-    if let Some((_, blocks)) = &old {
-        for b in blocks.iter() {
-            by_hash.entry(b.hash).or_insert(b.offset);
-        }
-    }
     let mut missing: Vec<(usize, BlockInfo)> = Vec::new();
     let mut buf = Vec::new();
+    let mut open = OpenFiles::default();
     for (i, b) in info.blocks.iter().enumerate() {
         buf.resize(b.size as usize, 0);
         if resumed && read_exact_at(&out, &mut buf, b.offset) && sha(&buf) == b.hash {
             continue;
         }
-        if let (Some((f, _)), Some(&at)) = (&old, by_hash.get(&b.hash)) {
-            if read_exact_at(f, &mut buf, at) && sha(&buf) == b.hash {
-                out.write_all_at(&buf, b.offset)?;
-                continue;
-            }
-        }
-        if donors.copy(&b.hash, &mut buf) {
+        if local_blocks.copy(&b.hash, &mut buf, &mut open) {
             out.write_all_at(&buf, b.offset)?;
             continue;
         }
@@ -605,39 +593,61 @@ fn finish(
     Ok((Outcome::Done(fs::symlink_metadata(path)?.ino()), conflicted))
 }
 
-/// Blocks of local files that this pass will delete, by hash: where a
-/// renamed file's data already is.
-struct Donors {
-    blocks: HashMap<[u8; 32], (PathBuf, u64)>,
+/// This device's copies of blocks, found through the index's block map in
+/// any configured folder. Places are as last indexed, so every block read
+/// is verified against its hash before use.
+struct LocalBlocks {
+    index: crate::index::Index,
+    roots: HashMap<u32, PathBuf>,
 }
 
-impl Donors {
-    fn new(root: &Path, deletes: &[(FileInfo, Option<Entry>)]) -> Self {
-        let mut blocks = HashMap::new();
-        for (_, local) in deletes {
-            let Some(e) = local
-                .as_ref()
-                .filter(|e| e.info.kind == FileKind::File && !e.info.deleted)
-            else {
-                continue;
-            };
-            let Ok(path) = safe_path(root, e.info.name.as_str()) else {
-                continue;
-            };
-            for b in &e.info.blocks {
-                blocks.entry(b.hash).or_insert((path.clone(), b.offset));
-            }
+/// Files opened for reading blocks, by path (None: could not be opened).
+type OpenFiles = HashMap<PathBuf, Option<File>>;
+
+/// Places tried per block before asking a peer: more are only stale
+/// copies of the same data.
+const PLACES_PER_BLOCK: usize = 4;
+
+impl LocalBlocks {
+    fn new(peers: &Peers) -> Self {
+        let roots = peers
+            .config()
+            .folders
+            .iter()
+            .filter_map(|f| {
+                let n = peers.index.folder(&f.id).ok()?.number();
+                Some((n, f.path.clone()))
+            })
+            .collect();
+        Self {
+            index: peers.index.clone(),
+            roots,
         }
-        Self { blocks }
     }
 
     /// Fills `buf` (sized to the block) with the block of this hash from a
-    /// donor file, verified; false if none has it intact.
-    fn copy(&self, hash: &[u8; 32], buf: &mut [u8]) -> bool {
-        let Some((path, offset)) = self.blocks.get(hash) else {
-            return false;
-        };
-        File::open(path).is_ok_and(|f| read_exact_at(&f, buf, *offset)) && sha(buf) == *hash
+    /// local file, verified; false if no local file has it intact.
+    fn copy(&self, hash: &[u8; 32], buf: &mut [u8], open: &mut OpenFiles) -> bool {
+        let places = self
+            .index
+            .blocks_with(hash, PLACES_PER_BLOCK)
+            .unwrap_or_default();
+        for (folder, name, offset) in places {
+            let Some(root) = self.roots.get(&folder) else {
+                continue;
+            };
+            // Within the folder root only, never through a symlink.
+            let Ok(path) = safe_path(root, &name) else {
+                continue;
+            };
+            let f = open
+                .entry(path)
+                .or_insert_with_key(|p| crate::fs::open_regular(p).ok());
+            if f.as_ref().is_some_and(|f| read_exact_at(f, buf, offset)) && sha(buf) == *hash {
+                return true;
+            }
+        }
+        false
     }
 }
 

@@ -3,7 +3,6 @@
 //! internal or ignored, no directory on the way is a symlink, the file is a
 //! regular file, and the data read matches the hash asked for.
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -102,16 +101,13 @@ fn read_block(
     };
     let mut last = std::io::Error::from(std::io::ErrorKind::NotFound);
     for p in candidates {
-        let meta = match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.is_file() => m,
-            Ok(_) => continue,
+        let f = match crate::fs::open_regular(&p) {
+            Ok(f) => f,
             Err(e) => {
                 last = e;
                 continue;
             }
         };
-        let _ = meta;
-        let f = File::open(&p)?;
         let mut data = vec![0u8; size as usize];
         let mut done = 0;
         while done < data.len() {
