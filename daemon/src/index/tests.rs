@@ -7,6 +7,8 @@ use super::*;
 
 const ME: ShortId = ShortId(1);
 const PEER: ShortId = ShortId(2);
+/// The smallest file in the block map.
+const M: u64 = MAP_MIN_SIZE;
 
 fn file(name: &str, size: u64, version: &Vector) -> FileInfo {
     let mut f = FileInfo::new(Name::parse(name).expect("name"), FileKind::File);
@@ -150,6 +152,26 @@ fn a_batch_with_one_name_twice_keeps_the_last() {
     assert_eq!(f.device_meta(LOCAL).expect("meta").counts.files, 1);
 }
 
+/// Opens the index at `path` again. sled's background threads release its
+/// file lock shortly after the last handle is dropped (a new process never
+/// waits: the lock dies with the old one), so within one process the
+/// reopen is retried for a while.
+fn reopen(path: &std::path::Path) -> Index {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Index::open(path, 4 << 20) {
+            Ok(index) => return index,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    }
+}
+
 #[test]
 fn state_survives_reopening_and_folders_are_separate() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -163,10 +185,17 @@ fn state_survives_reopening_and_folders_are_separate() {
         index_id = f.device_meta(LOCAL).expect("meta").index_id;
         assert_eq!(index.folder("two").expect("two").entries(LOCAL).count(), 0);
     }
-    let index = Index::open(&path, 4 << 20).expect("reopen");
+    let index = reopen(&path);
     let f = index.folder("one").expect("folder");
     assert_eq!(f.device_meta(LOCAL).expect("meta").index_id, index_id);
     assert_eq!(f.entries(LOCAL).count(), 1);
+}
+
+/// A file of one full block (so in the block map) whose hash is all `tag`.
+fn mapped(name: &str, tag: u8, version: &Vector) -> FileInfo {
+    let mut f = file(name, M, version);
+    f.blocks[0].hash = [tag; 32];
+    f
 }
 
 #[test]
@@ -178,9 +207,9 @@ fn the_block_map_follows_local_files_in_every_folder() {
     );
     let v1 = Vector::new().updated(ME, 100);
     let places = |size: u64| index.blocks_with(&[size as u8; 32], 10).expect("lookup");
-    f.update_local(vec![entry(file("a", 10, &v1))])
+    f.update_local(vec![entry(mapped("a", 10, &v1))])
         .expect("update");
-    g.update_local(vec![entry(file("b/c", 10, &v1))])
+    g.update_local(vec![entry(mapped("b/c", 10, &v1))])
         .expect("update");
     assert_eq!(
         places(10),
@@ -189,7 +218,7 @@ fn the_block_map_follows_local_files_in_every_folder() {
 
     // A new version replaces the old blocks; a deletion removes them.
     let v2 = v1.updated(ME, 101);
-    f.update_local(vec![entry(file("a", 11, &v2))])
+    f.update_local(vec![entry(mapped("a", 11, &v2))])
         .expect("update");
     assert_eq!(places(10), vec![(g.number(), "b/c".into(), 0)]);
     assert_eq!(places(11), vec![(f.number(), "a".into(), 0)]);
@@ -199,37 +228,31 @@ fn the_block_map_follows_local_files_in_every_folder() {
     g.update_local(vec![entry(gone)]).expect("update");
     assert!(places(10).is_empty());
 
-    // Peers' files are not local copies.
-    f.update_remote(1, vec![file("r", 12, &v2)])
+    // Small files are not mapped; peers' files are not local copies.
+    f.update_local(vec![entry(file("small", 12, &v2))])
+        .expect("update");
+    assert!(places(12).is_empty());
+    f.update_remote(1, vec![mapped("r", 12, &v2)])
         .expect("remote");
     assert!(places(12).is_empty());
 }
 
 #[test]
-fn an_index_without_a_block_map_gets_one_on_open() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("index");
-    let number = {
-        let index = Index::open(&path, 4 << 20).expect("open");
-        let f = index.folder("one").expect("folder");
-        f.update_local(vec![entry(file("a", 10, &Vector::new().updated(ME, 1)))])
-            .expect("update");
-        f.flush().expect("flush");
-        f.number()
-    };
-    // Back to the version-1 layout: no block map.
-    {
-        let db = sled::open(&path).expect("sled");
-        let tree = db.open_tree("index").expect("tree");
-        for k in tree.scan_prefix([0x16u8]).keys() {
-            tree.remove(k.expect("key")).expect("remove");
-        }
-        tree.insert([0u8], &1u32.to_be_bytes()).expect("schema");
-        db.flush().expect("flush");
+fn a_block_map_is_rebuilt_from_the_local_entries() {
+    let (_d, index) = open();
+    let f = index.folder("one").expect("folder");
+    f.update_local(vec![entry(mapped("a", 10, &Vector::new().updated(ME, 1)))])
+        .expect("update");
+    // As an index written before the block map existed (schema 1) has it.
+    let mut b = Batch::default();
+    for r in index.db.scan(key::blocks(&[10; 32])) {
+        b.delete(r.expect("scan").0);
     }
-    let index = Index::open(&path, 4 << 20).expect("reopen");
+    index.db.apply(b).expect("apply");
+    assert!(index.blocks_with(&[10; 32], 10).expect("lookup").is_empty());
+    build_block_map(&index.db).expect("rebuild");
     assert_eq!(
         index.blocks_with(&[10; 32], 10).expect("lookup"),
-        vec![(number, "a".to_string(), 0)]
+        vec![(f.number(), "a".to_string(), 0)]
     );
 }

@@ -288,7 +288,7 @@ fn run_scan(
 /// name's deletion, so the puller sees the whole change at once (deleting
 /// the old name first would leave no local copy of the blocks to reuse).
 async fn settle(changes: &mut watch::Receiver<u64>) {
-    const QUIET: Duration = Duration::from_millis(100);
+    const QUIET: Duration = Duration::from_millis(50);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
     changes.borrow_and_update();
     while tokio::time::Instant::now() < deadline {

@@ -1,5 +1,6 @@
 //! Per-folder actors: each folder has one runner that owns its state and
-//! serialises the work on it (scans now; pulling joins in the sync issue).
+//! serialises the work on it (scans and pull passes).
 
 pub mod folder;
 pub mod puller;
+mod temp_file;

@@ -13,7 +13,7 @@
 //! says we have: a local change always wins or becomes a conflict copy.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -31,9 +31,16 @@ use crate::index::{Entry, FolderIndex, Global, LOCAL};
 use crate::peer::serve::safe_path;
 use crate::peer::{Peers, SessionHandle};
 
+use super::temp_file::{Run, TempFile};
+
 /// Blocks requested and not yet written, per pull pass (so per peer when
 /// there is one): 4 MiB of 128 KiB blocks fills a LAN connection.
 const IN_FLIGHT: usize = 32;
+/// Bytes of consecutive local blocks written at once.
+const RUN_BYTES: usize = 4 << 20;
+/// Files at least this large are filled from local copies by several
+/// threads (one per this many bytes, up to one per core).
+const PARALLEL_FILL_BYTES: u64 = 32 << 20;
 /// Files pulled at once.
 const FILES_IN_FLIGHT: usize = 16;
 /// Pulled files recorded in the index together.
@@ -229,7 +236,7 @@ type ToPull = (Global, FileInfo, Option<Entry>);
 
 /// The temp file with what we had filled in, and the blocks still missing;
 /// or why the file cannot be pulled now.
-type Prepared = Result<(File, Vec<(usize, BlockInfo)>), Outcome>;
+type Prepared = Result<(TempFile, Vec<(usize, BlockInfo)>), Outcome>;
 
 /// What pulling one file did.
 struct FileResult {
@@ -451,6 +458,13 @@ async fn file_inner(
             return Ok(Outcome::Later("no connected device has it".into()));
         }
         let mut tasks = JoinSet::new();
+        let mut run = Run::new(
+            missing
+                .iter()
+                .map(|(_, b)| b.size as usize)
+                .max()
+                .unwrap_or(0),
+        );
         let mut next = 0;
         let mut failed = None;
         while next < missing.len() || !tasks.is_empty() {
@@ -479,9 +493,12 @@ async fn file_inner(
             }
             // One writer per file: concurrent writes to one file only
             // contend for its inode lock (measured as kernel spinning).
+            // A direct write of one block is short enough to do inline.
             match tasks.join_next().await {
                 Some(Ok(Ok((offset, data, permit)))) => {
-                    out.write_all_at(&data, offset)?;
+                    run.next_mut(data.len()).copy_from_slice(&data);
+                    run.filled(data.len());
+                    out.write_run(&mut run, offset)?;
                     *fetched_here += data.len() as u64;
                     drop(permit);
                 }
@@ -496,8 +513,6 @@ async fn file_inner(
         }
     }
 
-    // The rest is blocking disk work (fsyncs above all): off the async
-    // threads, so other files' transfers go on meanwhile.
     let (info, local) = (info.clone(), local.cloned());
     let (done, conflicted) =
         tokio::task::spawn_blocking(move || finish(out, &tmp, &path, &info, local.as_ref()))
@@ -528,46 +543,92 @@ fn prepare(
     }
     // A temp file that already exists may hold verified blocks of an
     // interrupted pull; a new one holds nothing worth reading.
-    let (out, resumed) = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(tmp)
-    {
-        Ok(f) => (f, false),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            (OpenOptions::new().read(true).write(true).open(tmp)?, true)
+    let (out, resumed) = TempFile::open(tmp)?;
+    out.file().set_len(info.size)?;
+    // Large files are filled in by several threads at once, each taking a
+    // contiguous part (reading and hashing are the cost; each part still
+    // reads sequentially).
+    let blocks: Vec<(usize, BlockInfo)> = info.blocks.iter().copied().enumerate().collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min((info.size / PARALLEL_FILL_BYTES).max(1) as usize);
+    let part = blocks.len().div_ceil(threads).max(1);
+    let missing = std::thread::scope(|scope| {
+        let (first, rest) = blocks.split_at(part.min(blocks.len()));
+        let others: Vec<_> = rest
+            .chunks(part)
+            .map(|c| scope.spawn(|| fill(&out, c, resumed, local_blocks)))
+            .collect();
+        let mut missing = fill(&out, first, resumed, local_blocks)?;
+        for h in others {
+            missing.extend(
+                h.join()
+                    .map_err(|_| std::io::Error::other("fill thread panicked"))??,
+            );
         }
-        Err(e) => return Err(e),
-    };
-    out.set_len(info.size)?;
-    let mut missing: Vec<(usize, BlockInfo)> = Vec::new();
+        Ok::<_, std::io::Error>(missing)
+    })?;
+    Ok(Ok((out, missing)))
+}
+
+/// Fills in `blocks` (consecutive) of the temp file from what we have:
+/// the temp file itself when resuming, else any local copy. Returns the
+/// blocks still missing.
+fn fill(
+    out: &TempFile,
+    blocks: &[(usize, BlockInfo)],
+    resumed: bool,
+    local_blocks: &LocalBlocks,
+) -> std::io::Result<Vec<(usize, BlockInfo)>> {
+    let mut missing = Vec::new();
     let mut buf = Vec::new();
     let mut open = OpenFiles::default();
-    for (i, b) in info.blocks.iter().enumerate() {
-        buf.resize(b.size as usize, 0);
-        if resumed && read_exact_at(&out, &mut buf, b.offset) && sha(&buf) == b.hash {
+    // Local copies are gathered in runs of consecutive blocks and written
+    // a run at a time.
+    let largest = blocks
+        .iter()
+        .map(|(_, b)| b.size as usize)
+        .max()
+        .unwrap_or(0);
+    let total: u64 = blocks.iter().map(|(_, b)| u64::from(b.size)).sum();
+    let mut run = Run::new((total as usize).min(RUN_BYTES).max(largest));
+    let mut run_at = 0;
+    for &(i, b) in blocks {
+        let size = b.size as usize;
+        if run.len > 0 && (run_at + run.len as u64 != b.offset || run.len + size > run.capacity()) {
+            out.write_run(&mut run, run_at)?;
+        }
+        if run.len == 0 {
+            run_at = b.offset;
+        }
+        if resumed {
+            buf.resize(size, 0);
+            if read_exact_at(out.file(), &mut buf, b.offset) && sha(&buf) == b.hash {
+                out.write_run(&mut run, run_at)?;
+                continue;
+            }
+        }
+        if local_blocks.copy(&b.hash, run.next_mut(size), &mut open) {
+            run.filled(size);
             continue;
         }
-        if local_blocks.copy(&b.hash, &mut buf, &mut open) {
-            out.write_all_at(&buf, b.offset)?;
-            continue;
-        }
-        missing.push((i, *b));
+        out.write_run(&mut run, run_at)?;
+        missing.push((i, b));
     }
-    Ok(Ok((out, missing)))
+    out.write_run(&mut run, run_at)?;
+    Ok(missing)
 }
 
 /// Makes the temp file durable and puts it in place. Returns the outcome
 /// and whether a conflict copy was made (the copy needs a scan).
 fn finish(
-    out: File,
+    out: TempFile,
     tmp: &Path,
     path: &Path,
     info: &FileInfo,
     local: Option<&Entry>,
 ) -> std::io::Result<(Outcome, bool)> {
-    out.sync_all()?;
+    let out = out.finish(info.size)?;
     if !info.no_permissions {
         out.set_permissions(fs::Permissions::from_mode(info.permissions & 0o777))?;
     }

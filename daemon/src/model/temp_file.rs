@@ -1,0 +1,187 @@
+//! The temp file a pulled file is assembled in (`.syncthing.<name>.tmp`).
+//!
+//! Blocks are written with `O_DIRECT` where the file system allows it
+//! (runs of consecutive local copies together, peers' blocks one at a
+//! time): the data goes from our buffer to the disk without first being
+//! copied into freshly allocated page-cache pages. On this project's VMs
+//! that copy was the largest cost of assembling a file (the hypervisor backs
+//! each new page on first touch): measured on the 1 GiB benchmark, 600 MB/s
+//! and 1.3 s of destination CPU instead of 320–480 MB/s and 1.7–3.6 s; the
+//! final fsync then has little left to write. Written files are also not
+//! left filling the page cache.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+/// Alignment of offsets, lengths and memory for direct I/O: the page size,
+/// which covers every common device's logical block size.
+const ALIGN: usize = 4096;
+
+/// A temp file being filled in.
+pub struct TempFile {
+    /// Buffered handle: reads, metadata, fsync, and writes where direct
+    /// I/O is not available.
+    file: File,
+    /// Direct handle, if this file system has direct I/O.
+    direct: Option<File>,
+    /// Cleared when the device refuses our alignment.
+    direct_ok: AtomicBool,
+}
+
+impl TempFile {
+    /// Opens `path`, creating it if needed. Returns whether it already
+    /// existed: then it may hold verified blocks of an interrupted pull.
+    pub fn open(path: &Path) -> io::Result<(Self, bool)> {
+        let (file, resumed) = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(f) => (f, false),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                (OpenOptions::new().read(true).write(true).open(path)?, true)
+            }
+            Err(e) => return Err(e),
+        };
+        // Not every file system has direct I/O (tmpfs, some FUSE): the
+        // buffered handle does everything there.
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok();
+        Ok((
+            Self {
+                file,
+                direct,
+                direct_ok: AtomicBool::new(true),
+            },
+            resumed,
+        ))
+    }
+
+    /// The buffered handle, for reads and metadata.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Writes the filled part of `run` (data for `offset..`), directly when
+    /// possible. A run that ends past the file's size is cut back by
+    /// [`TempFile::finish`].
+    pub fn write_run(&self, run: &mut Run, offset: u64) -> io::Result<()> {
+        let len = run.len;
+        if len == 0 {
+            return Ok(());
+        }
+        run.len = 0;
+        if let Some(d) = self
+            .direct
+            .as_ref()
+            .filter(|_| self.direct_ok.load(Relaxed))
+        {
+            if offset % ALIGN as u64 == 0 {
+                let padded = len.div_ceil(ALIGN) * ALIGN;
+                let buf = run.slice_mut(padded);
+                buf[len..].fill(0);
+                match d.write_all_at(buf, offset) {
+                    Ok(()) => return Ok(()),
+                    // The device wants a larger alignment: stop trying.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        self.direct_ok.store(false, Relaxed)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.file.write_all_at(run.slice_mut(len), offset)
+    }
+
+    /// Gives the file its final size (direct writes may have padded the
+    /// last block) and makes it durable.
+    pub fn finish(self, size: u64) -> io::Result<File> {
+        drop(self.direct);
+        if self.file.metadata()?.len() != size {
+            self.file.set_len(size)?;
+        }
+        self.file.sync_all()?;
+        Ok(self.file)
+    }
+}
+
+/// A buffer for consecutive blocks, aligned for direct I/O. The memory is
+/// a `Vec` with slack; the aligned window starts inside it.
+pub struct Run {
+    mem: Vec<u8>,
+    start: usize,
+    /// Bytes filled, from the start of the window.
+    pub len: usize,
+}
+
+impl Run {
+    /// A run of up to `capacity` bytes (rounded up to the alignment).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.div_ceil(ALIGN) * ALIGN;
+        let mem = vec![0u8; capacity + ALIGN];
+        let start = mem.as_ptr().align_offset(ALIGN).min(ALIGN);
+        Self { mem, start, len: 0 }
+    }
+
+    /// How many bytes the run holds at most.
+    pub fn capacity(&self) -> usize {
+        self.mem.len() - ALIGN
+    }
+
+    /// The window's first `n` bytes.
+    pub fn slice_mut(&mut self, n: usize) -> &mut [u8] {
+        &mut self.mem[self.start..self.start + n]
+    }
+
+    /// Room for `n` more bytes after what is filled; call [`Run::filled`]
+    /// once they hold data.
+    pub fn next_mut(&mut self, n: usize) -> &mut [u8] {
+        let at = self.start + self.len;
+        &mut self.mem[at..at + n]
+    }
+
+    /// Marks `n` more bytes as filled.
+    pub fn filled(&mut self, n: usize) {
+        self.len += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_land_at_their_offsets_and_the_size_is_exact() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("t.tmp");
+        let (t, resumed) = TempFile::open(&path).expect("open");
+        assert!(!resumed);
+        let size = 3 * ALIGN as u64 + 100;
+        t.file().set_len(size).expect("len");
+        let mut run = Run::new(2 * ALIGN);
+        run.next_mut(ALIGN).fill(b'a');
+        run.filled(ALIGN);
+        t.write_run(&mut run, 0).expect("run");
+        run.next_mut(ALIGN).fill(b'b');
+        run.filled(ALIGN);
+        t.write_run(&mut run, ALIGN as u64).expect("block");
+        run.next_mut(ALIGN + 100).fill(b'c');
+        run.filled(ALIGN + 100);
+        t.write_run(&mut run, 2 * ALIGN as u64)
+            .expect("last run, padded");
+        t.finish(size).expect("finish");
+        let data = std::fs::read(&path).expect("read");
+        assert_eq!(data.len() as u64, size);
+        assert!(data[..ALIGN].iter().all(|&b| b == b'a'));
+        assert!(data[ALIGN..2 * ALIGN].iter().all(|&b| b == b'b'));
+        assert!(data[2 * ALIGN..].iter().all(|&b| b == b'c'));
+        assert!(TempFile::open(&path).expect("reopen").1, "resumed");
+    }
+}
