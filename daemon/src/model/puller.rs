@@ -31,11 +31,16 @@ use crate::index::{Entry, FolderIndex, Global, LOCAL};
 use crate::peer::serve::safe_path;
 use crate::peer::{Peers, SessionHandle};
 
-use super::temp_file::{Run, TempFile};
+use super::temp_file::{Donor, Run, TempFile};
 
-/// Blocks requested and not yet written, per pull pass (so per peer when
-/// there is one): 4 MiB of 128 KiB blocks fills a LAN connection.
-const IN_FLIGHT: usize = 32;
+/// Bytes requested and not yet written, per pull pass (so per peer when
+/// there is one), in KiB: 4 MiB (32 blocks of 128 KiB) fills a LAN
+/// connection. A block larger than this is requested alone.
+const IN_FLIGHT_KIB: u32 = 4 << 10;
+/// Requests one file keeps open at most (each also waits for budget).
+const REQUESTS_PER_FILE: usize = 32;
+/// Largest block from a peer written with direct I/O.
+const DIRECT_BLOCK_MAX: usize = 1 << 20;
 /// Bytes of consecutive local blocks written at once.
 const RUN_BYTES: usize = 4 << 20;
 /// Files at least this large are filled from local copies by several
@@ -111,7 +116,7 @@ pub async fn pull(
         cfg,
         peers,
         local: LocalBlocks::new(peers),
-        budget: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+        budget: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_KIB as usize)),
         fetched,
     };
     let mut landed = Landed::default();
@@ -406,7 +411,7 @@ struct Pass<'a> {
     cfg: &'a FolderConfig,
     peers: &'a Arc<Peers>,
     local: LocalBlocks,
-    /// Blocks requested and not yet written, over all files of the pass:
+    /// KiB requested and not yet written, over all files of the pass:
     /// bounds the memory and the load a pull puts on peers.
     budget: Arc<tokio::sync::Semaphore>,
     fetched: &'a Arc<AtomicU64>,
@@ -458,24 +463,26 @@ async fn file_inner(
             return Ok(Outcome::Later("no connected device has it".into()));
         }
         let mut tasks = JoinSet::new();
-        let mut run = Run::new(
-            missing
-                .iter()
-                .map(|(_, b)| b.size as usize)
-                .max()
-                .unwrap_or(0),
-        );
+        // Blocks are copied into an aligned buffer for direct writes; larger
+        // ones (files over 2 GiB) go through the page cache, so the buffer a
+        // file in flight holds stays small.
+        let largest = missing.iter().map(|(_, b)| b.size as usize).max();
+        let mut run = Run::new(largest.unwrap_or(0).min(DIRECT_BLOCK_MAX));
         let mut next = 0;
         let mut failed = None;
         while next < missing.len() || !tasks.is_empty() {
-            while next < missing.len() && tasks.len() < IN_FLIGHT {
+            while next < missing.len() && tasks.len() < REQUESTS_PER_FILE {
                 let (i, b) = missing[next];
                 let s = sources[next % sources.len()].clone();
                 let (folder, name) = (cfg.id.clone(), info.name.clone());
                 let budget = Arc::clone(budget);
                 let fetched = Arc::clone(fetched);
                 tasks.spawn(async move {
-                    let permit = budget.acquire_owned().await.map_err(|e| e.to_string())?;
+                    let kib = b.size.div_ceil(1024).min(IN_FLIGHT_KIB);
+                    let permit = budget
+                        .acquire_many_owned(kib)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     let data = s
                         .request(&folder, &name, b.offset, b.size, b.hash, i as i32)
                         .await;
@@ -496,9 +503,7 @@ async fn file_inner(
             // A direct write of one block is short enough to do inline.
             match tasks.join_next().await {
                 Some(Ok(Ok((offset, data, permit)))) => {
-                    run.next_mut(data.len()).copy_from_slice(&data);
-                    run.filled(data.len());
-                    out.write_run(&mut run, offset)?;
+                    out.write_block(&data, offset, &mut run)?;
                     *fetched_here += data.len() as u64;
                     drop(permit);
                 }
@@ -513,6 +518,8 @@ async fn file_inner(
         }
     }
 
+    // The rest is blocking disk work (fsyncs above all): off the async
+    // threads, so other files' transfers go on meanwhile.
     let (info, local) = (info.clone(), local.cloned());
     let (done, conflicted) =
         tokio::task::spawn_blocking(move || finish(out, &tmp, &path, &info, local.as_ref()))
@@ -608,7 +615,7 @@ fn fill(
                 continue;
             }
         }
-        if local_blocks.copy(&b.hash, run.next_mut(size), &mut open) {
+        if local_blocks.copy(&b.hash, run.next_padded_mut(size), size, &mut open) {
             run.filled(size);
             continue;
         }
@@ -663,7 +670,7 @@ struct LocalBlocks {
 }
 
 /// Files opened for reading blocks, by path (None: could not be opened).
-type OpenFiles = HashMap<PathBuf, Option<File>>;
+type OpenFiles = HashMap<PathBuf, Option<Donor>>;
 
 /// Places tried per block before asking a peer: more are only stale
 /// copies of the same data.
@@ -686,9 +693,10 @@ impl LocalBlocks {
         }
     }
 
-    /// Fills `buf` (sized to the block) with the block of this hash from a
-    /// local file, verified; false if no local file has it intact.
-    fn copy(&self, hash: &[u8; 32], buf: &mut [u8], open: &mut OpenFiles) -> bool {
+    /// Fills `buf[..size]` with the block of this hash from a local file,
+    /// verified; false if no local file has it intact. `buf` may be longer
+    /// (see [`Donor::read_at`]).
+    fn copy(&self, hash: &[u8; 32], buf: &mut [u8], size: usize, open: &mut OpenFiles) -> bool {
         let places = self
             .index
             .blocks_with(hash, PLACES_PER_BLOCK)
@@ -701,10 +709,10 @@ impl LocalBlocks {
             let Ok(path) = safe_path(root, &name) else {
                 continue;
             };
-            let f = open
-                .entry(path)
-                .or_insert_with_key(|p| crate::fs::open_regular(p).ok());
-            if f.as_ref().is_some_and(|f| read_exact_at(f, buf, offset)) && sha(buf) == *hash {
+            let f = open.entry(path).or_insert_with_key(|p| Donor::open(p).ok());
+            if f.as_ref().is_some_and(|f| f.read_at(buf, size, offset))
+                && sha(&buf[..size]) == *hash
+            {
                 return true;
             }
         }
