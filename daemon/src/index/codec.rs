@@ -199,6 +199,14 @@ impl Entry {
         out
     }
 
+    /// Decodes only an entry's flags (they lead the record), without its
+    /// block list.
+    pub fn decode_flags(b: &[u8]) -> Result<u32, DbError> {
+        let mut r = Reader(b);
+        r.u64()?;
+        r.u32()
+    }
+
     /// Decodes an entry.
     pub fn decode(b: &[u8]) -> Result<Self, DbError> {
         let mut r = Reader(b);

@@ -139,6 +139,15 @@ impl Db {
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
     }
 
+    /// `f` of the value at `key`, read in place (no copy).
+    pub fn get_with<T>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<Option<T>, DbError> {
+        Ok(self.tree.get(key)?.map(|v| f(&v)))
+    }
+
     /// All pairs whose key starts with `prefix`, in key order.
     pub fn scan(
         &self,

@@ -237,6 +237,14 @@ impl FolderIndex {
             .transpose()
     }
 
+    /// The flags of a device's entry for `name`, without decoding the rest
+    /// (the block server asks on every request).
+    pub fn flags(&self, device: u32, name: &str) -> Result<Option<u32>, DbError> {
+        self.db
+            .get_with(&key::file(self.number, device, name), Entry::decode_flags)?
+            .transpose()
+    }
+
     /// Every entry of a device, in name order.
     pub fn entries(&self, device: u32) -> impl Iterator<Item = Result<Entry, DbError>> + use<> {
         self.db

@@ -256,3 +256,19 @@ fn a_block_map_is_rebuilt_from_the_local_entries() {
         vec![(f.number(), "a".to_string(), 0)]
     );
 }
+
+#[test]
+fn flags_are_read_without_the_rest_of_the_entry() {
+    let (_d, index) = open();
+    let f = index.folder("one").expect("folder");
+    let mut ignored = entry(mapped("big", 1, &Vector::new().updated(ME, 1)));
+    ignored.flags = FLAG_IGNORED;
+    f.update_local(vec![
+        ignored,
+        entry(file("plain", 3, &Vector::new().updated(ME, 2))),
+    ])
+    .expect("update");
+    assert_eq!(f.flags(LOCAL, "big").expect("flags"), Some(FLAG_IGNORED));
+    assert_eq!(f.flags(LOCAL, "plain").expect("flags"), Some(0));
+    assert_eq!(f.flags(LOCAL, "absent").expect("flags"), None);
+}

@@ -34,8 +34,8 @@ pub async fn serve(peers: &Peers, device: &DeviceId, req: Request) -> Response {
         return fail(ErrorCode::InvalidFile);
     }
     if let Ok(fi) = peers.index.folder(&folder.id) {
-        if let Ok(Some(e)) = fi.get(LOCAL, name) {
-            if e.flags & FLAG_IGNORED != 0 {
+        if let Ok(Some(flags)) = fi.flags(LOCAL, name) {
+            if flags & FLAG_IGNORED != 0 {
                 return fail(ErrorCode::InvalidFile);
             }
         }
