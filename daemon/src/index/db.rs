@@ -360,39 +360,57 @@ pub mod key {
     }
 }
 
+/// `open` retried while sled's threads still hold the lock of a handle just
+/// dropped in this process (a new process never waits: the lock dies with
+/// the old one).
+#[cfg(test)]
+pub(crate) fn retry_while_locked<T>(
+    mut open: impl FnMut() -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_different_schema_is_refused() {
+    /// A database directory whose recorded schema is `version`.
+    fn written_with_schema(version: u32) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("index");
-        {
-            let db = sled::open(&path).expect("sled");
-            db.open_tree("index")
-                .expect("tree")
-                .insert([0u8], &99u32.to_be_bytes())
-                .expect("insert");
-            db.flush().expect("flush");
-        }
-        let err = Db::open(&path, 1 << 20).err().expect("refused");
+        let db = sled::open(&path).expect("sled");
+        db.open_tree("index")
+            .expect("tree")
+            .insert([SCHEMA], &version.to_be_bytes())
+            .expect("insert");
+        db.flush().expect("flush");
+        (dir, path)
+    }
+
+    #[test]
+    fn a_different_schema_is_refused() {
+        let (_dir, path) = written_with_schema(99);
+        let err = retry_while_locked(|| Db::open(&path, 1 << 20))
+            .err()
+            .expect("refused");
         assert!(err.to_string().contains("schema 99"), "{err}");
     }
 
     #[test]
     fn an_older_schema_opens_for_migration() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("index");
-        {
-            let db = sled::open(&path).expect("sled");
-            db.open_tree("index")
-                .expect("tree")
-                .insert([0u8], &1u32.to_be_bytes())
-                .expect("insert");
-            db.flush().expect("flush");
-        }
-        let mut db = Db::open(&path, 1 << 20).expect("opens");
+        let (_dir, path) = written_with_schema(1);
+        let mut db = retry_while_locked(|| Db::open(&path, 1 << 20)).expect("opens");
         assert_eq!(db.schema(), 1);
         db.set_schema_current().expect("set");
         assert_eq!(db.schema(), SCHEMA_VERSION);

@@ -152,26 +152,6 @@ fn a_batch_with_one_name_twice_keeps_the_last() {
     assert_eq!(f.device_meta(LOCAL).expect("meta").counts.files, 1);
 }
 
-/// Opens the index at `path` again. sled's background threads release its
-/// file lock shortly after the last handle is dropped (a new process never
-/// waits: the lock dies with the old one), so within one process the
-/// reopen is retried for a while.
-fn reopen(path: &std::path::Path) -> Index {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match Index::open(path, 4 << 20) {
-            Ok(index) => return index,
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("reopen: {e}"),
-        }
-    }
-}
-
 #[test]
 fn state_survives_reopening_and_folders_are_separate() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -185,7 +165,7 @@ fn state_survives_reopening_and_folders_are_separate() {
         index_id = f.device_meta(LOCAL).expect("meta").index_id;
         assert_eq!(index.folder("two").expect("two").entries(LOCAL).count(), 0);
     }
-    let index = reopen(&path);
+    let index = db::retry_while_locked(|| Index::open(&path, 4 << 20)).expect("reopen");
     let f = index.folder("one").expect("folder");
     assert_eq!(f.device_meta(LOCAL).expect("meta").index_id, index_id);
     assert_eq!(f.entries(LOCAL).count(), 1);

@@ -2,5 +2,6 @@
 //! serialises the work on it (scans and pull passes).
 
 pub mod folder;
+mod local_blocks;
 pub mod puller;
 mod temp_file;

@@ -12,7 +12,7 @@
 //! Nothing is replaced or deleted unless it still matches what the index
 //! says we have: a local change always wins or becomes a conflict copy.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -31,7 +31,8 @@ use crate::index::{Entry, FolderIndex, Global, LOCAL};
 use crate::peer::serve::safe_path;
 use crate::peer::{Peers, SessionHandle};
 
-use super::temp_file::{Donor, Run, TempFile};
+use super::local_blocks::{LocalBlocks, OpenFiles};
+use super::temp_file::{Run, TempFile};
 
 /// Bytes requested and not yet written, per pull pass (so per peer when
 /// there is one), in KiB: 4 MiB (32 blocks of 128 KiB) fills a LAN
@@ -659,65 +660,6 @@ fn finish(
     // records any of them (see `Landed`).
     fs::rename(tmp, path)?;
     Ok((Outcome::Done(fs::symlink_metadata(path)?.ino()), conflicted))
-}
-
-/// This device's copies of blocks, found through the index's block map in
-/// any configured folder. Places are as last indexed, so every block read
-/// is verified against its hash before use.
-struct LocalBlocks {
-    index: crate::index::Index,
-    roots: HashMap<u32, PathBuf>,
-}
-
-/// Files opened for reading blocks, by path (None: could not be opened).
-type OpenFiles = HashMap<PathBuf, Option<Donor>>;
-
-/// Places tried per block before asking a peer: more are only stale
-/// copies of the same data.
-const PLACES_PER_BLOCK: usize = 4;
-
-impl LocalBlocks {
-    fn new(peers: &Peers) -> Self {
-        let roots = peers
-            .config()
-            .folders
-            .iter()
-            .filter_map(|f| {
-                let n = peers.index.folder(&f.id).ok()?.number();
-                Some((n, f.path.clone()))
-            })
-            .collect();
-        Self {
-            index: peers.index.clone(),
-            roots,
-        }
-    }
-
-    /// Fills `buf[..size]` with the block of this hash from a local file,
-    /// verified; false if no local file has it intact. `buf` may be longer
-    /// (see [`Donor::read_at`]).
-    fn copy(&self, hash: &[u8; 32], buf: &mut [u8], size: usize, open: &mut OpenFiles) -> bool {
-        let places = self
-            .index
-            .blocks_with(hash, PLACES_PER_BLOCK)
-            .unwrap_or_default();
-        for (folder, name, offset) in places {
-            let Some(root) = self.roots.get(&folder) else {
-                continue;
-            };
-            // Within the folder root only, never through a symlink.
-            let Ok(path) = safe_path(root, &name) else {
-                continue;
-            };
-            let f = open.entry(path).or_insert_with_key(|p| Donor::open(p).ok());
-            if f.as_ref().is_some_and(|f| f.read_at(buf, size, offset))
-                && sha(&buf[..size]) == *hash
-            {
-                return true;
-            }
-        }
-        false
-    }
 }
 
 /// Connected sessions of the devices that have the global version.

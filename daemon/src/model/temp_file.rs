@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 /// Alignment of offsets, lengths and memory for direct I/O: the page size,
 /// which covers every common device's logical block size.
-const ALIGN: usize = 4096;
+pub(super) const ALIGN: usize = 4096;
 
 /// A temp file being filled in.
 pub struct TempFile {
@@ -124,66 +124,6 @@ impl TempFile {
     }
 }
 
-/// A local file blocks are copied from. Reads come from the page cache
-/// when the data is there (`RWF_NOWAIT`), else straight from the disk
-/// into our buffer (`O_DIRECT`): a cold read would otherwise allocate a
-/// page-cache page for every 4 KiB read, the cost [`TempFile`] avoids.
-pub struct Donor {
-    file: File,
-    direct: Option<File>,
-}
-
-impl Donor {
-    /// Opens a regular file for reading (never through a final symlink).
-    pub fn open(path: &Path) -> io::Result<Self> {
-        let file = crate::fs::open_regular(path)?;
-        let direct = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-            .ok();
-        Ok(Self { file, direct })
-    }
-
-    /// Fills `buf[..size]` from `offset`. `buf` may extend past `size` to
-    /// the alignment (room a direct read needs). False if the file has
-    /// fewer bytes there or cannot be read.
-    pub fn read_at(&self, buf: &mut [u8], size: usize, offset: u64) -> bool {
-        let cached = rustix::io::preadv2(
-            &self.file,
-            &mut [io::IoSliceMut::new(&mut buf[..size])],
-            offset,
-            rustix::io::ReadWriteFlags::NOWAIT,
-        );
-        if cached == Ok(size) {
-            return true;
-        }
-        let padded = size.div_ceil(ALIGN) * ALIGN;
-        if let Some(d) = &self.direct {
-            let aligned = buf.as_ptr().align_offset(ALIGN) == 0 && offset % ALIGN as u64 == 0;
-            if aligned && buf.len() >= padded {
-                // Short at the end of the file: fine if `size` bytes came.
-                if let Ok(n) = read_full(d, &mut buf[..padded], offset) {
-                    return n >= size;
-                }
-            }
-        }
-        self.file.read_exact_at(&mut buf[..size], offset).is_ok()
-    }
-}
-
-/// Reads until `buf` is full or the file ends; the count read.
-fn read_full(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], offset + done as u64)? {
-            0 => break,
-            n => done += n,
-        }
-    }
-    Ok(done)
-}
-
 /// A buffer for consecutive blocks, aligned for direct I/O. The memory is
 /// a `Vec` with slack; the aligned window starts inside it.
 pub struct Run {
@@ -220,7 +160,7 @@ impl Run {
     }
 
     /// Room for `n` more bytes, extended to the alignment when the buffer
-    /// has room (as [`Donor::read_at`] wants).
+    /// has room (as a direct read wants).
     pub fn next_padded_mut(&mut self, n: usize) -> &mut [u8] {
         let at = self.start + self.len;
         let end = (at + n.div_ceil(ALIGN) * ALIGN).min(self.mem.len());
@@ -270,35 +210,6 @@ mod tests {
         assert!(data[ALIGN..2 * ALIGN].iter().all(|&b| b == b'b'));
         assert!(data[2 * ALIGN..].iter().all(|&b| b == b'c'));
         assert!(TempFile::open(&path).expect("reopen").1, "resumed");
-    }
-
-    #[test]
-    fn donors_read_cached_and_uncached_data_and_short_last_blocks() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("donor");
-        let data: Vec<u8> = (0..2 * ALIGN + 100).map(|i| (i * 7) as u8).collect();
-        std::fs::write(&path, &data).expect("write");
-        let f = File::open(&path).expect("open");
-        f.sync_all().expect("sync");
-        for evict in [false, true] {
-            if evict {
-                // Out of the page cache: the direct path reads it.
-                rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
-            }
-            let donor = Donor::open(&path).expect("donor");
-            let mut run = Run::new(3 * ALIGN);
-            let first = run.next_padded_mut(ALIGN);
-            assert!(donor.read_at(first, ALIGN, ALIGN as u64), "evict={evict}");
-            assert_eq!(&first[..ALIGN], &data[ALIGN..2 * ALIGN]);
-            run.filled(ALIGN);
-            let last = run.next_padded_mut(100);
-            assert_eq!(last.len(), ALIGN, "padded for a direct read");
-            assert!(donor.read_at(last, 100, 2 * ALIGN as u64), "evict={evict}");
-            assert_eq!(&last[..100], &data[2 * ALIGN..]);
-            // Past the end: no block there.
-            let mut past = Run::new(ALIGN);
-            assert!(!donor.read_at(past.next_padded_mut(ALIGN), ALIGN, 3 * ALIGN as u64));
-        }
     }
 
     #[test]
