@@ -1,7 +1,7 @@
 //! Conversions between the prost wire types and the domain types: the one
 //! place where received data is checked ("parse, don't validate").
 
-use crate::block_size::{MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
+use crate::block_size::{is_valid_block_size, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 use crate::message::*;
 use crate::version::Counter;
 use crate::{wire, DeviceId, Name, ShortId, Vector};
@@ -210,11 +210,16 @@ impl TryFrom<wire::FileInfo> for FileInfo {
             Err(_) => return Err(bad(format!("unknown type {}", w.r#type))),
         };
         let size = u64::try_from(w.size).map_err(|_| bad(format!("negative size {}", w.size)))?;
+        // Deleted entries, directories and symlinks carry whatever block
+        // size their sender had; only a file's blocks are cut by it.
         let block_size = match w.block_size {
             0 => MIN_BLOCK_SIZE,
             b if b > 0 && b as u32 <= MAX_BLOCK_SIZE => b as u32,
             b => return Err(bad(format!("block size {b} out of range"))),
         };
+        if !w.blocks.is_empty() && !is_valid_block_size(block_size) {
+            return Err(bad(format!("block size {block_size} is not a valid one")));
+        }
         if !(0..1_000_000_000).contains(&w.modified_ns) {
             return Err(bad(format!("modified_ns {} out of range", w.modified_ns)));
         }
@@ -226,13 +231,23 @@ impl TryFrom<wire::FileInfo> for FileInfo {
         if kind == FileKind::File && !w.deleted && !w.invalid && w.blocks.is_empty() {
             return Err(bad("file with empty block list".into()));
         }
-        let mut blocks = Vec::with_capacity(w.blocks.len());
+        // BEP's rule: every block but the last is exactly the block size
+        // (the last is at most that). It bounds the block list by the file
+        // size, and keeps every block but the last aligned for direct I/O.
+        let count = w.blocks.len();
+        let mut blocks = Vec::with_capacity(count);
         let mut next_offset = 0u64;
         for (i, b) in w.blocks.into_iter().enumerate() {
+            let last = i + 1 == count;
             let bsize = u32::try_from(b.size)
                 .ok()
-                .filter(|&s| s <= block_size)
-                .ok_or_else(|| bad(format!("block {i} has size {}", b.size)))?;
+                .filter(|&s| s == block_size || (last && s < block_size))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "block {i} of {count} has size {}, block size {block_size}",
+                        b.size
+                    ))
+                })?;
             if b.offset < 0 || b.offset as u64 != next_offset {
                 return Err(bad(format!(
                     "block {i} at offset {}, expected {next_offset}",

@@ -375,6 +375,10 @@ fn file_entries_are_checked() {
         hash: vec![1; 32],
         weak_hash: 0,
     };
+    let big_block = wire::BlockInfo {
+        size: 128 * 1024,
+        ..good_block.clone()
+    };
     let cases: Vec<(&str, wire::FileInfo)> = vec![
         (
             "file with empty block list",
@@ -424,11 +428,48 @@ fn file_entries_are_checked() {
             },
         ),
         (
-            "expected 10",
+            // A short block before the last: refused (BEP's rule), so a
+            // block list is bounded by the file size and stays aligned.
+            "block 0 of 2 has size 10",
             wire::FileInfo {
                 name: "a".into(),
                 size: 20,
                 blocks: vec![good_block.clone(), good_block.clone()],
+                ..Default::default()
+            },
+        ),
+        (
+            "expected 131072",
+            wire::FileInfo {
+                name: "a".into(),
+                size: 2 * 128 * 1024,
+                blocks: vec![big_block.clone(), big_block.clone()],
+                ..Default::default()
+            },
+        ),
+        (
+            "block 1 of 2 has size 262144",
+            wire::FileInfo {
+                name: "a".into(),
+                size: 128 * 1024 + 256 * 1024,
+                blocks: vec![
+                    big_block.clone(),
+                    wire::BlockInfo {
+                        offset: 128 * 1024,
+                        size: 256 * 1024,
+                        ..big_block.clone()
+                    },
+                ],
+                ..Default::default()
+            },
+        ),
+        (
+            "not a valid one",
+            wire::FileInfo {
+                name: "a".into(),
+                size: 10,
+                block_size: 200_000,
+                blocks: vec![good_block.clone()],
                 ..Default::default()
             },
         ),
@@ -472,6 +513,29 @@ fn file_entries_are_checked() {
         ..Default::default()
     };
     assert!(FileInfo::try_from(fi).is_ok());
+    // Full blocks, a short last one, and an empty file's one empty block.
+    for (size, sizes) in [(300_000, vec![131_072, 131_072, 37_856]), (0, vec![0])] {
+        let mut offset = 0;
+        let blocks = sizes
+            .iter()
+            .map(|&s| {
+                let b = wire::BlockInfo {
+                    offset,
+                    size: s,
+                    ..good_block.clone()
+                };
+                offset += i64::from(s);
+                b
+            })
+            .collect();
+        let fi = wire::FileInfo {
+            name: "a".into(),
+            size,
+            blocks,
+            ..Default::default()
+        };
+        assert!(FileInfo::try_from(fi).is_ok(), "{sizes:?}");
+    }
     // Legacy symlink types map to Symlink.
     let fi = wire::FileInfo {
         name: "l".into(),
