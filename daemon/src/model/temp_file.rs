@@ -12,7 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
@@ -34,26 +34,37 @@ pub struct TempFile {
 impl TempFile {
     /// Opens `path`, creating it if needed. Returns whether it already
     /// existed: then it may hold verified blocks of an interrupted pull.
+    ///
+    /// Never follows a symlink and only ever opens a regular file: the temp
+    /// name is predictable, so whatever sits there (a symlink to a file
+    /// outside the folder, a directory) is not ours to write through. A
+    /// symlink or other non-regular thing at that name is removed and a
+    /// fresh file made.
     pub fn open(path: &Path) -> io::Result<(Self, bool)> {
-        let (file, resumed) = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-        {
+        let (file, resumed) = match open_nofollow(path, true) {
             Ok(f) => (f, false),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                (OpenOptions::new().read(true).write(true).open(path)?, true)
+                match open_nofollow(path, false) {
+                    Ok(f) if f.metadata()?.is_file() => (f, true),
+                    // ELOOP (a symlink) or not a regular file: not ours.
+                    Ok(_) | Err(_) => {
+                        std::fs::remove_file(path)?;
+                        (open_nofollow(path, true)?, false)
+                    }
+                }
             }
             Err(e) => return Err(e),
         };
         // Not every file system has direct I/O (tmpfs, some FUSE): the
-        // buffered handle does everything there.
+        // buffered handle does everything there. The second handle must be
+        // the same inode (nothing swapped in between the two opens).
+        let ino = file.metadata()?.ino();
         let direct = OpenOptions::new()
             .write(true)
-            .custom_flags(libc::O_DIRECT)
+            .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
             .open(path)
-            .ok();
+            .ok()
+            .filter(|d| d.metadata().is_ok_and(|m| m.ino() == ino));
         Ok((
             Self {
                 file,
@@ -62,6 +73,25 @@ impl TempFile {
             },
             resumed,
         ))
+    }
+
+    /// The byte ranges of the file that hold data (not holes), in order:
+    /// a resumed pull reads and verifies only these, so a temp file that a
+    /// peer's claim made large but never filled costs nothing to resume.
+    pub fn data_ranges(&self) -> Vec<(u64, u64)> {
+        use rustix::fs::{seek, SeekFrom};
+        let len = self.file.metadata().map_or(0, |m| m.len());
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < len {
+            let Ok(start) = seek(&self.file, SeekFrom::Data(at)) else {
+                break; // ENXIO: no data after `at`.
+            };
+            let end = seek(&self.file, SeekFrom::Hole(start)).unwrap_or(len);
+            out.push((start, end.min(len)));
+            at = end;
+        }
+        out
     }
 
     /// The buffered handle, for reads and metadata.
@@ -122,6 +152,15 @@ impl TempFile {
         self.file.sync_all()?;
         Ok(self.file)
     }
+}
+
+fn open_nofollow(path: &Path, create: bool) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true).custom_flags(libc::O_NOFOLLOW);
+    if create {
+        o.create_new(true).mode(0o600);
+    }
+    o.open(path)
 }
 
 /// A buffer for consecutive blocks, aligned for direct I/O. The memory is
@@ -210,6 +249,36 @@ mod tests {
         assert!(data[ALIGN..2 * ALIGN].iter().all(|&b| b == b'b'));
         assert!(data[2 * ALIGN..].iter().all(|&b| b == b'c'));
         assert!(TempFile::open(&path).expect("reopen").1, "resumed");
+    }
+
+    #[test]
+    fn a_symlink_at_the_temp_name_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, b"precious").expect("write");
+        let path = dir.path().join(".syncthing.x.tmp");
+        std::os::unix::fs::symlink(&outside, &path).expect("symlink");
+        let (t, resumed) = TempFile::open(&path).expect("open");
+        assert!(!resumed, "a symlink holds nothing to resume");
+        t.file().write_all_at(b"new", 0).expect("write");
+        t.finish(3).expect("finish");
+        assert_eq!(std::fs::read(&outside).expect("read"), b"precious");
+        assert!(!std::fs::symlink_metadata(&path).expect("meta").is_symlink());
+        assert_eq!(std::fs::read(&path).expect("read"), b"new");
+    }
+
+    #[test]
+    fn only_written_ranges_count_as_data() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("t.tmp");
+        let (t, _) = TempFile::open(&path).expect("open");
+        t.file().set_len(64 << 20).expect("len");
+        assert!(t.data_ranges().is_empty(), "{:?}", t.data_ranges());
+        t.file().write_all_at(&[1; 4096], 8 << 20).expect("write");
+        let r = t.data_ranges();
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].0 <= 8 << 20 && r[0].1 >= (8 << 20) + 4096, "{r:?}");
+        assert!(r[0].1 - r[0].0 <= 2 << 20, "a hole counted as data: {r:?}");
     }
 
     #[test]
