@@ -207,7 +207,9 @@ impl FolderIndex {
         };
         for &d in &g.devices {
             if let Some(e) = self.get(d, name)? {
-                return Ok(Some((g, e.info)));
+                if e.info.version == g.version {
+                    return Ok(Some((g, e.info)));
+                }
             }
         }
         Ok(None)
@@ -486,11 +488,16 @@ impl<'a> Tx<'a> {
         let gkey = key::global(n, name);
         match &winner {
             Some(w) => {
+                // Only devices whose entry is as valid as the winner hold
+                // it: an invalid entry (ignored there, a receive-only
+                // change) at the same version has no content to give, and
+                // taking it as the source would replace the file with an
+                // empty one (Syncthing keeps invalid holders apart too).
                 let g = Global {
                     version: w.version.clone(),
                     devices: holders
                         .iter()
-                        .filter(|(_, fi)| fi.version == w.version)
+                        .filter(|(_, fi)| fi.version == w.version && fi.invalid == w.invalid)
                         .map(|(d, _)| *d)
                         .collect(),
                     summary: Summary::of(w),

@@ -252,3 +252,41 @@ fn flags_are_read_without_the_rest_of_the_entry() {
     assert_eq!(f.flags(LOCAL, "plain").expect("flags"), Some(0));
     assert_eq!(f.flags(LOCAL, "absent").expect("flags"), None);
 }
+
+/// A device that ignores a file announces it invalid (no blocks, size 0)
+/// at the version it had. Such an entry is never the source of the file,
+/// whichever device number it has.
+#[test]
+fn an_invalid_entry_at_the_winning_version_is_no_holder() {
+    let (_d, index) = open();
+    let f = index.folder("default").expect("folder");
+    let ignorer = index
+        .device_number(&proto::DeviceId::from_bytes([3; 32]))
+        .expect("n");
+    let editor = index
+        .device_number(&proto::DeviceId::from_bytes([4; 32]))
+        .expect("n");
+    assert!(ignorer < editor, "the invalid entry sorts first");
+    let v = Vector::new().updated(PEER, 100);
+    let mut ignored = file("x", 0, &v);
+    ignored.invalid = true;
+    ignored.blocks.clear();
+    f.update_remote(ignorer, vec![ignored]).expect("update");
+    f.update_remote(editor, vec![file("x", 40, &v)])
+        .expect("update");
+    let (g, info) = f.global_file("x").expect("read").expect("global");
+    assert_eq!(g.devices, vec![editor]);
+    assert!(!info.invalid);
+    assert_eq!(info.size, 40);
+    let needed: Vec<String> = f
+        .need_summaries()
+        .map(|r| r.map(|(n, _)| n))
+        .collect::<Result<_, _>>()
+        .expect("need");
+    assert_eq!(needed, vec!["x".to_string()], "we lack x: we need it");
+    // Alone, the invalid entry is global but never needed or a source.
+    f.drop_device(editor).expect("drop");
+    let g = f.global("x").expect("read").expect("global");
+    assert_eq!(g.devices, vec![ignorer]);
+    assert_eq!(f.folder_meta().expect("meta").need, Counts::default());
+}
