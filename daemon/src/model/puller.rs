@@ -106,7 +106,10 @@ pub async fn pull(
             continue;
         }
         match fi.global_file(&name) {
-            Ok(Some((_, info))) => deletes.push((info, fi.get(LOCAL, &name).ok().flatten())),
+            Ok(Some((_, info))) if !info.invalid => {
+                deletes.push((info, fi.get(LOCAL, &name).ok().flatten()))
+            }
+            Ok(Some(_)) => {}
             Ok(None) => {}
             Err(e) => report.errors.push(format!("{name}: {e}")),
         }
@@ -129,6 +132,8 @@ pub async fn pull(
         // are in flight.
         for name in chunk {
             let (global, info) = match fi.global_file(name) {
+                // An invalid entry has no content: never applied.
+                Ok(Some((_, info))) if info.invalid => continue,
                 Ok(Some(x)) => x,
                 Ok(None) => continue,
                 Err(e) => {
@@ -471,8 +476,11 @@ async fn file_inner(
         let mut run = Run::new(largest.unwrap_or(0).min(DIRECT_BLOCK_MAX));
         let mut next = 0;
         let mut failed = None;
-        while next < missing.len() || !tasks.is_empty() {
-            while next < missing.len() && tasks.len() < REQUESTS_PER_FILE {
+        while (failed.is_none() && next < missing.len()) || !tasks.is_empty() {
+            // After a failure no more is asked: the file is retried later,
+            // and a peer that refuses (or a claim it cannot back) costs one
+            // window of requests, not one per block.
+            while failed.is_none() && next < missing.len() && tasks.len() < REQUESTS_PER_FILE {
                 let (i, b) = missing[next];
                 let s = sources[next % sources.len()].clone();
                 let (folder, name) = (cfg.id.clone(), info.name.clone());
@@ -553,6 +561,13 @@ fn prepare(
     // interrupted pull; a new one holds nothing worth reading.
     let (out, resumed) = TempFile::open(tmp)?;
     out.file().set_len(info.size)?;
+    // Only what an interrupted pull actually wrote is read back (a hole is
+    // no block of ours; a large claim never filled costs nothing).
+    let written = if resumed {
+        out.data_ranges()
+    } else {
+        Vec::new()
+    };
     // Large files are filled in by several threads at once, each taking a
     // contiguous part (reading and hashing are the cost; each part still
     // reads sequentially).
@@ -565,9 +580,9 @@ fn prepare(
         let (first, rest) = blocks.split_at(part.min(blocks.len()));
         let others: Vec<_> = rest
             .chunks(part)
-            .map(|c| scope.spawn(|| fill(&out, c, resumed, local_blocks)))
+            .map(|c| scope.spawn(|| fill(&out, c, &written, local_blocks)))
             .collect();
-        let mut missing = fill(&out, first, resumed, local_blocks)?;
+        let mut missing = fill(&out, first, &written, local_blocks)?;
         for h in others {
             missing.extend(
                 h.join()
@@ -580,12 +595,12 @@ fn prepare(
 }
 
 /// Fills in `blocks` (consecutive) of the temp file from what we have:
-/// the temp file itself when resuming, else any local copy. Returns the
-/// blocks still missing.
+/// the temp file itself where it holds data (`written`, from a resumed
+/// pull), else any local copy. Returns the blocks still missing.
 fn fill(
     out: &TempFile,
     blocks: &[(usize, BlockInfo)],
-    resumed: bool,
+    written: &[(u64, u64)],
     local_blocks: &LocalBlocks,
 ) -> std::io::Result<Vec<(usize, BlockInfo)>> {
     let mut missing = Vec::new();
@@ -609,7 +624,8 @@ fn fill(
         if run.len == 0 {
             run_at = b.offset;
         }
-        if resumed {
+        let end = b.offset + u64::from(b.size);
+        if written.iter().any(|&(s, e)| s <= b.offset && end <= e) {
             buf.resize(size, 0);
             if read_exact_at(out.file(), &mut buf, b.offset) && sha(&buf) == b.hash {
                 out.write_run(&mut run, run_at)?;
