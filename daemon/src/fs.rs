@@ -71,12 +71,11 @@ pub const MARKER: &str = ".stfolder";
 const INTERNAL_ROOT_NAMES: [&str; 3] = [MARKER, ".stignore", ".stversions"];
 
 /// Whether a folder-relative name is internal: the marker, `.stignore` or
-/// `.stversions` (and its contents) at the root, or a download temp file
-/// anywhere.
+/// `.stversions` at the root or anything under them (Syncthing's rule), or
+/// a download temp file anywhere.
 pub fn is_internal(name: &str) -> bool {
     let top = name.split('/').next().unwrap_or(name);
-    INTERNAL_ROOT_NAMES.contains(&top) && (top == name || top == ".stversions")
-        || is_temp_name(name.rsplit('/').next().unwrap_or(name))
+    INTERNAL_ROOT_NAMES.contains(&top) || is_temp_name(name.rsplit('/').next().unwrap_or(name))
 }
 
 /// Whether a base name is a download temp file (ours or Syncthing's).
@@ -150,6 +149,8 @@ mod tests {
             ".stignore",
             ".stversions",
             ".stversions/a",
+            ".stfolder/x",
+            ".stignore/y",
             "d/.syncthing.x.tmp",
             ".syncthing.a.tmp",
             "~syncthing~a.tmp",

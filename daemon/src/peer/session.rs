@@ -364,8 +364,23 @@ impl State {
         Ok(())
     }
 
-    async fn index(&mut self, idx: proto::message::Index, full: bool) -> Result<(), SessionError> {
+    async fn index(
+        &mut self,
+        mut idx: proto::message::Index,
+        full: bool,
+    ) -> Result<(), SessionError> {
         tracing::debug!(device = %self.device, folder = %idx.folder, files = idx.files.len(), full, "index received");
+        // Our own names (temp files, the marker, .stignore, .stversions)
+        // are never taken from a peer, as Syncthing drops them: a peer
+        // could otherwise plant a symlink at a temp name, or a marker entry
+        // that would be pulled over ours in a loop.
+        let before = idx.files.len();
+        idx.files
+            .retain(|f| !crate::fs::is_internal(f.name.as_str()));
+        if idx.files.len() != before {
+            tracing::debug!(device = %self.device, folder = %idx.folder,
+                dropped = before - idx.files.len(), "internal names dropped from index");
+        }
         if !self.shared.contains(&idx.folder) {
             return Err(SessionError::Protocol(format!(
                 "index for folder {:?}, which is not shared with this device",
