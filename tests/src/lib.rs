@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 pub mod bench;
 pub mod daemon;
+pub mod mallory;
 pub mod syncthing;
 pub mod trees;
 

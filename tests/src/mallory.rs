@@ -1,0 +1,260 @@
+//! A hand-built peer for hostile scenarios: a configured device that
+//! speaks BEP from the test itself, so a test can send what no honest
+//! client would (planted internal names, malformed block lists, floods of
+//! requests it never reads) and see exactly what the daemon answers.
+//!
+//! It is synchronous (a private tokio runtime drives the connection), so
+//! tests stay plain `#[test]` functions.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ferrosync::home::Home;
+use ferrosync::identity::Identity;
+use ferrosync::net::Net;
+use proto::message::{
+    ClusterConfig, Compression, ErrorCode, Folder, FolderDevice, Hello, Index, Message, Request,
+    Response,
+};
+use proto::{frame, DeviceId};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The identity of a hand-built peer, made in its own directory.
+pub struct MalloryId {
+    _dir: tempfile::TempDir,
+    /// Certificate and key.
+    pub identity: Identity,
+}
+
+impl MalloryId {
+    /// A new identity.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (identity, _) =
+            ferrosync::identity::load_or_create(&Home::new(dir.path().join("m"))).expect("id");
+        Self {
+            _dir: dir,
+            identity,
+        }
+    }
+
+    /// Its device ID as text.
+    pub fn id(&self) -> String {
+        self.identity.device_id.to_string()
+    }
+}
+
+impl Default for MalloryId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A live connection from the hand-built peer to a daemon.
+pub struct Mallory {
+    rt: tokio::runtime::Runtime,
+    reader: Box<dyn AsyncRead + Send + Unpin>,
+    writer: Box<dyn AsyncWrite + Send + Unpin>,
+    buf: BytesMut,
+    hello_seen: bool,
+    _net: Net,
+    /// The device dialled.
+    pub peer: DeviceId,
+}
+
+impl Mallory {
+    /// Dials `url` (the daemon `peer`), exchanges Hellos, and sends a
+    /// ClusterConfig sharing `folders` with it.
+    pub fn connect(me: &MalloryId, url: &str, peer: &str, folders: &[&str]) -> Self {
+        let peer: DeviceId = peer.parse().expect("device id");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let (net, conn) = rt.block_on(async {
+            let (net, _rx) = Net::start(&me.identity, &[]).await.expect("net");
+            let c = net.dial(url, peer).await.expect("dial");
+            (net, c)
+        });
+        let mut m = Self {
+            rt,
+            reader: conn.reader,
+            writer: conn.writer,
+            buf: BytesMut::new(),
+            hello_seen: false,
+            _net: net,
+            peer,
+        };
+        let hello = Hello {
+            device_name: "mallory".into(),
+            client_name: "mallory".into(),
+            ..Hello::default()
+        };
+        m.send_raw(&frame::encode_hello(&hello));
+        let mut own = FolderDevice::new(me.identity.device_id);
+        own.index_id = 1;
+        let cc = ClusterConfig {
+            folders: folders
+                .iter()
+                .map(|id| Folder {
+                    id: id.to_string(),
+                    devices: vec![own.clone(), FolderDevice::new(peer)],
+                    ..Folder::default()
+                })
+                .collect(),
+            secondary: false,
+        };
+        m.send(&Message::ClusterConfig(cc));
+        m
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, msg: &Message) {
+        self.send_raw(&frame::encode_message(msg, Compression::Never));
+    }
+
+    /// Sends an Index (the first) or IndexUpdate of `files` for `folder`.
+    pub fn send_index(&mut self, folder: &str, files: Vec<proto::message::FileInfo>, full: bool) {
+        let last = files.iter().map(|f| f.sequence).max().unwrap_or(0);
+        let idx = Index {
+            folder: folder.into(),
+            files,
+            last_sequence: last,
+            prev_sequence: 0,
+        };
+        self.send(&if full {
+            Message::Index(idx)
+        } else {
+            Message::IndexUpdate(idx)
+        });
+    }
+
+    /// Writes bytes as they are; false if the daemon has closed.
+    pub fn try_send_raw(&mut self, bytes: &[u8]) -> bool {
+        let w = &mut self.writer;
+        self.rt.block_on(async {
+            matches!(
+                tokio::time::timeout(Duration::from_secs(10), async {
+                    w.write_all(bytes).await?;
+                    w.flush().await
+                })
+                .await,
+                Ok(Ok(()))
+            )
+        })
+    }
+
+    /// Writes bytes as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        assert!(self.try_send_raw(bytes), "the daemon stopped reading");
+    }
+
+    /// The next message from the daemon within `limit`: `Err(true)` when
+    /// it closed the connection, `Err(false)` on time-out.
+    pub fn recv(&mut self, limit: Duration) -> Result<Message, bool> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if !self.hello_seen {
+                self.hello_seen = frame::decode_hello(&mut self.buf)
+                    .expect("daemon's Hello")
+                    .is_some();
+            }
+            if self.hello_seen {
+                if let Some(m) = frame::decode_message(&mut self.buf).expect("daemon's frame") {
+                    return Ok(m);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (r, buf) = (&mut self.reader, &mut self.buf);
+            match self
+                .rt
+                .block_on(async { tokio::time::timeout(left, r.read_buf(buf)).await })
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(true),
+                Ok(Ok(_)) => {}
+                Err(_) => return Err(false),
+            }
+        }
+    }
+
+    /// Reads until the daemon closes the connection (true) or `limit`
+    /// passes (false), answering nothing.
+    pub fn closed_within(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.recv(deadline.saturating_duration_since(Instant::now())) {
+                Ok(_) => continue,
+                Err(closed) => return closed,
+            }
+        }
+    }
+
+    /// Answers the daemon's block requests with `data(request)` (None: "no
+    /// such file") until `done()` holds or `limit` passes; returns whether
+    /// `done()` held, and every request seen.
+    pub fn serve_until(
+        &mut self,
+        limit: Duration,
+        data: impl Fn(&Request) -> Option<Bytes>,
+        mut done: impl FnMut() -> bool,
+    ) -> (bool, Vec<Request>) {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if done() {
+                return (true, seen);
+            }
+            match self.recv(crate::POLL_EVERY) {
+                Ok(Message::Request(r)) => {
+                    let resp = match data(&r) {
+                        Some(d) => Response {
+                            id: r.id,
+                            data: d,
+                            code: ErrorCode::NoError,
+                        },
+                        None => Response {
+                            id: r.id,
+                            data: Bytes::new(),
+                            code: ErrorCode::NoSuchFile,
+                        },
+                    };
+                    seen.push(r);
+                    self.send(&Message::Response(resp));
+                }
+                Ok(_) | Err(false) => {}
+                Err(true) => return (done(), seen),
+            }
+        }
+        (done(), seen)
+    }
+}
+
+/// A file entry of `data` in one block (at most one block long), at
+/// version `{short: counter}`.
+pub fn file_entry(
+    name: &str,
+    data: &[u8],
+    short: proto::ShortId,
+    counter: u64,
+    sequence: i64,
+) -> proto::message::FileInfo {
+    use sha2::{Digest, Sha256};
+    let mut f = proto::message::FileInfo::new(
+        proto::Name::parse(name).expect("name"),
+        proto::message::FileKind::File,
+    );
+    f.size = data.len() as u64;
+    f.permissions = 0o644;
+    f.modified_s = 1_700_000_000;
+    f.modified_by = short;
+    f.sequence = sequence;
+    let mut v = proto::Vector::new();
+    for _ in 0..counter {
+        v = v.updated(short, 0);
+    }
+    f.version = v;
+    f.blocks = vec![proto::message::BlockInfo {
+        offset: 0,
+        size: data.len() as u32,
+        hash: Sha256::digest(data).into(),
+        weak_hash: 0,
+    }];
+    f
+}
