@@ -21,7 +21,7 @@ const BATCH_BYTES: usize = 250 << 10;
 /// announced as usual).
 pub async fn run(
     fi: Arc<FolderIndex>,
-    out: mpsc::Sender<Message>,
+    out: mpsc::Sender<super::Outgoing>,
     start: Option<i64>,
     receive_only: Option<proto::ShortId>,
 ) {
@@ -78,7 +78,7 @@ pub async fn run(
         } else {
             Message::IndexUpdate(idx)
         };
-        if out.send(msg).await.is_err() {
+        if out.send(msg.into()).await.is_err() {
             return;
         }
     }

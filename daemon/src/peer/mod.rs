@@ -72,11 +72,33 @@ pub struct SessionHandle {
     pub transport: &'static str,
     /// Whether we dialled.
     pub outgoing: bool,
-    out: mpsc::Sender<Message>,
-    inflight: Arc<Mutex<HashMap<i32, oneshot::Sender<Response>>>>,
+    out: mpsc::Sender<Outgoing>,
+    inflight: Arc<Mutex<Inflight>>,
     next_id: Arc<AtomicI32>,
     /// Set when the session should end (replaced, or shutting down).
     closing: Arc<tokio::sync::Notify>,
+}
+
+/// A message for a session's writer, with whatever budget it holds until
+/// it is written (a served block keeps its share of the device's serving
+/// budget until its bytes are on the wire, not merely queued).
+pub struct Outgoing {
+    msg: Message,
+    _held: Option<session::ServeBudget>,
+}
+
+impl From<Message> for Outgoing {
+    fn from(msg: Message) -> Self {
+        Self { msg, _held: None }
+    }
+}
+
+/// Our requests waiting for their answers. Once the session has ended no
+/// request waits: every waiter is failed at once, and new ones are refused.
+#[derive(Default)]
+struct Inflight {
+    waiting: HashMap<i32, oneshot::Sender<Response>>,
+    closed: bool,
 }
 
 /// Why a block request failed.
@@ -109,10 +131,13 @@ impl SessionHandle {
     ) -> Result<Bytes, RequestError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) & i32::MAX;
         let (tx, rx) = oneshot::channel();
-        self.inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
+        {
+            let mut w = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            if w.closed {
+                return Err(RequestError::Closed(self.device));
+            }
+            w.waiting.insert(id, tx);
+        }
         let req = Message::Request(Request {
             id,
             folder: folder.to_string(),
@@ -124,18 +149,44 @@ impl SessionHandle {
             weak_hash: 0,
             block_no,
         });
-        if self.out.send(req).await.is_err() {
-            self.forget(id);
-            return Err(RequestError::Closed(self.device));
-        }
-        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
-            Ok(Ok(r)) if r.code == ErrorCode::NoError => Ok(r.data),
-            Ok(Ok(r)) => Err(RequestError::Refused(self.device, r.code)),
-            Ok(Err(_)) => Err(RequestError::Closed(self.device)),
-            Err(_) => {
-                self.forget(id);
-                Err(RequestError::Timeout(self.device, REQUEST_TIMEOUT))
+        // The send is inside the time limit too: a writer stuck on a peer
+        // that stopped reading must not hold the caller.
+        let asked = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            if self.out.send(req.into()).await.is_err() {
+                return Err(RequestError::Closed(self.device));
             }
+            match rx.await {
+                Ok(r) if r.code == ErrorCode::NoError => Ok(r.data),
+                Ok(r) => Err(RequestError::Refused(self.device, r.code)),
+                Err(_) => Err(RequestError::Closed(self.device)),
+            }
+        })
+        .await
+        .unwrap_or(Err(RequestError::Timeout(self.device, REQUEST_TIMEOUT)));
+        if asked.is_err() {
+            self.forget(id);
+        }
+        asked
+    }
+
+    /// Fails every waiting request and refuses new ones (the session ended).
+    fn fail_waiting(&self) {
+        let mut w = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        w.closed = true;
+        w.waiting.clear();
+    }
+
+    /// Hands a Response to the request waiting for it, if one still does.
+    fn answer(&self, resp: Response) {
+        let waiter = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .waiting
+            .remove(&resp.id);
+        // An answer to a request we gave up on is harmless.
+        if let Some(w) = waiter {
+            let _ = w.send(resp);
         }
     }
 
@@ -143,14 +194,18 @@ impl SessionHandle {
         self.inflight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .waiting
             .remove(&id);
     }
 
     /// Ends the session with a Close carrying `reason`.
     pub fn close(&self, reason: &str) {
-        let _ = self.out.try_send(Message::Close(proto::message::Close {
-            reason: reason.to_string(),
-        }));
+        let _ = self.out.try_send(
+            Message::Close(proto::message::Close {
+                reason: reason.to_string(),
+            })
+            .into(),
+        );
         self.closing.notify_one();
     }
 }

@@ -2,7 +2,7 @@
 //! until either side closes. Protocol errors end the session with a logged
 //! reason; nothing a peer sends can panic it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::AtomicI32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,9 +12,9 @@ use proto::frame::{self, FrameError};
 use proto::message::{ClusterConfig, Compression, Folder, FolderDevice, Hello, Message};
 use proto::DeviceId;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::{index_send, serve, Link, Peers, SessionHandle};
+use super::{index_send, serve, Inflight, Link, Outgoing, Peers, SessionHandle};
 use crate::config::FolderType;
 use crate::index::LOCAL;
 
@@ -26,6 +26,27 @@ const PING_EVERY: Duration = Duration::from_secs(45);
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// Messages queued for the writer before senders wait.
 const OUT_QUEUE: usize = 256;
+/// Bytes (in KiB) of a device's requests being served or waiting to be
+/// written, per session: Syncthing's default (twice the largest block).
+/// Requests wait for budget before the disk is read.
+const SERVE_KIB: u32 = 32 << 10;
+/// A device's requests accepted and not yet answered on the wire; past
+/// this its next messages are not read until some are. An honest peer
+/// keeps far fewer in flight (its own byte budget bounds them).
+const SERVE_REQUESTS: usize = 1024;
+/// A write that makes no progress for this long ends the session: the
+/// peer stopped reading.
+const WRITE_STALL: Duration = Duration::from_secs(30);
+/// Bytes written per time-limited step (so a slow link that moves is not
+/// a stalled one).
+const WRITE_STEP: usize = 64 << 10;
+
+/// What a request being served holds until its answer is written: a slot
+/// and its bytes of the device's serving budget.
+pub struct ServeBudget {
+    _slot: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+}
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -104,14 +125,14 @@ pub async fn run(peers: Arc<Peers>, link: Link) -> Result<(), SessionError> {
     tracing::info!(device = %device_id, %remote_addr, transport, client = %hello.client_name,
         version = %hello.client_version, name = %hello.device_name, "connected");
 
-    let (out_tx, out_rx) = mpsc::channel::<Message>(OUT_QUEUE);
+    let (out_tx, out_rx) = mpsc::channel::<Outgoing>(OUT_QUEUE);
     let handle = SessionHandle {
         device: device_id,
         address: remote_addr,
         transport,
         outgoing,
         out: out_tx.clone(),
-        inflight: Arc::new(Mutex::new(HashMap::new())),
+        inflight: Arc::new(Mutex::new(Inflight::default())),
         next_id: Arc::new(AtomicI32::new(0)),
         closing: Arc::new(tokio::sync::Notify::new()),
     };
@@ -129,9 +150,9 @@ pub async fn run(peers: Arc<Peers>, link: Link) -> Result<(), SessionError> {
         let _ = writer.shutdown().await;
         return Ok(());
     }
-    let writer_task = tokio::spawn(write_loop(writer, out_rx));
+    let writer_task = tokio::spawn(write_loop(writer, out_rx, handle.closing.clone()));
     let cc = cluster_config(&peers, &device_id)?;
-    let _ = out_tx.send(Message::ClusterConfig(cc)).await;
+    let _ = out_tx.send(Message::ClusterConfig(cc).into()).await;
 
     let mut state = State {
         peers: peers.clone(),
@@ -141,23 +162,36 @@ pub async fn run(peers: Arc<Peers>, link: Link) -> Result<(), SessionError> {
         got_cc: false,
         shared: HashSet::new(),
         senders: Vec::new(),
+        serve_slots: Arc::new(Semaphore::new(SERVE_REQUESTS)),
+        serve_bytes: Arc::new(Semaphore::new(SERVE_KIB as usize)),
     };
-    let result = tokio::select! {
-        r = state.read_loop(&mut reader, buf) => r,
-        _ = handle.closing.notified() => Ok(()),
+    let (result, asked_to_close) = tokio::select! {
+        r = state.read_loop(&mut reader, buf) => (r, false),
+        _ = handle.closing.notified() => (Ok(()), true),
     };
     match &result {
         Ok(()) => tracing::info!(device = %device_id, %remote_addr, "session ended"),
         Err(e) => tracing::warn!(device = %device_id, %remote_addr, "session closed: {e}"),
     }
+    // Our requests to this peer fail now, not at their time-out: the
+    // puller re-plans on the sessions that remain.
+    handle.fail_waiting();
     for s in state.senders.drain(..) {
         s.abort();
     }
     peers.unregister(&handle);
-    // Dropping the last sender ends the writer once it has flushed.
     drop(state);
     drop(handle);
-    let _ = tokio::time::timeout(Duration::from_secs(10), writer_task).await;
+    if asked_to_close {
+        // Our Close goes out first; the writer stops right after it.
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
+    } else {
+        // The peer hung up or broke the protocol: nothing more is owed to
+        // it, and the transport closes now (requests still being served
+        // must not hold the socket open).
+        writer_task.abort();
+        let _ = writer_task.await;
+    }
     result
 }
 
@@ -196,43 +230,78 @@ fn cluster_config(peers: &Peers, device: &DeviceId) -> Result<ClusterConfig, Ses
     })
 }
 
-async fn write_loop(mut w: Box<dyn AsyncWrite + Send + Unpin>, mut rx: mpsc::Receiver<Message>) {
+async fn write_loop(
+    mut w: Box<dyn AsyncWrite + Send + Unpin>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    closing: Arc<tokio::sync::Notify>,
+) {
     let mut buf = Vec::with_capacity(256 << 10);
+    // Held until the bytes of their messages are written.
+    let mut held = Vec::new();
     loop {
-        let msg = match tokio::time::timeout(PING_EVERY, rx.recv()).await {
+        let out = match tokio::time::timeout(PING_EVERY, rx.recv()).await {
             Ok(Some(m)) => m,
             Ok(None) => break,
-            Err(_) => Message::Ping,
+            Err(_) => Message::Ping.into(),
         };
-        let closing = matches!(msg, Message::Close(_));
-        frame::encode_message_into(&msg, Compression::Metadata, &mut buf);
+        let closing_msg = matches!(out.msg, Message::Close(_));
+        frame::encode_message_into(&out.msg, Compression::Metadata, &mut buf);
+        held.push(out);
         // Batch whatever else is queued into one write.
-        while buf.len() < (1 << 20) && !closing {
+        while buf.len() < (1 << 20) && !closing_msg {
             match rx.try_recv() {
-                Ok(m) => frame::encode_message_into(&m, Compression::Metadata, &mut buf),
+                Ok(m) => {
+                    frame::encode_message_into(&m.msg, Compression::Metadata, &mut buf);
+                    held.push(m);
+                }
                 Err(_) => break,
             }
         }
-        if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
+        if let Err(e) = write_all_progressing(&mut w, &buf).await {
+            tracing::debug!("session writer: {e}");
+            // The session cannot go on without its writer.
+            closing.notify_one();
             return;
         }
         buf.clear();
-        if closing {
+        held.clear();
+        if closing_msg {
             break;
         }
     }
     let _ = w.shutdown().await;
 }
 
+/// Writes `buf`, failing if any step of it makes no progress for
+/// [`WRITE_STALL`].
+async fn write_all_progressing(
+    w: &mut Box<dyn AsyncWrite + Send + Unpin>,
+    buf: &[u8],
+) -> std::io::Result<()> {
+    let stalled = || std::io::Error::new(std::io::ErrorKind::TimedOut, "peer stopped reading");
+    for step in buf.chunks(WRITE_STEP) {
+        tokio::time::timeout(WRITE_STALL, w.write_all(step))
+            .await
+            .map_err(|_| stalled())??;
+    }
+    tokio::time::timeout(WRITE_STALL, w.flush())
+        .await
+        .map_err(|_| stalled())?
+}
+
 struct State {
     peers: Arc<Peers>,
     device: DeviceId,
-    out: mpsc::Sender<Message>,
+    out: mpsc::Sender<Outgoing>,
     handle: SessionHandle,
     got_cc: bool,
     /// Folders both sides share and have announced unpaused.
     shared: HashSet<String>,
     senders: Vec<tokio::task::JoinHandle<()>>,
+    /// Requests of this peer accepted and not yet answered on the wire.
+    serve_slots: Arc<Semaphore>,
+    /// KiB of this peer's requests being read or waiting to be written.
+    serve_bytes: Arc<Semaphore>,
 }
 
 impl State {
@@ -267,24 +336,37 @@ impl State {
             Message::Index(idx) => self.index(idx, true).await,
             Message::IndexUpdate(idx) => self.index(idx, false).await,
             Message::Request(req) => {
+                // Past SERVE_REQUESTS unanswered requests this peer's next
+                // messages wait: a peer that floods and never reads costs a
+                // bounded amount, whatever it sends.
+                let slot = self
+                    .serve_slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| SessionError::Protocol("serving closed".into()))?;
                 let (peers, device, out) = (self.peers.clone(), self.device, self.out.clone());
+                let bytes = self.serve_bytes.clone();
                 tokio::spawn(async move {
+                    let kib = req.size.div_ceil(1024).clamp(1, SERVE_KIB);
+                    let Ok(bytes) = bytes.acquire_many_owned(kib).await else {
+                        return;
+                    };
                     let resp = serve::serve(&peers, &device, req).await;
-                    let _ = out.send(Message::Response(resp)).await;
+                    let _ = out
+                        .send(Outgoing {
+                            msg: Message::Response(resp),
+                            _held: Some(ServeBudget {
+                                _slot: slot,
+                                _bytes: bytes,
+                            }),
+                        })
+                        .await;
                 });
                 Ok(())
             }
             Message::Response(resp) => {
-                let waiter = self
-                    .handle
-                    .inflight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&resp.id);
-                // An answer to a request we gave up on is harmless.
-                if let Some(w) = waiter {
-                    let _ = w.send(resp);
-                }
+                self.handle.answer(resp);
                 Ok(())
             }
             Message::DownloadProgress(_) | Message::Ping => Ok(()),
