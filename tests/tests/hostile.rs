@@ -399,3 +399,187 @@ fn resuming_a_claimed_but_never_written_file_costs_nothing() {
     assert!(!root.join("claim.bin").exists());
     daemon.stop();
 }
+
+/// Waits for the daemon's next block request on `p` (answering nothing).
+fn next_request(
+    p: &mut Mallory,
+    d: &ferrosync_tests::daemon::Daemon<'_>,
+) -> proto::message::Request {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match p.recv(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Message::Request(r)) => return r,
+            Ok(_) => continue,
+            Err(_) => panic!("no request came; log:\n{}", d.log()),
+        }
+    }
+}
+
+/// A peer that vanishes mid-transfer: the daemon's requests waiting on it
+/// fail when its session ends (not at their 60 s time-out), and the file
+/// comes from the peer's next session at once.
+#[test]
+fn requests_end_with_their_session_and_the_pull_goes_on_at_once() {
+    let m = MalloryId::new();
+    let (a, a_id, root) = victim(&m);
+    let mut daemon = a.start();
+    daemon.wait_scanned("f");
+    let url = daemon.listen_url("tcp");
+    let short = m.identity.device_id.short();
+    let data = b"the content".to_vec();
+    let entry = file_entry("f.txt", &data, short, 1, 1);
+    let mut p = Mallory::connect(&m, &url, &a_id, &["f"]);
+    p.send_index("f", vec![entry.clone()], true);
+    next_request(&mut p, &daemon);
+    drop(p); // Gone without answering.
+    let started = Instant::now();
+    let mut p = Mallory::connect(&m, &url, &a_id, &["f"]);
+    p.send_index("f", vec![entry], true);
+    let path = root.join("f.txt");
+    let (ok, _) = p.serve_until(
+        Duration::from_secs(30),
+        |_| Some(bytes::Bytes::from(data.clone())),
+        || std::fs::read(&path).ok().as_deref() == Some(data.as_slice()),
+    );
+    assert!(
+        ok,
+        "not pulled within 30 s of the reconnect; log:\n{}",
+        daemon.log()
+    );
+    eprintln!("pulled {:?} after the reconnect", started.elapsed());
+    daemon.stop();
+}
+
+/// A protocol error while one of our requests waits on that peer: the
+/// connection is closed at once, not when the request times out.
+#[test]
+fn a_protocol_error_closes_the_transport_at_once() {
+    let m = MalloryId::new();
+    let (a, a_id, _root) = victim(&m);
+    let mut daemon = a.start();
+    daemon.wait_scanned("f");
+    let mut p = Mallory::connect(&m, &daemon.listen_url("tcp"), &a_id, &["f"]);
+    let short = m.identity.device_id.short();
+    p.send_index("f", vec![file_entry("f.txt", b"abc", short, 1, 1)], true);
+    next_request(&mut p, &daemon);
+    // An Index for a folder not shared: a protocol error.
+    p.send_index("elsewhere", vec![file_entry("g", b"g", short, 1, 2)], false);
+    let started = Instant::now();
+    assert!(
+        p.closed_within(Duration::from_secs(30)),
+        "never closed; log:\n{}",
+        daemon.log()
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the socket stayed open {took:?} after the error; log:\n{}",
+        daemon.log()
+    );
+    daemon.stop();
+}
+
+/// A peer sends 10,000 requests for 128 KiB blocks and never reads the
+/// answers. The daemon's memory stays bounded, another device keeps
+/// syncing meanwhile, and the stuck peer's session ends once its writes
+/// stall.
+#[test]
+fn a_peer_that_floods_requests_and_never_reads_costs_bounded_memory() {
+    use proto::message::Request;
+    let m = MalloryId::new();
+    let (a, a_id, root) = victim(&m);
+    let block: Vec<u8> = (0..128u32 << 10).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(root.join("block.bin"), &block).expect("write");
+    let (b, b_id) = Device::on_loopback("bystander");
+    a.ok(&["device", "add", &b_id, "--name", "bystander"]);
+    let ga = a.scratch().join("g");
+    let gb = b.scratch().join("g");
+    let add = |d: &Device, root: &std::path::Path, peer: &str| {
+        d.ok(&[
+            "folder",
+            "add",
+            "g",
+            root.to_str().expect("utf-8"),
+            "--create",
+            "--share",
+            peer,
+        ])
+    };
+    add(&a, &ga, &b_id);
+    let mut da = a.start();
+    da.wait_scanned("f");
+    let url = da.listen_url("tcp");
+    b.ok(&[
+        "device",
+        "add",
+        &a_id,
+        "--name",
+        "victim",
+        "--address",
+        &url,
+    ]);
+    add(&b, &gb, &a_id);
+    let db = b.start();
+
+    let mut p = Mallory::connect(&m, &url, &a_id, &["f"]);
+    let hash: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        &block,
+    ))
+    .into();
+    let mut flood = Vec::new();
+    for id in 0..10_000 {
+        let req = Request {
+            id,
+            folder: "f".into(),
+            name: proto::Name::parse("block.bin").expect("name"),
+            offset: 0,
+            size: 128 << 10,
+            hash: Some(hash),
+            from_temporary: false,
+            weak_hash: 0,
+            block_no: 0,
+        };
+        frame::encode_message_into(&Message::Request(req), Compression::Never, &mut flood);
+    }
+    let rss_before = da.rss_kib().expect("rss");
+    // The daemon may stop reading part-way (that is the bound working).
+    let _ = p.try_send_raw(&flood);
+    let mut peak = 0;
+    let _ = ferrosync_tests::poll(Duration::from_secs(3), || {
+        peak = peak.max(da.rss_kib().unwrap_or(0));
+        None::<()>
+    });
+    // Meanwhile another device gets a new file.
+    std::fs::write(ga.join("new.txt"), "still syncing").expect("write");
+    a.ok(&["folder", "rescan", "g"]);
+    let arrived = ferrosync_tests::poll(Duration::from_secs(30), || {
+        peak = peak.max(da.rss_kib().unwrap_or(0));
+        std::fs::read_to_string(gb.join("new.txt"))
+            .ok()
+            .filter(|s| s == "still syncing")
+    });
+    assert!(
+        arrived.is_some(),
+        "the other device stopped syncing; logs:\n{}\n---\n{}",
+        da.log(),
+        db.log()
+    );
+    eprintln!("RSS {rss_before} KiB before the flood, peak {peak} KiB");
+    assert!(
+        peak < 150 << 10,
+        "RSS peaked at {peak} KiB (before: {rss_before}); log:\n{}",
+        da.log()
+    );
+    // Its writes stall; the session ends (without our reading anything).
+    let mallory = m.id();
+    da.wait_until("the stuck session ends", Duration::from_secs(60), |s| {
+        s["devices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|d| d["id"] == mallory.as_str() && d["connected"] == false)
+    });
+    drop(p);
+    da.stop();
+}
