@@ -114,6 +114,7 @@ impl Config {
             kind,
             devices,
             rescan_interval_s: super::default_rescan_interval(),
+            max_conflicts: super::default_max_conflicts(),
         });
         Ok(())
     }

@@ -148,10 +148,18 @@ pub struct FolderConfig {
     /// Seconds between periodic full rescans (jittered by ±25%).
     #[serde(default = "default_rescan_interval")]
     pub rescan_interval_s: u64,
+    /// Conflict copies kept per file, newest first (Syncthing's
+    /// `maxConflicts`): -1 keeps all, 0 keeps none.
+    #[serde(default = "default_max_conflicts")]
+    pub max_conflicts: i64,
 }
 
 fn default_rescan_interval() -> u64 {
     3600
+}
+
+fn default_max_conflicts() -> i64 {
+    10
 }
 
 /// Which directions changes flow in a folder.

@@ -1,6 +1,7 @@
 //! Per-folder actors: each folder has one runner that owns its state and
 //! serialises the work on it (scans and pull passes).
 
+mod conflict;
 pub mod folder;
 mod local_blocks;
 pub mod puller;

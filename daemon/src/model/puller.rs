@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::conflict::{conflict_copy, in_conflict, same_content};
+
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use proto::message::{BlockInfo, FileInfo, FileKind};
 use proto::DeviceId;
@@ -455,6 +457,17 @@ async fn file_inner(
         fetched,
     } = pass;
     let path = safe_path(&cfg.path, info.name.as_str())?;
+    if let Some(l) = local
+        .filter(|l| !l.info.deleted && l.info.kind == FileKind::File && same_content(&l.info, info))
+    {
+        // The content is already here (a kill -9 before the index recorded
+        // a pull, a reset index, the same edit on two devices): only the
+        // metadata changes, and nothing conflicts.
+        let (info, l) = (info.clone(), l.clone());
+        return tokio::task::spawn_blocking(move || shortcut(&path, &info, &l))
+            .await
+            .map_err(std::io::Error::other)?;
+    }
     let tmp = crate::fs::temp_path(&path);
     // Inline on purpose: creating files from more threads at once only
     // makes the kernel spin on the file system's locks (measured).
@@ -530,10 +543,12 @@ async fn file_inner(
     // The rest is blocking disk work (fsyncs above all): off the async
     // threads, so other files' transfers go on meanwhile.
     let (info, local) = (info.clone(), local.cloned());
-    let (done, conflicted) =
-        tokio::task::spawn_blocking(move || finish(out, &tmp, &path, &info, local.as_ref()))
-            .await
-            .map_err(std::io::Error::other)??;
+    let (own, max) = (peers.own.short(), cfg.max_conflicts);
+    let (done, conflicted) = tokio::task::spawn_blocking(move || {
+        finish(out, &tmp, &path, &info, local.as_ref(), own, max)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
     *rescan |= conflicted;
     Ok(done)
 }
@@ -651,6 +666,8 @@ fn finish(
     path: &Path,
     info: &FileInfo,
     local: Option<&Entry>,
+    own: proto::ShortId,
+    max_conflicts: i64,
 ) -> std::io::Result<(Outcome, bool)> {
     let out = out.finish(info.size)?;
     if !info.no_permissions {
@@ -667,8 +684,8 @@ fn finish(
     }
     let mut conflicted = false;
     if let Some(l) = local.filter(|l| !l.info.deleted && l.info.kind == FileKind::File) {
-        if l.info.version.compare(&info.version).is_concurrent() {
-            conflict_copy(path, info.modified_by.to_string().as_str())?;
+        if in_conflict(&l.info.version, &info.version, own) {
+            conflict_copy(path, info.modified_by, max_conflicts)?;
             conflicted = true;
         }
     }
@@ -676,6 +693,21 @@ fn finish(
     // records any of them (see `Landed`).
     fs::rename(tmp, path)?;
     Ok((Outcome::Done(fs::symlink_metadata(path)?.ino()), conflicted))
+}
+
+/// Takes the global entry for a file whose content we already have:
+/// permissions and modification time follow it, the data stays.
+fn shortcut(path: &Path, info: &FileInfo, local: &Entry) -> std::io::Result<Outcome> {
+    if !matches_index(path, Some(local)) {
+        return Ok(Outcome::LocalChange("changed on disk".into()));
+    }
+    let f = crate::fs::open_regular(path)?;
+    if !info.no_permissions {
+        f.set_permissions(fs::Permissions::from_mode(info.permissions & 0o777))?;
+    }
+    // futimens needs ownership, not a writable handle.
+    f.set_modified(mtime(info))?;
+    Ok(Outcome::Done(f.metadata()?.ino()))
 }
 
 /// Connected sessions of the devices that have the global version.
@@ -687,50 +719,6 @@ fn holders(peers: &Peers, global: &Global) -> Vec<SessionHandle> {
         .filter_map(|&d| peers.index.device_by_number(d).ok().flatten())
         .filter_map(|id: DeviceId| peers.session(&id))
         .collect()
-}
-
-/// Moves the losing local file aside as
-/// `<stem>.sync-conflict-YYYYMMDD-HHMMSS-<SHORTID><ext>`, Syncthing's name,
-/// so peers recognise it and it syncs out like any file.
-fn conflict_copy(path: &Path, short_id: &str) -> std::io::Result<()> {
-    let base = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if base.contains(".sync-conflict-") {
-        return Ok(()); // A conflict of a conflict is not copied again.
-    }
-    let (stem, ext) = match base.rfind('.') {
-        Some(i) if i > 0 => (&base[..i], &base[i..]),
-        _ => (base.as_str(), ""),
-    };
-    let name = format!(
-        "{stem}.sync-conflict-{}-{short_id}{ext}",
-        timestamp(SystemTime::now())
-    );
-    fs::rename(path, path.with_file_name(name))
-}
-
-/// `YYYYMMDD-HHMMSS` in UTC.
-fn timestamp(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 fn mtime(info: &FileInfo) -> SystemTime {
@@ -747,28 +735,4 @@ fn sha(data: &[u8]) -> [u8; 32] {
 
 fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> bool {
     f.read_exact_at(buf, offset).is_ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conflict_names_match_syncthing() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_763_700_000); // 2025-11-21 04:40:00 UTC
-        assert_eq!(timestamp(t), "20251121-044000");
-        let dir = tempfile::tempdir().expect("tmp");
-        let p = dir.path().join("notes.txt");
-        fs::write(&p, "mine").expect("write");
-        conflict_copy(&p, "ABCDEFG").expect("copy");
-        let names: Vec<String> = fs::read_dir(dir.path())
-            .expect("ls")
-            .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names.len(), 1);
-        assert!(
-            names[0].starts_with("notes.sync-conflict-") && names[0].ends_with("-ABCDEFG.txt"),
-            "{names:?}"
-        );
-    }
 }

@@ -1,0 +1,171 @@
+//! Conflicts: when a replacement is a conflict with what we have, and the
+//! conflict copy that keeps the losing local version (Syncthing's name,
+//! local time, at most `max_conflicts` per file).
+
+use std::fs;
+use std::path::Path;
+
+use proto::message::FileInfo;
+use proto::{ShortId, Vector};
+
+/// Whether replacing `current` (ours) by `replacement` loses a local
+/// change (Syncthing's `inConflict`): the versions are concurrent, or the
+/// replacement has a higher counter for this very device than ours has,
+/// which means our index lost changes we made (a reset index, a restore).
+pub fn in_conflict(current: &Vector, replacement: &Vector, own: ShortId) -> bool {
+    current.compare(replacement).is_concurrent() || replacement.counter(own) > current.counter(own)
+}
+
+/// Whether two file entries have the same content (Syncthing's
+/// `BlocksEqual`): the blocks hashes when both have one, else the block
+/// lists' hashes. Replacing one by the other is a metadata change, never
+/// a conflict.
+pub fn same_content(a: &FileInfo, b: &FileInfo) -> bool {
+    if a.size != b.size {
+        return false;
+    }
+    if !a.blocks_hash.is_empty() && !b.blocks_hash.is_empty() {
+        return a.blocks_hash == b.blocks_hash;
+    }
+    a.blocks.len() == b.blocks.len()
+        && a.blocks
+            .iter()
+            .zip(&b.blocks)
+            .all(|(x, y)| x.hash == y.hash)
+}
+
+/// Moves the losing local file aside as
+/// `<stem>.sync-conflict-YYYYMMDD-HHMMSS-<SHORTID><ext>` (local time, as
+/// Syncthing names it, so peers recognise it and it syncs out like any
+/// file), then keeps only the newest `max` copies of that file (-1: all).
+/// With `max` 0 no copy is kept, as in Syncthing.
+pub fn conflict_copy(path: &Path, modified_by: ShortId, max: i64) -> std::io::Result<()> {
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if base.contains(".sync-conflict-") || max == 0 {
+        // A conflict of a conflict is not copied again.
+        return fs::remove_file(path);
+    }
+    let (stem, ext) = match base.rfind('.') {
+        Some(i) if i > 0 => (&base[..i], &base[i..]),
+        _ => (base.as_str(), ""),
+    };
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
+    let name = format!("{stem}.sync-conflict-{stamp}-{modified_by}{ext}");
+    fs::rename(path, path.with_file_name(name))?;
+    if max > 0 {
+        prune(path, stem, ext, max as usize)?;
+    }
+    Ok(())
+}
+
+/// Removes all but the newest `keep` conflict copies of `<stem><ext>`.
+fn prune(path: &Path, stem: &str, ext: &str, keep: usize) -> std::io::Result<()> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let prefix = format!("{stem}.sync-conflict-");
+    let mut copies: Vec<String> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            n.strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix(ext))
+                .is_some_and(is_stamp_and_id)
+        })
+        .collect();
+    // The stamp sorts by time; newest first.
+    copies.sort_unstable_by(|a, b| b.cmp(a));
+    for old in copies.iter().skip(keep) {
+        fs::remove_file(dir.join(old))?;
+    }
+    Ok(())
+}
+
+/// `YYYYMMDD-HHMMSS-<id>`.
+fn is_stamp_and_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() > 16
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'-'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'-'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = fs::read_dir(dir)
+            .expect("ls")
+            .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn names_match_syncthing_in_local_time() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("notes.txt");
+        fs::write(&p, "mine").expect("write");
+        let before = chrono::Local::now().format("%Y%m%d-%H%M").to_string();
+        conflict_copy(&p, ShortId(0x1234_5678_9abc_def0), 10).expect("copy");
+        let n = names(dir.path());
+        assert_eq!(n.len(), 1);
+        let want = format!("notes.sync-conflict-{before}");
+        assert!(n[0].starts_with(&want), "{n:?} vs {want}");
+        assert!(
+            n[0].ends_with(&format!("-{}.txt", ShortId(0x1234_5678_9abc_def0))),
+            "{n:?}"
+        );
+    }
+
+    #[test]
+    fn only_the_newest_copies_are_kept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for i in 0..5 {
+            let old = format!("a.sync-conflict-2020010{i}-000000-ABCDEFG.txt");
+            fs::write(dir.path().join(old), "old").expect("write");
+        }
+        fs::write(
+            dir.path()
+                .join("b.sync-conflict-20200101-000000-ABCDEFG.txt"),
+            "",
+        )
+        .expect("w");
+        let p = dir.path().join("a.txt");
+        fs::write(&p, "mine").expect("write");
+        conflict_copy(&p, ShortId(1), 3).expect("copy");
+        let n = names(dir.path());
+        assert_eq!(n.len(), 4, "{n:?}");
+        assert!(n.iter().any(|x| x.starts_with("a.sync-conflict-20200104")));
+        assert!(n.iter().any(|x| x.starts_with("a.sync-conflict-20200103")));
+        assert!(!n.iter().any(|x| x.starts_with("a.sync-conflict-20200102")));
+        assert!(
+            n.iter().any(|x| x.starts_with("b.")),
+            "another file's copy stays"
+        );
+    }
+
+    #[test]
+    fn our_own_higher_counter_in_the_replacement_is_a_conflict() {
+        let me = ShortId(1);
+        let other = ShortId(2);
+        let ours = Vector::new().updated(other, 0);
+        let theirs = ours.updated(other, 0);
+        assert!(!in_conflict(&ours, &theirs, me), "a plain successor");
+        assert!(
+            in_conflict(&ours, &Vector::new().updated(me, 0), me),
+            "concurrent"
+        );
+        // Theirs descends from a version of ours that our index forgot.
+        let forgotten = ours.updated(me, 0).updated(me, 0);
+        let theirs = forgotten.updated(other, 0);
+        let reset = Vector::new().updated(me, 0).merged(&ours);
+        assert!(reset.compare(&theirs) == proto::version::Ordering::Lesser);
+        assert!(in_conflict(&reset, &theirs, me));
+    }
+}
