@@ -242,3 +242,89 @@ fn a_device_killed_while_pulling_resumes_without_refetching_verified_blocks() {
     db.stop();
     da.stop();
 }
+
+/// Conflict copies anywhere under `root`.
+fn conflict_copies(root: &std::path::Path) -> Vec<String> {
+    ferrosync_tests::trees::tree(root)
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|n| n.contains(".sync-conflict-"))
+        .collect()
+}
+
+/// Killed (SIGKILL) four times while pulling 400 files, then its index
+/// deleted: identical content is never a conflict, so the two devices end
+/// equal with no conflict copy anywhere (measured before the fix: 528).
+#[test]
+fn kills_mid_pull_and_a_lost_index_make_no_conflict_copies() {
+    let (a, b) = (node("source"), node("sink"));
+    configure(&a, &[(&b, None)]);
+    for d in 0..8 {
+        fs::create_dir_all(a.root.join(format!("d{d}"))).expect("mkdir");
+        for i in 0..50 {
+            fs::write(
+                a.root.join(format!("d{d}/f{i:02}.txt")),
+                format!("file {d}/{i} ").repeat(i * 40 + 1),
+            )
+            .expect("write");
+        }
+    }
+    let mut da = a.dev.start();
+    da.wait_scanned("f");
+    configure(&b, &[(&a, Some(da.listen_url("tcp")))]);
+    let count = |root: &std::path::Path| ferrosync_tests::trees::tree(root).len();
+    for round in 1..=4 {
+        let db = b.dev.start();
+        // Kill it once it has landed some more of the files.
+        let target = round * 60;
+        let reached = ferrosync_tests::poll(Duration::from_secs(60), || {
+            (count(&b.root) >= target || count(&b.root) >= 408).then_some(())
+        });
+        assert!(
+            reached.is_some(),
+            "round {round}: no progress; log:\n{}",
+            db.log()
+        );
+        db.kill();
+    }
+    let mut db = b.dev.start();
+    wait_equal(
+        &[&a.root, &b.root],
+        &[&da, &db],
+        Duration::from_secs(120),
+        "after kills",
+    );
+    db.stop();
+    // A lost index: every file rescanned as new, identical to the global.
+    fs::remove_dir_all(b.dev.home().join("index")).expect("rm index");
+    let db = b.dev.start();
+    wait_equal(
+        &[&a.root, &b.root],
+        &[&da, &db],
+        Duration::from_secs(120),
+        "after reset",
+    );
+    // Settled: both sides agree on versions (nothing needed anywhere).
+    let settled = |d: &ferrosync_tests::daemon::Daemon<'_>| {
+        d.status()
+            .and_then(|s| ferrosync_tests::daemon::folder(&s, "f").cloned())
+            .is_some_and(|f| f["need_files"] == 0 && f["state"] == "idle")
+    };
+    let both = ferrosync_tests::poll(Duration::from_secs(60), || {
+        (settled(&da) && settled(&db)).then_some(())
+    });
+    assert!(
+        both.is_some(),
+        "never settled; logs:\n{}\n---\n{}",
+        da.log(),
+        db.log()
+    );
+    let copies = [conflict_copies(&a.root), conflict_copies(&b.root)].concat();
+    assert!(
+        copies.is_empty(),
+        "{} conflict copies: {copies:?}",
+        copies.len()
+    );
+    db.stop();
+    da.stop();
+}
