@@ -88,6 +88,7 @@ impl Index {
             id: id.to_string(),
             writer: Mutex::new(()),
             changes: tokio::sync::watch::channel(0).0,
+            durable: tokio::sync::watch::channel(0).0,
         });
         if f.device_meta(LOCAL)?.index_id == 0 {
             let mut meta = f.device_meta(LOCAL)?;
@@ -97,6 +98,9 @@ impl Index {
             self.db.apply(b)?;
             self.db.flush()?;
         }
+        // What the database holds at open is on disk.
+        let on_disk = f.device_meta(LOCAL)?.max_sequence;
+        f.durable.send_replace(on_disk);
         folders.insert(id.to_string(), f.clone());
         Ok(f)
     }
@@ -178,9 +182,14 @@ pub struct FolderIndex {
     number: u32,
     id: String,
     writer: Mutex<()>,
-    /// Bumped after every committed write: index senders wait on it for
-    /// new local entries, pullers for new remote ones.
+    /// Bumped after every committed write: pullers wait on it for new
+    /// remote entries.
     changes: tokio::sync::watch::Sender<u64>,
+    /// The highest local sequence known to be on disk. Index senders
+    /// announce nothing above it: after a crash the index may fall back to
+    /// an earlier state and reuse later sequence numbers, and a peer that
+    /// had seen them under the same index ID would skip the real changes.
+    durable: tokio::sync::watch::Sender<i64>,
 }
 
 impl FolderIndex {
@@ -197,6 +206,12 @@ impl FolderIndex {
     /// A receiver that sees a new value after each committed write.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// A receiver of the highest local sequence that is durable (see
+    /// [`FolderIndex::flush`]): what may be announced to peers.
+    pub fn durable(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.durable.subscribe()
     }
 
     /// The entries that a device holds exactly at the global version of
@@ -294,7 +309,15 @@ impl FolderIndex {
     /// recent batches (never parts of one): the index falls behind the disk
     /// and the next scan redoes the work.
     pub fn flush(&self) -> Result<(), DbError> {
-        self.db.flush()
+        // Read before the flush: whatever was committed by then is in it.
+        let committed = self.device_meta(LOCAL)?.max_sequence;
+        self.db.flush()?;
+        self.durable.send_if_modified(|d| {
+            let newer = committed > *d;
+            *d = (*d).max(committed);
+            newer
+        });
+        Ok(())
     }
 
     /// Records local changes. Each gets the next sequence number; global

@@ -290,3 +290,31 @@ fn an_invalid_entry_at_the_winning_version_is_no_holder() {
     assert_eq!(g.devices, vec![ignorer]);
     assert_eq!(f.folder_meta().expect("meta").need, Counts::default());
 }
+
+/// Nothing above the durable sequence may be announced: the watermark
+/// moves only when a flush has made the entries durable, and an index
+/// opened again starts from what is on disk.
+#[test]
+fn only_flushed_sequences_are_durable() {
+    let (dir, index) = open();
+    let f = index.folder("default").expect("folder");
+    let durable = f.durable();
+    assert_eq!(*durable.borrow(), 0);
+    let v = Vector::new().updated(ME, 1);
+    f.update_local(vec![entry(file("a", 1, &v)), entry(file("b", 2, &v))])
+        .expect("update");
+    assert_eq!(*durable.borrow(), 0, "committed is not durable");
+    f.flush().expect("flush");
+    assert_eq!(*durable.borrow(), 2);
+    f.update_local(vec![entry(file("c", 3, &v))])
+        .expect("update");
+    assert_eq!(*durable.borrow(), 2);
+    drop((f, durable, index));
+    let path = dir.path().join("index");
+    let index = db::retry_while_locked(|| Index::open(&path, 4 << 20)).expect("reopen");
+    let f = index.folder("default").expect("folder");
+    assert_eq!(
+        *f.durable().borrow(),
+        f.device_meta(LOCAL).expect("meta").max_sequence
+    );
+}

@@ -206,7 +206,10 @@ impl Landed {
             for d in &dirs {
                 File::open(d)?.sync_all()?;
             }
-            fi.update_local(entries).map_err(std::io::Error::other)
+            // Durable before peers hear of it (one flush per batch).
+            fi.update_local(entries)
+                .and_then(|_| fi.flush())
+                .map_err(std::io::Error::other)
         })
         .await
         .map_err(std::io::Error::other)

@@ -25,13 +25,14 @@ pub async fn run(
     start: Option<i64>,
     receive_only: Option<proto::ShortId>,
 ) {
-    let mut changes = fi.subscribe();
+    // Only durable entries go out (see `FolderIndex::durable`).
+    let mut durable = fi.durable();
     let mut full = start.is_none();
     let mut after = start.unwrap_or(0);
     loop {
-        changes.borrow_and_update();
+        let upto = *durable.borrow_and_update();
         let (fi2, from) = (fi.clone(), after);
-        let batch = tokio::task::spawn_blocking(move || collect(&fi2, from)).await;
+        let batch = tokio::task::spawn_blocking(move || collect(&fi2, from, upto)).await;
         let files = match batch {
             Ok(Ok(f)) => f,
             Ok(Err(e)) => {
@@ -46,7 +47,7 @@ pub async fn run(
                 // Nothing at all: Syncthing sends no empty Index either.
                 full = false;
             }
-            if changes.changed().await.is_err() {
+            if durable.changed().await.is_err() {
                 return;
             }
             continue;
@@ -87,11 +88,15 @@ pub async fn run(
 fn collect(
     fi: &FolderIndex,
     after: i64,
+    upto: i64,
 ) -> Result<Vec<proto::message::FileInfo>, crate::index::DbError> {
     let mut out = Vec::new();
     let mut bytes = 0;
     for e in fi.local_since(after) {
         let e = e?;
+        if e.info.sequence > upto {
+            break;
+        }
         bytes += 100 + e.info.name.as_str().len() + 40 * e.info.blocks.len();
         out.push(e.info);
         if out.len() >= BATCH_FILES || bytes >= BATCH_BYTES {

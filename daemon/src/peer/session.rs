@@ -208,7 +208,8 @@ fn cluster_config(peers: &Peers, device: &DeviceId) -> Result<ClusterConfig, Ses
         let mut me = FolderDevice::new(peers.own);
         me.name = config.name.clone();
         me.index_id = ours.index_id;
-        me.max_sequence = ours.max_sequence;
+        // What we may announce, not what is committed but not yet durable.
+        me.max_sequence = *fi.durable().borrow();
         let mut them = FolderDevice::new(*device);
         if let Some(d) = config.device(device) {
             them.name = d.name.clone();

@@ -282,6 +282,8 @@ pub fn scan(
     });
     let seen = collected?;
     if ctx.cancelled() {
+        // What was recorded is kept (and may be announced).
+        index.flush()?;
         return Err(ScanError::Cancelled);
     }
     report.changes += deletions(&ctx, &seen)?;
