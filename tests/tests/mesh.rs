@@ -328,3 +328,119 @@ fn kills_mid_pull_and_a_lost_index_make_no_conflict_copies() {
     db.stop();
     da.stop();
 }
+
+/// Every type change converges in one pull pass (no deferral, no temp
+/// file left), and a local edit against a file → directory change leaves
+/// a conflict copy instead of being lost.
+#[test]
+fn type_changes_converge_and_a_concurrent_edit_becomes_a_conflict_copy() {
+    use std::os::unix::fs::symlink;
+    let (a, b) = (node("changer"), node("follower"));
+    configure(&a, &[(&b, None)]);
+    let r = &a.root;
+    fs::create_dir_all(r.join("d2f")).expect("mkdir");
+    fs::create_dir_all(r.join("d2l/sub")).expect("mkdir");
+    fs::write(r.join("d2f/child"), "child").expect("write");
+    fs::write(r.join("d2l/sub/deep"), "deep").expect("write");
+    for f in ["f2d", "f2l", "race"] {
+        fs::write(r.join(f), f).expect("write");
+    }
+    let mut da = a.dev.start();
+    da.wait_scanned("f");
+    configure(&b, &[(&a, Some(da.listen_url("tcp")))]);
+    let db = b.dev.start();
+    wait_equal(
+        &[&a.root, &b.root],
+        &[&da, &db],
+        Duration::from_secs(60),
+        "initial",
+    );
+    db.stop();
+
+    // Offline, B edits "race"; A turns it into a directory (later, so
+    // newer: A's version wins) and changes every other type.
+    fs::write(b.root.join("race"), "B's edit, not to be lost").expect("write");
+    // An hour older than A's directory, whatever the clock's granularity.
+    fs::File::options()
+        .write(true)
+        .open(b.root.join("race"))
+        .and_then(|f| f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600)))
+        .expect("mtime");
+    fs::remove_file(r.join("race")).expect("rm");
+    fs::create_dir(r.join("race")).expect("mkdir");
+    fs::remove_file(r.join("f2d")).expect("rm");
+    fs::create_dir(r.join("f2d")).expect("mkdir");
+    fs::write(r.join("f2d/inner"), "inner").expect("write");
+    fs::remove_dir_all(r.join("d2f")).expect("rm");
+    fs::write(r.join("d2f"), "now a file").expect("write");
+    fs::remove_dir_all(r.join("d2l")).expect("rm");
+    symlink("f2d/inner", r.join("d2l")).expect("symlink");
+    fs::remove_file(r.join("f2l")).expect("rm");
+    symlink("d2f", r.join("f2l")).expect("symlink");
+    a.dev.ok(&["folder", "rescan", "f"]);
+
+    let db = b.dev.start();
+    let copies = |root: &std::path::Path| conflict_copies(root);
+    let converged = ferrosync_tests::poll(Duration::from_secs(60), || {
+        let (ta, tb) = (
+            ferrosync_tests::trees::tree(&a.root),
+            ferrosync_tests::trees::tree(&b.root),
+        );
+        (ta == tb && copies(&a.root).len() == 1).then_some(ta)
+    });
+    let tree = converged.unwrap_or_else(|| {
+        panic!(
+            "not converged:\nA {:?}\nB {:?}\nlogs:\n{}\n---\n{}",
+            ferrosync_tests::trees::tree(&a.root),
+            ferrosync_tests::trees::tree(&b.root),
+            da.log(),
+            db.log()
+        )
+    });
+    let kind = |n: &str| tree.iter().find(|(x, _)| x == n).map(|(_, k)| k.clone());
+    assert_eq!(kind("f2d").as_deref(), Some("dir"));
+    assert_eq!(kind("race").as_deref(), Some("dir"));
+    assert!(
+        kind("d2f").is_some_and(|k| k.starts_with("10 ")),
+        "{tree:?}"
+    );
+    assert!(kind("d2l").is_some_and(|k| k.starts_with("->")), "{tree:?}");
+    assert!(kind("f2l").is_some_and(|k| k.starts_with("->")), "{tree:?}");
+    let copy = &copies(&b.root)[0];
+    assert!(copy.starts_with("race.sync-conflict-"), "{copy}");
+    assert_eq!(
+        fs::read_to_string(b.root.join(copy)).expect("read"),
+        "B's edit, not to be lost"
+    );
+    let log = db.log();
+    let passes: Vec<&str> = log.lines().filter(|l| l.contains("pull pass")).collect();
+    assert!(
+        !passes.is_empty() && passes.iter().all(|l| l.contains("deferred=0")),
+        "not done in one pass: {passes:#?}\n{log}"
+    );
+    assert!(
+        !log.contains("EISDIR") && !log.contains("Is a directory"),
+        "a rename onto a directory was tried:\n{log}"
+    );
+    let temps: Vec<_> = walk_names(&b.root)
+        .into_iter()
+        .filter(|n| n.contains(".syncthing."))
+        .collect();
+    assert!(temps.is_empty(), "temp files left: {temps:?}");
+    db.stop();
+    da.stop();
+}
+
+fn walk_names(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            out.push(e.file_name().to_string_lossy().into_owned());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}

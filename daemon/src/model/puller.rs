@@ -126,6 +126,14 @@ pub async fn pull(
         fetched,
     };
     let mut landed = Landed::default();
+    let ctx = Apply {
+        root: &cfg.path,
+        own: peers.own.short(),
+        max_conflicts: cfg.max_conflicts,
+    };
+    // Files and symlinks where we have a directory: its contents are
+    // deletions, so these wait until the deletions have run.
+    let mut in_place_of_dirs = Vec::new();
     for chunk in update_names.chunks(PULL_CHUNK) {
         let mut files = Vec::new();
         // Directories first (name order puts parents before children, also
@@ -144,9 +152,16 @@ pub async fn pull(
                 }
             };
             let local = fi.get(LOCAL, name).ok().flatten();
+            let dir_here = local
+                .as_ref()
+                .is_some_and(|l| l.info.kind == FileKind::Directory && !l.info.deleted);
+            if dir_here && info.kind != FileKind::Directory {
+                in_place_of_dirs.push((global, info, local));
+                continue;
+            }
             let result = match info.kind {
-                FileKind::Directory => directory(&cfg.path, &info, local.as_ref()),
-                FileKind::Symlink => symlink(&cfg.path, &info, local.as_ref()),
+                FileKind::Directory => directory(&ctx, &info, local.as_ref(), &mut report),
+                FileKind::Symlink => symlink(&ctx, &info, local.as_ref(), &mut report),
                 FileKind::File => {
                     files.push((global, info, local));
                     continue;
@@ -162,6 +177,31 @@ pub async fn pull(
         let result = delete(&cfg.path, &info, local.as_ref());
         settle(fi, info, result, &mut report);
     }
+    // The directories' contents are gone now (or something unknown is
+    // left in them, which keeps them): the new entries take their place.
+    let mut files = Vec::new();
+    for (global, info, local) in in_place_of_dirs {
+        match remove_empty_dir(&cfg.path, &info, local.as_ref()) {
+            Ok(None) => {}
+            Ok(Some(outcome)) => {
+                settle(fi, info, Ok(outcome), &mut report);
+                continue;
+            }
+            Err(e) => {
+                settle(fi, info, Err(e), &mut report);
+                continue;
+            }
+        }
+        // Nothing is at the name now, which is what `None` means below.
+        if info.kind == FileKind::Symlink {
+            let result = symlink(&ctx, &info, None, &mut report);
+            settle(fi, info, result, &mut report);
+        } else {
+            files.push((global, info, None));
+        }
+    }
+    pull_files(&pass, fi, files, &mut landed, &mut report).await;
+    landed.land(fi, &mut report).await;
     // Pulled files are on disk and fsynced; their entries must not be
     // lost, or a rescan would see them as local edits.
     if let Err(e) = fi.flush() {
@@ -363,8 +403,45 @@ fn matches_index(path: &Path, local: Option<&Entry>) -> bool {
     }
 }
 
-fn directory(root: &Path, info: &FileInfo, local: Option<&Entry>) -> std::io::Result<Outcome> {
-    let path = safe_path(root, info.name.as_str())?;
+/// What applying directories and symlinks needs besides the entry.
+struct Apply<'a> {
+    root: &'a Path,
+    own: proto::ShortId,
+    max_conflicts: i64,
+}
+
+/// Moves a file in the way of a new directory or symlink aside as a
+/// conflict copy when replacing it would lose a local change, else
+/// removes it. Sets `report.rescan` when a copy was made (it is a new
+/// local file).
+fn clear_file_in_way(
+    ctx: &Apply<'_>,
+    path: &Path,
+    info: &FileInfo,
+    local: Option<&Entry>,
+    report: &mut PullReport,
+) -> std::io::Result<()> {
+    let conflict = local.is_some_and(|l| {
+        l.info.kind == FileKind::File
+            && !l.info.deleted
+            && in_conflict(&l.info.version, &info.version, ctx.own)
+    });
+    if conflict {
+        conflict_copy(path, info.modified_by, ctx.max_conflicts)?;
+        report.rescan = true;
+        Ok(())
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+fn directory(
+    ctx: &Apply<'_>,
+    info: &FileInfo,
+    local: Option<&Entry>,
+    report: &mut PullReport,
+) -> std::io::Result<Outcome> {
+    let path = safe_path(ctx.root, info.name.as_str())?;
     match fs::symlink_metadata(&path) {
         Ok(m) if m.is_dir() => {}
         Ok(_) if !matches_index(&path, local) => {
@@ -372,7 +449,10 @@ fn directory(root: &Path, info: &FileInfo, local: Option<&Entry>) -> std::io::Re
                 "a file is where the directory goes".into(),
             ))
         }
-        Ok(_) => fs::remove_file(&path)?,
+        Ok(_) => {
+            clear_file_in_way(ctx, &path, info, local, report)?;
+            fs::create_dir(&path)?;
+        }
         Err(_) => fs::create_dir(&path)?,
     }
     if !info.no_permissions {
@@ -381,19 +461,43 @@ fn directory(root: &Path, info: &FileInfo, local: Option<&Entry>) -> std::io::Re
     Ok(Outcome::Done(fs::symlink_metadata(&path)?.ino()))
 }
 
-fn symlink(root: &Path, info: &FileInfo, local: Option<&Entry>) -> std::io::Result<Outcome> {
+fn symlink(
+    ctx: &Apply<'_>,
+    info: &FileInfo,
+    local: Option<&Entry>,
+    report: &mut PullReport,
+) -> std::io::Result<Outcome> {
     use std::os::unix::ffi::OsStrExt;
-    let path = safe_path(root, info.name.as_str())?;
+    let path = safe_path(ctx.root, info.name.as_str())?;
     if !matches_index(&path, local) {
         return Ok(Outcome::LocalChange("changed on disk".into()));
     }
     match fs::symlink_metadata(&path) {
         Ok(m) if m.is_dir() => return Ok(Outcome::Later("a directory is in the way".into())),
-        Ok(_) => fs::remove_file(&path)?,
+        Ok(_) => clear_file_in_way(ctx, &path, info, local, report)?,
         Err(_) => {}
     }
     std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&info.symlink_target), &path)?;
     Ok(Outcome::Done(0))
+}
+
+/// Removes the directory we have where `info` (a file or symlink) goes,
+/// once its contents are gone: `None` when the name is free, else why not.
+fn remove_empty_dir(
+    root: &Path,
+    info: &FileInfo,
+    local: Option<&Entry>,
+) -> std::io::Result<Option<Outcome>> {
+    let path = safe_path(root, info.name.as_str())?;
+    if !matches_index(&path, local) {
+        return Ok(Some(Outcome::LocalChange("changed on disk".into())));
+    }
+    match fs::remove_dir(&path) {
+        Ok(()) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        // Something not (yet) in the index is in it: it must not be lost.
+        Err(e) => Ok(Some(Outcome::Later(format!("directory not empty: {e}")))),
+    }
 }
 
 fn delete(root: &Path, info: &FileInfo, local: Option<&Entry>) -> std::io::Result<Outcome> {
