@@ -145,4 +145,11 @@ mod tests {
         assert_eq!(Name::parse("top").expect("ok").parent(), None);
         assert_eq!(n.components().collect::<Vec<_>>(), ["a", "b", "c.txt"]);
     }
+
+    #[test]
+    fn a_backslash_is_an_ordinary_character() {
+        let n = Name::parse("a\\b").expect("accepted, as Syncthing on Linux does");
+        assert_eq!(n.as_str(), "a\\b");
+        assert_eq!(n.parent(), None, "not a separator");
+    }
 }

@@ -398,7 +398,12 @@ fn matches_index(path: &Path, local: Option<&Entry>) -> bool {
                     && (e.inode == 0 || e.inode == m.ino())
             }
             FileKind::Directory => m.is_dir(),
-            FileKind::Symlink => m.file_type().is_symlink(),
+            FileKind::Symlink => {
+                use std::os::unix::ffi::OsStrExt;
+                m.file_type().is_symlink()
+                    && fs::read_link(path)
+                        .is_ok_and(|t| t.as_os_str().as_bytes() == e.info.symlink_target)
+            }
         },
     }
 }
@@ -842,4 +847,30 @@ fn sha(data: &[u8]) -> [u8; 32] {
 
 fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> bool {
     f.read_exact_at(buf, offset).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_symlink_target_does_not_match_the_index() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("l");
+        std::os::unix::fs::symlink("old-target", &p).expect("symlink");
+        let mut info = FileInfo::new(proto::Name::parse("l").expect("name"), FileKind::Symlink);
+        info.symlink_target = b"old-target".to_vec();
+        let e = Entry {
+            info,
+            inode: 0,
+            flags: 0,
+        };
+        assert!(matches_index(&p, Some(&e)));
+        fs::remove_file(&p).expect("rm");
+        std::os::unix::fs::symlink("new-target", &p).expect("symlink");
+        assert!(
+            !matches_index(&p, Some(&e)),
+            "a retargeted link is a local change"
+        );
+    }
 }
