@@ -287,7 +287,7 @@ fn kills_mid_pull_and_a_lost_index_make_no_conflict_copies() {
         );
         db.kill();
     }
-    let mut db = b.dev.start();
+    let db = b.dev.start();
     wait_equal(
         &[&a.root, &b.root],
         &[&da, &db],
