@@ -40,7 +40,13 @@ pub fn needs(local: Option<&FileInfo>, global: &FileInfo) -> bool {
     }
     match local {
         None => !global.deleted,
-        Some(l) if l.invalid => false, // Ignored here: never pulled.
+        // Invalid here (ignored, a receive-only change): needed once the
+        // global version is newer or concurrent, as in Syncthing; the
+        // puller then decides (an ignored name is recorded, not fetched).
+        Some(l) if l.invalid => !matches!(
+            l.version.compare(&global.version),
+            Ordering::Equal | Ordering::Greater
+        ),
         Some(l) if l.version.compare(&global.version) == Ordering::Equal => false,
         Some(l) => !(l.deleted && global.deleted),
     }
@@ -102,8 +108,13 @@ mod tests {
         let gone = f(&[(1, 3)], 1, true);
         assert!(!needs(None, &gone), "nothing to delete");
         assert!(needs(Some(&g), &gone), "must delete");
-        let mut ignored = f(&[(1, 1)], 1, false);
+        let mut ignored = f(&[(1, 2)], 1, false);
         ignored.invalid = true;
-        assert!(!needs(Some(&ignored), &g));
+        assert!(!needs(Some(&ignored), &g), "ignored at the global version");
+        ignored.version = f(&[(1, 1)], 1, false).version;
+        assert!(
+            needs(Some(&ignored), &g),
+            "a newer global: the puller decides"
+        );
     }
 }

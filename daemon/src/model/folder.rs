@@ -137,6 +137,7 @@ pub fn spawn(
         let mut peer_changes = peers.as_ref().map(|p| p.changed.subscribe());
         let mut scan_due = true;
         let mut next_timer = tokio::time::Instant::now() + jittered(interval);
+        let mut pull_rescan = PullRescan::default();
         loop {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -156,8 +157,9 @@ pub fn spawn(
                         progress.clone(),
                         stop.clone(),
                     );
+                    let peers = peers.clone();
                     tokio::task::spawn_blocking(move || {
-                        run_scan(&config, &index, own, &progress, &stop)
+                        run_scan(&config, &index, own, &progress, &stop, peers.as_deref())
                     })
                     .await
                     .unwrap_or_else(|e| Err(format!("scan panicked: {e}")))
@@ -165,11 +167,12 @@ pub fn spawn(
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
+                pull_rescan.scanned(outcome.as_ref().map_or(0, |(_, n)| *n));
                 status_tx.send_modify(|s| {
                     s.scans_completed += 1;
                     s.last_scan = Some(started.elapsed());
                     match outcome {
-                        Ok(errors) => {
+                        Ok((errors, _)) => {
                             s.state = FolderState::Idle;
                             s.errors = errors;
                         }
@@ -197,9 +200,9 @@ pub fn spawn(
                     for e in &report.errors {
                         tracing::warn!(folder = %config.id, "{e}");
                     }
-                    scan_due |= report.rescan;
                     status_tx.send_modify(|s| s.state = FolderState::Idle);
-                    if scan_due {
+                    if report.rescan && pull_rescan.now() {
+                        scan_due = true;
                         *requested.lock().unwrap_or_else(|e| e.into_inner()) += 1;
                         continue;
                     }
@@ -217,6 +220,11 @@ pub fn spawn(
                     *requested.lock().unwrap_or_else(|e| e.into_inner()) += 1;
                     scan_due = true;
                     next_timer = tokio::time::Instant::now() + jittered(interval);
+                }
+                _ = pull_rescan.due() => {
+                    pull_rescan.started();
+                    *requested.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                    scan_due = true;
                 }
                 r = changes.changed() => {
                     if r.is_err() {
@@ -236,14 +244,70 @@ pub fn spawn(
     (handle, task)
 }
 
-/// Scans once; returns the per-file errors or why the folder cannot scan.
+/// Rescans a pull pass asks for (it found the disk differing from the
+/// index) run at once while they find changes; one that found nothing
+/// means the next such request waits, 1 s doubling to 60 s, so no
+/// disagreement between the puller and the scanner can spin the folder.
+#[derive(Default)]
+struct PullRescan {
+    /// The running scan was asked for by a pull pass.
+    from_pull: bool,
+    /// How long the next pull-requested rescan waits (zero: at once).
+    wait: Duration,
+    /// When a deferred one is due.
+    at: Option<tokio::time::Instant>,
+}
+
+impl PullRescan {
+    const MAX_WAIT: Duration = Duration::from_secs(60);
+
+    /// A scan finished having recorded `changes` entries.
+    fn scanned(&mut self, changes: usize) {
+        if changes > 0 {
+            self.wait = Duration::ZERO;
+        } else if self.from_pull {
+            self.wait = (self.wait * 2).clamp(Duration::from_secs(1), Self::MAX_WAIT);
+        }
+        self.from_pull = false;
+    }
+
+    /// A pull pass asks for a rescan: whether to run it now (else it is
+    /// scheduled for [`PullRescan::due`]).
+    fn now(&mut self) -> bool {
+        if self.wait.is_zero() {
+            self.started();
+            return true;
+        }
+        self.at
+            .get_or_insert_with(|| tokio::time::Instant::now() + self.wait);
+        false
+    }
+
+    /// The deferred rescan starts.
+    fn started(&mut self) {
+        self.at = None;
+        self.from_pull = true;
+    }
+
+    /// Resolves when a deferred rescan is due; never if none is.
+    async fn due(&self) {
+        match self.at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Scans once; returns the per-file errors and the number of changes
+/// recorded, or why the folder cannot scan.
 fn run_scan(
     config: &FolderConfig,
     index: &FolderIndex,
     own: ShortId,
     progress: &ScanProgress,
     stop: &AtomicBool,
-) -> Result<Vec<String>, String> {
+    peers: Option<&Peers>,
+) -> Result<(Vec<String>, usize), String> {
     for counter in [
         &progress.files_total,
         &progress.bytes_total,
@@ -253,7 +317,11 @@ fn run_scan(
         counter.store(0, Ordering::Relaxed);
     }
     let root: &PathBuf = &config.path;
-    let ignores = Ignores::load(root).map_err(|e| e.to_string())?;
+    let ignores = Arc::new(Ignores::load(root).map_err(|e| e.to_string())?);
+    // The puller and the block server follow the patterns this scan uses.
+    if let Some(p) = peers {
+        p.set_ignores(&config.id, ignores.clone());
+    }
     let opts = ScanOptions {
         own,
         ignores: &ignores,
@@ -273,9 +341,9 @@ fn run_scan(
                 local_files = index.device_meta(LOCAL).map(|m| m.counts.files).unwrap_or(0),
                 "scan complete"
             );
-            Ok(report.errors)
+            Ok((report.errors, report.changes))
         }
-        Err(scanner::ScanError::Cancelled) => Ok(Vec::new()),
+        Err(scanner::ScanError::Cancelled) => Ok((Vec::new(), 0)),
         Err(e) => {
             tracing::warn!(folder = %config.id, "cannot scan: {e}");
             Err(e.to_string())
@@ -303,4 +371,37 @@ fn jittered(interval: Duration) -> Duration {
     let quarter = interval / 4;
     let extra = rand::random::<f64>() * (quarter * 2).as_secs_f64();
     interval - quarter + Duration::from_secs_f64(extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pull that keeps asking for rescans that find nothing is slowed
+    /// down, 1 s doubling to 60 s; a scan that finds changes resets it.
+    #[test]
+    fn pull_requested_rescans_back_off_while_they_find_nothing() {
+        let mut r = PullRescan::default();
+        assert!(r.now(), "the first one runs at once");
+        r.scanned(0);
+        assert_eq!(r.wait, Duration::from_secs(1));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            assert!(!r.now(), "deferred");
+            assert!(r.at.is_some());
+        });
+        r.started();
+        r.scanned(0);
+        assert_eq!(r.wait, Duration::from_secs(2));
+        for _ in 0..10 {
+            r.from_pull = true;
+            r.scanned(0);
+        }
+        assert_eq!(r.wait, PullRescan::MAX_WAIT);
+        r.scanned(3);
+        assert!(r.wait.is_zero() && r.now(), "changes found: at once again");
+    }
 }

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
 use crate::config::FolderConfig;
-use crate::index::{Entry, FolderIndex, Global, LOCAL};
+use crate::index::{Entry, FolderIndex, Global, FLAG_IGNORED, LOCAL};
 use crate::peer::serve::safe_path;
 use crate::peer::{Peers, SessionHandle};
 
@@ -80,6 +80,13 @@ pub async fn pull(
     fetched: &Arc<AtomicU64>,
 ) -> PullReport {
     let mut report = PullReport::default();
+    let ignores = match peers.ignores(cfg) {
+        Ok(i) => i,
+        Err(e) => {
+            report.errors.push(format!("ignore patterns: {e}"));
+            return report;
+        }
+    };
     // Only names and kinds are read up front; entries are loaded a chunk at
     // a time, so memory stays flat however much the folder needs.
     let fi2 = fi.clone();
@@ -102,7 +109,16 @@ pub async fn pull(
     };
     let mut deletes = Vec::new();
     let mut update_names = Vec::new();
+    // Names our patterns ignore are recorded as ignored at the global
+    // version (so they are no longer needed), never fetched or deleted.
+    let mut ignored = Vec::new();
     for (name, deleted) in needs {
+        if ignores.matches(&name).ignored {
+            if let Ok(Some((_, info))) = fi.global_file(&name) {
+                ignored.push(ignored_entry(info));
+            }
+            continue;
+        }
         if !deleted {
             update_names.push(name);
             continue;
@@ -125,6 +141,15 @@ pub async fn pull(
         budget: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_KIB as usize)),
         fetched,
     };
+    if !ignored.is_empty() {
+        let n = ignored.len();
+        let fi2 = fi.clone();
+        match tokio::task::spawn_blocking(move || fi2.update_local(ignored)).await {
+            Ok(Ok(_)) => report.done += n,
+            Ok(Err(e)) => report.errors.push(format!("recording ignored names: {e}")),
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
     let mut landed = Landed::default();
     let ctx = Apply {
         root: &cfg.path,
@@ -208,6 +233,21 @@ pub async fn pull(
         report.errors.push(format!("flushing the index: {e}"));
     }
     report
+}
+
+/// What we record for a needed name our patterns ignore: the global
+/// entry without content, invalid and flagged ignored (Syncthing's
+/// `SetIgnored`), so the version history is kept if it is un-ignored.
+fn ignored_entry(mut info: FileInfo) -> Entry {
+    info.invalid = true;
+    info.size = 0;
+    info.blocks.clear();
+    info.blocks_hash.clear();
+    Entry {
+        info,
+        inode: 0,
+        flags: FLAG_IGNORED,
+    }
 }
 
 /// Files renamed into place whose directories still need an fsync before

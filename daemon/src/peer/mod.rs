@@ -27,8 +27,9 @@ use proto::{DeviceId, Name};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::Config;
+use crate::config::{Config, FolderConfig};
 use crate::index::Index;
+use crate::scanner::ignore::Ignores;
 
 /// An authenticated byte stream to a device, as the network hands it over.
 pub struct Link {
@@ -220,6 +221,9 @@ pub struct Peers {
     pub index: Index,
     sessions: Mutex<HashMap<DeviceId, SessionHandle>>,
     pending: Mutex<Vec<PendingDevice>>,
+    /// Each folder's ignore patterns as its runner last loaded them: what
+    /// the puller skips and the block server refuses.
+    ignores: Mutex<HashMap<String, Arc<Ignores>>>,
     /// Told whenever a session starts or ends (pullers wait for peers).
     pub changed: tokio::sync::watch::Sender<u64>,
 }
@@ -233,6 +237,7 @@ impl Peers {
             index,
             sessions: Mutex::default(),
             pending: Mutex::default(),
+            ignores: Mutex::default(),
             changed: tokio::sync::watch::channel(0).0,
         })
     }
@@ -268,6 +273,31 @@ impl Peers {
                 s.close("configuration changed");
             }
         }
+    }
+
+    /// Records the ignore patterns a folder's runner loaded (at a scan).
+    pub fn set_ignores(&self, folder: &str, ignores: Arc<Ignores>) {
+        self.ignores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(folder.to_string(), ignores);
+    }
+
+    /// A folder's ignore patterns: as its last scan loaded them, else read
+    /// from its root now. An error (an unreadable or invalid `.stignore`)
+    /// means nothing of the folder may be pulled or served.
+    pub fn ignores(&self, folder: &FolderConfig) -> Result<Arc<Ignores>, String> {
+        if let Some(i) = self
+            .ignores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&folder.id)
+        {
+            return Ok(i.clone());
+        }
+        let loaded = Arc::new(Ignores::load(&folder.path).map_err(|e| e.to_string())?);
+        self.set_ignores(&folder.id, loaded.clone());
+        Ok(loaded)
     }
 
     /// The session with `device`, if connected.

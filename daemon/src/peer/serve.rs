@@ -1,6 +1,7 @@
 //! Answers a peer's block request, after every check a responder owes the
 //! folder's owner: the folder is shared with that device, the name is not
-//! internal or ignored, no directory on the way is a symlink, the file is a
+//! internal or ignored (by the patterns in force, indexed or not), we have
+//! announced it, no directory on the way is a symlink, the file is a
 //! regular file, and the data read matches the hash asked for.
 
 use std::os::unix::fs::FileExt;
@@ -33,11 +34,24 @@ pub async fn serve(peers: &Peers, device: &DeviceId, req: Request) -> Response {
     if crate::fs::is_internal(name) {
         return fail(ErrorCode::InvalidFile);
     }
-    if let Ok(fi) = peers.index.folder(&folder.id) {
-        if let Ok(Some(flags)) = fi.flags(LOCAL, name) {
-            if flags & FLAG_IGNORED != 0 {
-                return fail(ErrorCode::InvalidFile);
-            }
+    // The patterns in force decide, whether or not the file was ever
+    // indexed; patterns that cannot be read serve nothing.
+    match peers.ignores(folder) {
+        Ok(i) if i.matches(name).ignored => return fail(ErrorCode::InvalidFile),
+        Ok(_) => {}
+        Err(_) => return fail(ErrorCode::Generic),
+    }
+    // Only what we announced is served (a temp file, asked for by name of
+    // the file it becomes, may not be indexed yet).
+    if !req.from_temporary {
+        let flags = match peers.index.folder(&folder.id) {
+            Ok(fi) => fi.flags(LOCAL, name),
+            Err(_) => return fail(ErrorCode::Generic),
+        };
+        match flags {
+            Ok(Some(f)) if f & FLAG_IGNORED == 0 => {}
+            Ok(Some(_)) => return fail(ErrorCode::InvalidFile),
+            _ => return fail(ErrorCode::NoSuchFile),
         }
     }
     let root = folder.path.clone();

@@ -641,6 +641,20 @@ fn deletions(ctx: &Ctx<'_>, seen: &Seen) -> Result<usize, ScanError> {
         }) {
             continue;
         }
+        if e.flags & FLAG_IGNORED != 0 && !ctx.ignores.matches(name).ignored {
+            // No longer ignored, and not here: we have nothing of it. An
+            // empty version (Syncthing's rule) makes the global version
+            // needed again, where a tombstone would delete it everywhere.
+            let mut f = FileInfo::new(e.info.name.clone(), e.info.kind);
+            f.deleted = true;
+            f.modified_by = ctx.own;
+            batch.push(Entry {
+                info: f,
+                inode: 0,
+                flags: 0,
+            });
+            continue;
+        }
         if ctx.ignores.matches(name).ignored {
             if e.flags & FLAG_IGNORED == 0 {
                 let mut info = e.info;

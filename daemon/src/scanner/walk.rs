@@ -148,7 +148,9 @@ pub fn walk(root: &Path, ctx: &Ctx<'_>, mut found: impl FnMut(Found)) -> Seen {
                 }
                 continue;
             }
-            let old = old.filter(|o| o.flags & FLAG_IGNORED == 0);
+            // An entry no longer ignored keeps its version history: the
+            // new version succeeds it (it is invalid, so it counts as
+            // changed), and identical content then conflicts with nothing.
             if ft.is_dir() {
                 if let Some(e) = directory(ctx, name, &meta, old.map(|o| o.info)) {
                     found(Found::Ready(e));
