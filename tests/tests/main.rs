@@ -3,6 +3,7 @@
 //! - `cli`: every command's happy path, and bad input that must fail with
 //!   one clear line and change nothing.
 //! - `identity`: device IDs as Syncthing's own binary computes them.
+//! - `ignores`: ignore patterns on pull and on serve.
 //! - `hostile`: a hand-built peer sending escaping names is cut off.
 //! - `interop_sync`: a folder shared with the real Syncthing converges both ways.
 //! - `mesh`: three devices (TCP and QUIC), edits, a conflict; resume after SIGKILL.
@@ -16,6 +17,7 @@
 mod cli;
 mod hostile;
 mod identity;
+mod ignores;
 mod interop_sync;
 mod mesh;
 mod net_interop;
