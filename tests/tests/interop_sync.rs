@@ -420,3 +420,162 @@ fn an_unknown_ferrosync_device_is_pending_in_syncthing() {
     );
     daemon.stop();
 }
+
+/// Three devices: a real Syncthing that ignores `x` and `y`, a ferrosync
+/// device (`editor`) that has and edits them, and a ferrosync device
+/// (`receiver`) that met Syncthing first, so Syncthing's entries sort first
+/// in its index. Syncthing announces the ignored files invalid at the
+/// editor's versions; the receiver must take them from the editor, whole,
+/// and never apply Syncthing's empty entry.
+#[test]
+fn a_syncthing_device_that_ignores_a_file_is_never_its_source() {
+    let Some(_) = require("syncthing", "syncthing") else {
+        return;
+    };
+    let st = Syncthing::start(Options {
+        listen: Listen::Tcp,
+        ..Options::default()
+    });
+    let st_url = st.tcp_address().expect("syncthing address");
+    let (rx, rx_id) = Device::on_loopback("receiver");
+    let (ed, ed_id) = Device::on_loopback("editor");
+    let (r_rx, r_ed) = (rx.scratch().join("data"), ed.scratch().join("data"));
+    let st_root = st.scratch().join("f");
+
+    // The receiver and Syncthing first, alone.
+    rx.ok(&[
+        "device",
+        "add",
+        st.device_id(),
+        "--name",
+        "st",
+        "--address",
+        &st_url,
+    ]);
+    rx.ok(&[
+        "folder",
+        "add",
+        "f",
+        r_rx.to_str().expect("utf-8"),
+        "--create",
+        "--share",
+        st.device_id(),
+    ]);
+    fs::write(r_rx.join("plain.txt"), "plain").expect("write");
+    let mut d_rx = rx.start();
+    d_rx.wait_scanned("f");
+    fs::create_dir_all(&st_root).expect("mkdir");
+    fs::write(st_root.join(".stignore"), "x\ny\n").expect("stignore");
+    st.add_device(&rx_id, "receiver", &[&d_rx.listen_url("tcp")]);
+    st.add_folder("f", &st_root, &[&rx_id], FolderType::SendReceive);
+    let met = poll(Duration::from_secs(60), || {
+        fs::read_to_string(st_root.join("plain.txt")).ok()
+    });
+    assert!(
+        met.is_some(),
+        "syncthing never synced; log:\n{}",
+        st.log_tail(40)
+    );
+
+    // The editor joins with x (and later y), shared with both.
+    fs::create_dir_all(&r_ed).expect("mkdir");
+    fs::write(r_ed.join("x"), "x from the editor, version 1").expect("write");
+    ed.ok(&[
+        "device",
+        "add",
+        st.device_id(),
+        "--name",
+        "st",
+        "--address",
+        &st_url,
+    ]);
+    ed.ok(&["device", "add", &rx_id, "--name", "receiver"]);
+    ed.ok(&[
+        "folder",
+        "add",
+        "f",
+        r_ed.to_str().expect("utf-8"),
+        "--share",
+        st.device_id(),
+        "--share",
+        &rx_id,
+    ]);
+    let mut d_ed = ed.start();
+    d_ed.wait_scanned("f");
+    st.add_device(&ed_id, "editor", &[&d_ed.listen_url("tcp")]);
+    st.add_folder("f", &st_root, &[&rx_id, &ed_id], FolderType::SendReceive);
+    // Syncthing has recorded x as ignored, and the receiver has its index
+    // up to that, before the receiver hears of the editor.
+    let ignored = poll(Duration::from_secs(60), || {
+        let (code, body) = st
+            .request("GET", "/rest/db/file?folder=f&file=x", None)
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
+        (v["local"]["invalid"] == true || v["local"]["ignored"] == true).then_some(())
+    });
+    assert!(
+        ignored.is_some(),
+        "syncthing never ignored x; log:\n{}",
+        st.log_tail(60)
+    );
+    let st_seq = st.db_status("f")["sequence"].as_i64().expect("sequence");
+    d_rx.wait_until(
+        "the receiver has Syncthing's index",
+        Duration::from_secs(60),
+        |s| {
+            ferrosync_tests::daemon::folder(s, "f")
+                .and_then(|f| f["remote_sequences"][st.device_id()].as_i64())
+                .is_some_and(|n| n >= st_seq)
+        },
+    );
+    assert!(
+        !st_root.join("x").exists(),
+        "syncthing pulled an ignored file"
+    );
+    rx.ok(&[
+        "device",
+        "add",
+        &ed_id,
+        "--name",
+        "editor",
+        "--address",
+        &d_ed.listen_url("tcp"),
+    ]);
+    rx.ok(&["folder", "share", "f", &ed_id]);
+
+    let same = |name: &str, want: &str| {
+        poll(Duration::from_secs(60), || {
+            (fs::read_to_string(r_rx.join(name)).ok()? == want).then_some(())
+        })
+        .is_some()
+    };
+    let fail = |what: &str| -> ! {
+        panic!(
+            "{what}\nreceiver log:\n{}\neditor log:\n{}\nsyncthing log:\n{}",
+            d_rx.log(),
+            d_ed.log(),
+            st.log_tail(60)
+        )
+    };
+    if !same("x", "x from the editor, version 1") {
+        fail("x never reached the receiver whole");
+    }
+    // An edit and a new ignored file: again from the editor, whole.
+    fs::write(r_ed.join("x"), "x from the editor, version 2, longer").expect("write");
+    fs::write(r_ed.join("y"), "y is new").expect("write");
+    ed.ok(&["folder", "rescan", "f"]);
+    if !same("x", "x from the editor, version 2, longer") || !same("y", "y is new") {
+        fail("the edit or the new file never reached the receiver whole");
+    }
+    // Nothing spread back: the editor still has its content.
+    assert_eq!(
+        fs::read_to_string(r_ed.join("x")).expect("read"),
+        "x from the editor, version 2, longer"
+    );
+    let s = d_rx.wait_until("receiver settled", Duration::from_secs(30), |s| {
+        ferrosync_tests::daemon::folder(s, "f").is_some_and(|f| f["need_files"] == 0)
+    });
+    drop(s);
+    d_rx.stop();
+    d_ed.stop();
+}
