@@ -313,3 +313,76 @@ fn blocks_come_from_a_local_copy_in_any_folder() {
     db.stop();
     da.stop();
 }
+
+/// Syncthing's receive-only rule: a local change is invalid here too, so
+/// when the global version changes (here, an older version restored on
+/// the source, with an older mtime) it is pulled, and the local change is
+/// kept as a conflict copy rather than lost.
+#[test]
+fn a_receive_only_folder_takes_a_restored_older_version() {
+    let (a, a_id) = Device::on_loopback("source");
+    let (b, b_id) = Device::on_loopback("mirror");
+    let (ra, rb) = (a.scratch().join("data"), b.scratch().join("data"));
+    fs::create_dir_all(&ra).expect("mkdir");
+    fs::write(ra.join("doc.txt"), "version one").expect("write");
+    a.ok(&["device", "add", &b_id]);
+    a.ok(&[
+        "folder",
+        "add",
+        "f",
+        ra.to_str().expect("utf-8"),
+        "--share",
+        &b_id,
+    ]);
+    let mut da = a.start();
+    da.wait_scanned("f");
+    b.ok(&["device", "add", &a_id, "--address", &da.listen_url("tcp")]);
+    let rb_s = rb.to_str().expect("utf-8");
+    b.ok(&[
+        "folder",
+        "add",
+        "f",
+        rb_s,
+        "--create",
+        "--type",
+        "receive-only",
+        "--share",
+        &a_id,
+    ]);
+    let mut db = b.start();
+    wait_converged(&ra, &rb, &[&da, &db], Duration::from_secs(30));
+
+    fs::write(rb.join("doc.txt"), "edited on the mirror").expect("write");
+    b.ok(&["folder", "rescan", "f"]);
+    // The source restores an older copy: a new version with an old mtime.
+    fs::write(ra.join("doc.txt"), "version zero, restored").expect("write");
+    let day_ago = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    fs::File::options()
+        .write(true)
+        .open(ra.join("doc.txt"))
+        .and_then(|f| f.set_modified(day_ago))
+        .expect("mtime");
+    a.ok(&["folder", "rescan", "f"]);
+    db.wait_until(
+        "the restore reaches the mirror",
+        Duration::from_secs(30),
+        |_| fs::read_to_string(rb.join("doc.txt")).is_ok_and(|c| c == "version zero, restored"),
+    );
+    let copies: Vec<String> = ferrosync_tests::trees::tree(&rb)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.starts_with("doc.sync-conflict-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(
+        fs::read_to_string(rb.join(&copies[0])).expect("read"),
+        "edited on the mirror"
+    );
+    // The source never took the mirror's change or its conflict copy.
+    assert_eq!(
+        fs::read_to_string(ra.join("doc.txt")).expect("read"),
+        "version zero, restored"
+    );
+    db.stop();
+    da.stop();
+}

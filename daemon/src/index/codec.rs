@@ -10,6 +10,10 @@ use super::db::DbError;
 
 /// Entry flag: matched by an ignore pattern (sent as invalid).
 pub const FLAG_IGNORED: u32 = 1;
+/// Entry flag: a local change in a receive-only folder. Invalid here too,
+/// so it never wins; sent invalid with an empty version (Syncthing's
+/// `FlagLocalReceiveOnly`).
+pub const FLAG_RECEIVE_ONLY: u32 = 2;
 
 /// One device's entry for one file, with this device's local-only data.
 #[derive(Debug, Clone, PartialEq)]

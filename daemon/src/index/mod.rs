@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex};
 use proto::message::{FileInfo, FileKind};
 use proto::DeviceId;
 
-pub use codec::{Counts, DeviceMeta, Entry, FolderMeta, Global, Summary, FLAG_IGNORED};
+pub use codec::{
+    Counts, DeviceMeta, Entry, FolderMeta, Global, Summary, FLAG_IGNORED, FLAG_RECEIVE_ONLY,
+};
 pub use db::DbError;
 use db::{key, Batch, Db};
 

@@ -328,6 +328,7 @@ fn run_scan(
         progress,
         cancel: stop,
         threads: 0,
+        receive_only: config.kind == crate::config::FolderType::ReceiveOnly,
     };
     let t = Instant::now();
     match scanner::scan(root, index, &opts) {

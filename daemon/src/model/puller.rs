@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
 use crate::config::FolderConfig;
-use crate::index::{Entry, FolderIndex, Global, FLAG_IGNORED, LOCAL};
+use crate::index::{Entry, FolderIndex, Global, FLAG_IGNORED, FLAG_RECEIVE_ONLY, LOCAL};
 use crate::peer::serve::safe_path;
 use crate::peer::{Peers, SessionHandle};
 
@@ -199,7 +199,7 @@ pub async fn pull(
     landed.land(fi, &mut report).await;
     deletes.sort_by(|a, b| b.0.name.cmp(&a.0.name));
     for (info, local) in deletes {
-        let result = delete(&cfg.path, &info, local.as_ref());
+        let result = delete(&ctx, &info, local.as_ref(), &mut report);
         settle(fi, info, result, &mut report);
     }
     // The directories' contents are gone now (or something unknown is
@@ -545,12 +545,25 @@ fn remove_empty_dir(
     }
 }
 
-fn delete(root: &Path, info: &FileInfo, local: Option<&Entry>) -> std::io::Result<Outcome> {
-    let path = safe_path(root, info.name.as_str())?;
+fn delete(
+    ctx: &Apply<'_>,
+    info: &FileInfo,
+    local: Option<&Entry>,
+    report: &mut PullReport,
+) -> std::io::Result<Outcome> {
+    let path = safe_path(ctx.root, info.name.as_str())?;
     if !matches_index(&path, local) {
         return Ok(Outcome::LocalChange(
             "changed on disk since it was deleted elsewhere".into(),
         ));
+    }
+    // A local change the deletion never saw (in a receive-only folder,
+    // where local changes never win) is kept as a conflict copy.
+    if local.is_some_and(|l| {
+        l.info.kind == FileKind::File && !l.info.deleted && l.flags & FLAG_RECEIVE_ONLY != 0
+    }) {
+        clear_file_in_way(ctx, &path, info, local, report)?;
+        return Ok(Outcome::Done(0));
     }
     match fs::symlink_metadata(&path) {
         Err(_) => {}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use proto::message::{Index, Message};
 use tokio::sync::mpsc;
 
-use crate::index::FolderIndex;
+use crate::index::{FolderIndex, FLAG_RECEIVE_ONLY};
 
 /// Files per message (Syncthing's batch size).
 const BATCH_FILES: usize = 1000;
@@ -33,8 +33,8 @@ pub async fn run(
         let upto = *durable.borrow_and_update();
         let (fi2, from) = (fi.clone(), after);
         let batch = tokio::task::spawn_blocking(move || collect(&fi2, from, upto)).await;
-        let files = match batch {
-            Ok(Ok(f)) => f,
+        let (files, flags): (Vec<_>, Vec<_>) = match batch {
+            Ok(Ok(f)) => f.into_iter().unzip(),
             Ok(Err(e)) => {
                 tracing::warn!(folder = fi.id(), "reading the index to send: {e}");
                 return;
@@ -61,8 +61,12 @@ pub async fn run(
         );
         after = files.last().map_or(after, |f| f.sequence);
         let mut files = files;
-        if let Some(me) = receive_only {
-            for f in files.iter_mut().filter(|f| f.modified_by == me) {
+        for (f, flags) in files.iter_mut().zip(flags) {
+            // A receive-only change never becomes anyone's global version
+            // (Syncthing sends it invalid with an empty version). Entries
+            // recorded before the flag existed are known by their author.
+            let own_change = receive_only.is_some_and(|me| f.modified_by == me);
+            if flags & FLAG_RECEIVE_ONLY != 0 || own_change {
                 f.invalid = true;
                 f.version = proto::Vector::new();
             }
@@ -89,7 +93,7 @@ fn collect(
     fi: &FolderIndex,
     after: i64,
     upto: i64,
-) -> Result<Vec<proto::message::FileInfo>, crate::index::DbError> {
+) -> Result<Vec<(proto::message::FileInfo, u32)>, crate::index::DbError> {
     let mut out = Vec::new();
     let mut bytes = 0;
     for e in fi.local_since(after) {
@@ -98,7 +102,7 @@ fn collect(
             break;
         }
         bytes += 100 + e.info.name.as_str().len() + 40 * e.info.blocks.len();
-        out.push(e.info);
+        out.push((e.info, e.flags));
         if out.len() >= BATCH_FILES || bytes >= BATCH_BYTES {
             break;
         }

@@ -34,7 +34,7 @@ pub use hash::{blocks_hash, EMPTY_HASH};
 use ignore::Ignores;
 use walk::{FileToHash, Found, Seen};
 
-use crate::index::{DbError, Entry, FolderIndex, FLAG_IGNORED, LOCAL};
+use crate::index::{DbError, Entry, FolderIndex, FLAG_IGNORED, FLAG_RECEIVE_ONLY, LOCAL};
 
 /// Entries written to the index per batch.
 const BATCH: usize = 1000;
@@ -78,6 +78,9 @@ pub struct ScanOptions<'a> {
     pub cancel: &'a AtomicBool,
     /// Hashing threads (0 = one per core).
     pub threads: usize,
+    /// A receive-only folder: local changes are recorded invalid
+    /// ([`FLAG_RECEIVE_ONLY`]), so they never win over a remote version.
+    pub receive_only: bool,
 }
 
 /// The outcome of a scan.
@@ -129,6 +132,7 @@ struct Ctx<'a> {
     progress: &'a ScanProgress,
     cancel: &'a AtomicBool,
     own: ShortId,
+    receive_only: bool,
     errors: Mutex<Vec<String>>,
     /// Files queued for hashing and not yet finished.
     pending: AtomicU64,
@@ -136,6 +140,19 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Records local changes; in a receive-only folder they are invalid
+    /// here too (ignored entries keep what they are).
+    fn record(&self, mut changes: Vec<Entry>) -> Result<(), ScanError> {
+        if self.receive_only {
+            for e in changes.iter_mut().filter(|e| e.flags & FLAG_IGNORED == 0) {
+                e.info.invalid = true;
+                e.flags |= FLAG_RECEIVE_ONLY;
+            }
+        }
+        self.index.update_local(changes)?;
+        Ok(())
+    }
+
     fn error(&self, msg: String) {
         tracing::warn!(folder = self.index.id(), "{msg}");
         let mut e = self.errors.lock().unwrap_or_else(|e| e.into_inner());
@@ -240,6 +257,7 @@ pub fn scan(
         progress: opts.progress,
         cancel: opts.cancel,
         own: opts.own,
+        receive_only: opts.receive_only,
         errors: Mutex::new(Vec::new()),
         pending: AtomicU64::new(0),
         last_flush: Mutex::new(Instant::now()),
@@ -611,7 +629,7 @@ fn commit(ctx: &Ctx<'_>, batch: &mut Vec<Entry>, report: &mut ScanReport) -> Res
         return Ok(());
     }
     report.changes += batch.len();
-    ctx.index.update_local(std::mem::take(batch))?;
+    ctx.record(std::mem::take(batch))?;
     // An fsync per batch would dominate small-file scans; once a second
     // bounds what a crash can cost (a rescan redoes it).
     let mut last = ctx.last_flush.lock().unwrap_or_else(|e| e.into_inner());
@@ -679,12 +697,12 @@ fn deletions(ctx: &Ctx<'_>, seen: &Seen) -> Result<usize, ScanError> {
         });
         if batch.len() >= BATCH {
             n += batch.len();
-            ctx.index.update_local(std::mem::take(&mut batch))?;
+            ctx.record(std::mem::take(&mut batch))?;
         }
     }
     n += batch.len();
     if !batch.is_empty() {
-        ctx.index.update_local(batch)?;
+        ctx.record(batch)?;
     }
     Ok(n)
 }

@@ -48,6 +48,7 @@ impl Folder {
             progress: &progress,
             cancel: &cancel,
             threads: 2,
+            receive_only: false,
         };
         let f = self.index.folder("f").expect("folder");
         scan(&self.root, &f, &opts).expect("scan")
@@ -232,6 +233,7 @@ fn a_missing_marker_or_root_is_an_error_not_a_mass_deletion() {
         progress: &progress,
         cancel: &cancel,
         threads: 1,
+        receive_only: false,
     };
     let folder = f.index.folder("f").expect("folder");
     let err = scan(&f.root, &folder, &opts).expect_err("no marker");

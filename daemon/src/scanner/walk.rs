@@ -17,7 +17,7 @@ use unicode_normalization::{is_nfc, UnicodeNormalization};
 
 use super::{now_secs, Ctx, Stat};
 use crate::fs::is_internal;
-use crate::index::{Entry, FLAG_IGNORED, LOCAL};
+use crate::index::{Entry, FLAG_IGNORED, FLAG_RECEIVE_ONLY, LOCAL};
 
 /// What the walk found that needs recording or hashing.
 pub enum Found {
@@ -148,6 +148,14 @@ pub fn walk(root: &Path, ctx: &Ctx<'_>, mut found: impl FnMut(Found)) -> Seen {
                 }
                 continue;
             }
+            // A receive-only change compares with the disk like any entry
+            // (it is only invalid towards the rest of the cluster).
+            let old = old.map(|mut o| {
+                if o.flags & FLAG_RECEIVE_ONLY != 0 {
+                    o.info.invalid = false;
+                }
+                o
+            });
             // An entry no longer ignored keeps its version history: the
             // new version succeeds it (it is invalid, so it counts as
             // changed), and identical content then conflicts with nothing.
