@@ -583,3 +583,46 @@ fn a_peer_that_floods_requests_and_never_reads_costs_bounded_memory() {
     drop(p);
     da.stop();
 }
+
+/// A name longer than the file system takes fails cleanly: an error for
+/// that file, no temp file left behind, and the rest of the folder syncs.
+#[test]
+fn a_name_too_long_for_the_file_system_fails_cleanly() {
+    let m = MalloryId::new();
+    let (a, a_id, root) = victim(&m);
+    let mut daemon = a.start();
+    daemon.wait_scanned("f");
+    let mut p = Mallory::connect(&m, &daemon.listen_url("tcp"), &a_id, &["f"]);
+    let short = m.identity.device_id.short();
+    let long = "n".repeat(300);
+    p.send_index(
+        "f",
+        vec![
+            file_entry(&long, b"long", short, 1, 1),
+            file_entry("ok.txt", b"ok", short, 1, 2),
+        ],
+        true,
+    );
+    let ok = root.join("ok.txt");
+    let (done, _) = p.serve_until(
+        Duration::from_secs(30),
+        |r| {
+            Some(bytes::Bytes::from(if r.name.as_str() == "ok.txt" {
+                &b"ok"[..]
+            } else {
+                &b"long"[..]
+            }))
+        },
+        || ok.exists() && daemon.log().contains("name longer than 255 bytes"),
+    );
+    assert!(done, "log:\n{}", daemon.log());
+    let names: Vec<String> = std::fs::read_dir(&root)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.contains(".syncthing.")),
+        "temp file left: {names:?}"
+    );
+    daemon.stop();
+}

@@ -448,6 +448,19 @@ fn matches_index(path: &Path, local: Option<&Entry>) -> bool {
     }
 }
 
+/// Removes download temp files directly inside `dir` (regular files only).
+fn remove_temp_files(dir: &Path) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let is_temp = e.file_name().to_str().is_some_and(crate::fs::is_temp_name);
+        if is_temp && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The longest file name (in bytes) Linux file systems take.
+const NAME_MAX: usize = 255;
+
 /// What applying directories and symlinks needs besides the entry.
 struct Apply<'a> {
     root: &'a Path,
@@ -568,6 +581,9 @@ fn delete(
     match fs::symlink_metadata(&path) {
         Err(_) => {}
         Ok(m) if m.is_dir() => {
+            // Our own temp files do not keep a directory alive (the
+            // entries they were for are being deleted with it).
+            remove_temp_files(&path);
             if let Err(e) = fs::remove_dir(&path) {
                 // Not empty: something here is not in the index yet, or is
                 // ignored; it must not be lost.
@@ -622,6 +638,14 @@ async fn file_inner(
         fetched,
     } = pass;
     let path = safe_path(&cfg.path, info.name.as_str())?;
+    // Refused before anything is written: the rename would fail after the
+    // whole file had been fetched, leaving its temp file behind.
+    if info.name.as_str().rsplit('/').next().map_or(0, str::len) > NAME_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidFilename,
+            format!("name longer than {NAME_MAX} bytes"),
+        ));
+    }
     if let Some(l) = local
         .filter(|l| !l.info.deleted && l.info.kind == FileKind::File && same_content(&l.info, info))
     {
@@ -925,5 +949,36 @@ mod tests {
             !matches_index(&p, Some(&e)),
             "a retargeted link is a local change"
         );
+    }
+
+    #[test]
+    fn a_deleted_directory_with_a_stray_temp_file_is_removed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path().join("d");
+        fs::create_dir(&d).expect("mkdir");
+        fs::write(d.join(".syncthing.gone.tmp"), "partial").expect("write");
+        let name = || proto::Name::parse("d").expect("name");
+        let mut info = FileInfo::new(name(), FileKind::Directory);
+        info.deleted = true;
+        let local = Entry {
+            info: FileInfo::new(name(), FileKind::Directory),
+            inode: 0,
+            flags: 0,
+        };
+        let ctx = Apply {
+            root: dir.path(),
+            own: proto::ShortId(1),
+            max_conflicts: 10,
+        };
+        let mut report = PullReport::default();
+        let out = delete(&ctx, &info, Some(&local), &mut report).expect("delete");
+        assert!(matches!(out, Outcome::Done(_)));
+        assert!(!d.exists());
+        // Anything else in it keeps it.
+        fs::create_dir(&d).expect("mkdir");
+        fs::write(d.join("unknown.txt"), "keep me").expect("write");
+        let out = delete(&ctx, &info, Some(&local), &mut report).expect("delete");
+        assert!(matches!(out, Outcome::Later(_)));
+        assert!(d.join("unknown.txt").exists());
     }
 }

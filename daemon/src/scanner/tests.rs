@@ -322,3 +322,22 @@ fn a_file_written_during_hashing_is_never_recorded_with_mixed_content() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// A temp file of a pull untouched for a day is abandoned: the scan
+/// removes it; a recent one (a pull in progress or to resume) stays.
+#[test]
+fn stale_temp_files_are_removed_and_fresh_ones_kept() {
+    let f = Folder::new();
+    f.write("d/.syncthing.old.tmp", b"abandoned");
+    f.write("d/.syncthing.new.tmp", b"in progress");
+    let two_days = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+    fs::File::options()
+        .write(true)
+        .open(f.root.join("d/.syncthing.old.tmp"))
+        .and_then(|h| h.set_modified(two_days))
+        .expect("mtime");
+    f.scan();
+    assert!(!f.root.join("d/.syncthing.old.tmp").exists());
+    assert!(f.root.join("d/.syncthing.new.tmp").exists());
+    assert!(f.get("d/.syncthing.new.tmp").is_none(), "never indexed");
+}

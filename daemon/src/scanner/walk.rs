@@ -114,6 +114,9 @@ pub fn walk(root: &Path, ctx: &Ctx<'_>, mut found: impl FnMut(Found)) -> Seen {
             }
             let rel_name = join(&rel, &base);
             if is_internal(&rel_name) {
+                if crate::fs::is_temp_name(&base) {
+                    remove_if_stale(&path);
+                }
                 continue;
             }
             let name = match Name::parse(rel_name.clone()) {
@@ -198,6 +201,26 @@ pub fn walk(root: &Path, ctx: &Ctx<'_>, mut found: impl FnMut(Found)) -> Seen {
         }
     }
     seen
+}
+
+/// Temp files of pulls untouched for this long are abandoned (the entry
+/// they were for is gone or was pulled another way): Syncthing's default.
+const TEMP_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes a download temp file that has not been written for a day.
+fn remove_if_stale(path: &Path) {
+    let stale = fs::symlink_metadata(path).is_ok_and(|m| {
+        m.is_file()
+            && m.modified()
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > TEMP_LIFETIME)
+    });
+    if stale {
+        if let Err(e) = fs::remove_file(path) {
+            tracing::debug!(path = %path.display(), "removing a stale temp file: {e}");
+        }
+    }
 }
 
 fn join(rel: &str, base: &str) -> String {
