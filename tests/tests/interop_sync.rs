@@ -579,3 +579,74 @@ fn a_syncthing_device_that_ignores_a_file_is_never_its_source() {
     d_rx.stop();
     d_ed.stop();
 }
+
+/// A Syncthing device offers a folder we do not have: it shows in
+/// `ferrosync pending` with its label and the offering device; once we add
+/// it, shared with that device, it syncs and is no longer pending.
+#[test]
+fn a_folder_offered_by_syncthing_is_pending_until_added() {
+    let Some(_) = require("syncthing", "syncthing") else {
+        return;
+    };
+    let st = Syncthing::start(Options {
+        listen: Listen::Tcp,
+        ..Options::default()
+    });
+    let (fs_dev, fs_id) = Device::on_loopback("ferro");
+    fs_dev.ok(&[
+        "device",
+        "add",
+        st.device_id(),
+        "--name",
+        "st",
+        "--address",
+        &st.tcp_address().expect("address"),
+    ]);
+    let daemon = fs_dev.start();
+    st.add_device(&fs_id, "ferro", &[&daemon.listen_url("tcp")]);
+    let st_root = st.scratch().join("photos");
+    fs::create_dir_all(&st_root).expect("mkdir");
+    fs::write(st_root.join("pic.jpg"), "not really a picture").expect("write");
+    st.add_folder("photos-1", &st_root, &[&fs_id], FolderType::SendReceive);
+    let pending = || -> serde_json::Value {
+        serde_json::from_str(&fs_dev.ok(&["pending", "--json"])).expect("json")
+    };
+    let offered = poll(Duration::from_secs(60), || {
+        pending()["folders"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["id"] == "photos-1").cloned())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not pending: {}\nlog:\n{}\nsyncthing:\n{}",
+            pending(),
+            daemon.log(),
+            st.log_tail(40)
+        )
+    });
+    assert_eq!(offered["device"], st.device_id(), "{offered}");
+    assert_eq!(offered["label"], "photos-1", "{offered}");
+    assert!(fs_dev.ok(&["pending"]).contains("photos-1"));
+
+    let root = fs_dev.scratch().join("photos");
+    fs_dev.ok(&[
+        "folder",
+        "add",
+        "photos-1",
+        root.to_str().expect("utf-8"),
+        "--create",
+        "--share",
+        st.device_id(),
+    ]);
+    let got = poll(Duration::from_secs(60), || {
+        fs::read_to_string(root.join("pic.jpg")).ok()
+    });
+    assert!(
+        got.is_some(),
+        "never synced; log:\n{}\nsyncthing:\n{}",
+        daemon.log(),
+        st.log_tail(40)
+    );
+    assert_eq!(pending()["folders"], serde_json::json!([]));
+    daemon.stop();
+}

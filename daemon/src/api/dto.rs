@@ -143,11 +143,28 @@ pub struct Entry {
     pub symlink_target: String,
 }
 
-/// `GET /rest/pending`: devices (and later folders) that asked to connect.
+/// `GET /rest/pending`: devices that asked to connect, and folders
+/// configured devices offered that we do not share with them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pending {
     /// Unknown devices that connected.
     pub devices: Vec<PendingDevice>,
+    /// Folders offered to us and not shared.
+    #[serde(default)]
+    pub folders: Vec<PendingFolder>,
+}
+
+/// One folder offered by a configured device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingFolder {
+    /// The folder ID.
+    pub id: String,
+    /// Its label on the offering device.
+    pub label: String,
+    /// The device that offers it.
+    pub device: String,
+    /// When, in seconds since the Unix epoch.
+    pub seen: u64,
 }
 
 /// One unknown device.

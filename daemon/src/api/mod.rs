@@ -296,7 +296,21 @@ async fn pending(State(s): State<Arc<ApiState>>) -> Response {
                 .map_or(0, |d| d.as_secs()),
         })
         .collect();
-    Json(dto::Pending { devices }).into_response()
+    let folders = s
+        .peers
+        .pending_folders()
+        .into_iter()
+        .map(|f| dto::PendingFolder {
+            id: f.id,
+            label: f.label,
+            device: f.device.to_string(),
+            seen: f
+                .seen
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        })
+        .collect();
+    Json(dto::Pending { devices, folders }).into_response()
 }
 
 async fn reload(State(s): State<Arc<ApiState>>) -> Response {

@@ -274,13 +274,23 @@ fn pending(home: &Home, json: bool) -> Result<()> {
     let p: Pending = Client::connect(home)?.get("/rest/pending")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&p)?);
-    } else if p.devices.is_empty() {
-        println!("no pending devices");
     } else {
-        for d in &p.devices {
-            println!("{}  {:<16}  from {}", d.id, d.name, d.address);
+        if p.devices.is_empty() {
+            println!("no pending devices");
+        } else {
+            for d in &p.devices {
+                println!("{}  {:<16}  from {}", d.id, d.name, d.address);
+            }
+            println!("accept one with `ferrosync device add ID`");
         }
-        println!("accept one with `ferrosync device add ID`");
+        if p.folders.is_empty() {
+            println!("no pending folders");
+        } else {
+            for f in &p.folders {
+                println!("folder {:<16} {:?} offered by {}", f.id, f.label, f.device);
+            }
+            println!("accept one with `ferrosync folder add ID PATH --share DEVICE`");
+        }
     }
     Ok(())
 }

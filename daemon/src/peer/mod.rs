@@ -62,6 +62,19 @@ pub struct PendingDevice {
     pub seen: SystemTime,
 }
 
+/// A folder a configured device offered that we do not share with it.
+#[derive(Debug, Clone)]
+pub struct PendingFolder {
+    /// The folder ID it offered.
+    pub id: String,
+    /// Its label there.
+    pub label: String,
+    /// The device that offered it.
+    pub device: DeviceId,
+    /// When it was last offered.
+    pub seen: SystemTime,
+}
+
 /// A live session, as others see it.
 #[derive(Clone)]
 pub struct SessionHandle {
@@ -221,6 +234,7 @@ pub struct Peers {
     pub index: Index,
     sessions: Mutex<HashMap<DeviceId, SessionHandle>>,
     pending: Mutex<Vec<PendingDevice>>,
+    pending_folders: Mutex<Vec<PendingFolder>>,
     /// Each folder's ignore patterns as its runner last loaded them: what
     /// the puller skips and the block server refuses.
     ignores: Mutex<HashMap<String, Arc<Ignores>>>,
@@ -237,6 +251,7 @@ impl Peers {
             index,
             sessions: Mutex::default(),
             pending: Mutex::default(),
+            pending_folders: Mutex::default(),
             ignores: Mutex::default(),
             changed: tokio::sync::watch::channel(0).0,
         })
@@ -325,6 +340,38 @@ impl Peers {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Folders configured devices offered that we do not share with them
+    /// (those since shared are left out).
+    pub fn pending_folders(&self) -> Vec<PendingFolder> {
+        let config = self.config();
+        let mut p = self
+            .pending_folders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        p.retain(|f| {
+            config.device(&f.device).is_some()
+                && !config
+                    .folder(&f.id)
+                    .is_some_and(|c| c.devices.contains(&f.device))
+        });
+        p.clone()
+    }
+
+    fn record_pending_folder(&self, device: DeviceId, id: &str, label: &str) {
+        tracing::info!(%device, folder = id, label, "device offers a folder we do not share with it; recorded as pending");
+        let mut p = self
+            .pending_folders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        p.retain(|f| !(f.device == device && f.id == id));
+        p.push(PendingFolder {
+            id: id.to_string(),
+            label: label.to_string(),
+            device,
+            seen: SystemTime::now(),
+        });
     }
 
     fn record_pending(&self, id: DeviceId, name: &str, address: SocketAddr) {

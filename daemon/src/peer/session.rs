@@ -389,7 +389,7 @@ impl State {
                 .folder(&f.id)
                 .filter(|c| c.devices.contains(&self.device))
             else {
-                tracing::info!(device = %self.device, folder = %f.id, "peer offers a folder we do not share with it");
+                peers.record_pending_folder(self.device, &f.id, &f.label);
                 continue;
             };
             if f.paused || self.shared.contains(&f.id) {
