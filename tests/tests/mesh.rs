@@ -444,3 +444,61 @@ fn walk_names(root: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// Sharing a second folder while a large file is being pulled: the new
+/// ClusterConfig goes over the live connection, the session is never
+/// dropped, and both folders end in sync.
+#[test]
+fn a_folder_shared_mid_transfer_keeps_the_session() {
+    const SIZE: usize = 64 << 20;
+    let (a, b) = (node("source"), node("sink"));
+    configure(&a, &[(&b, None)]);
+    let data: Vec<u8> = (0..SIZE as u32)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 9) as u8)
+        .collect();
+    fs::write(a.root.join("big.bin"), &data).expect("write");
+    drop(data);
+    let ga = a.dev.scratch().join("g");
+    let gb = b.dev.scratch().join("g");
+    fs::create_dir_all(&ga).expect("mkdir");
+    fs::write(ga.join("second.txt"), "second folder").expect("write");
+    let mut da = a.dev.start();
+    da.wait_scanned("f");
+    configure(&b, &[(&a, Some(da.listen_url("tcp")))]);
+    let db = b.dev.start();
+    let api = Api::new(&b.dev);
+    let started =
+        ferrosync_tests::poll(Duration::from_secs(60), || (api.pulled() > 0).then_some(()));
+    assert!(started.is_some(), "no transfer; log:\n{}", db.log());
+    for (n, root, peer) in [(&a, &ga, &b.id), (&b, &gb, &a.id)] {
+        n.dev.ok(&[
+            "folder",
+            "add",
+            "g",
+            root.to_str().expect("utf-8"),
+            "--create",
+            "--share",
+            peer,
+        ]);
+    }
+    let mid = api.pulled();
+    wait_equal(
+        &[&a.root, &b.root],
+        &[&da, &db],
+        Duration::from_secs(120),
+        "f",
+    );
+    wait_equal(&[&ga, &gb], &[&da, &db], Duration::from_secs(60), "g");
+    assert!(
+        (mid as usize) < SIZE,
+        "the share was added after the transfer ended ({mid} bytes)"
+    );
+    for (d, name) in [(&da, "source"), (&db, "sink")] {
+        let log = d.log();
+        let connects = log.matches(" connected device=").count();
+        assert_eq!(connects, 1, "{name} reconnected:\n{log}");
+        assert!(!log.contains("session ended"), "{name}:\n{log}");
+    }
+    db.stop();
+    da.stop();
+}

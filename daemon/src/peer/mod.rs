@@ -91,6 +91,9 @@ pub struct SessionHandle {
     next_id: Arc<AtomicI32>,
     /// Set when the session should end (replaced, or shutting down).
     closing: Arc<tokio::sync::Notify>,
+    /// Set when the folders shared with this device changed: the session
+    /// sends a new ClusterConfig on the live connection.
+    reconfigure: Arc<tokio::sync::Notify>,
 }
 
 /// A message for a session's writer, with whatever budget it holds until
@@ -265,9 +268,10 @@ impl Peers {
             .clone()
     }
 
-    /// Replaces the configuration. Sessions of devices whose shared folders
-    /// changed, or that were removed, are closed: their reconnection
-    /// exchanges ClusterConfigs that reflect the new configuration.
+    /// Replaces the configuration. Sessions of removed devices are closed;
+    /// those whose shared folders changed send a new ClusterConfig on the
+    /// live connection (as Syncthing does), so a transfer in progress goes
+    /// on.
     pub fn set_config(&self, new: Config) {
         let old = std::mem::replace(
             &mut *self.config.write().unwrap_or_else(|e| e.into_inner()),
@@ -285,7 +289,7 @@ impl Peers {
             if new.device(&s.device).is_none() {
                 s.close("device removed");
             } else if shares(&old, &s.device) != shares(&new, &s.device) {
-                s.close("configuration changed");
+                s.reconfigure.notify_one();
             }
         }
     }

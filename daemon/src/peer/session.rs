@@ -2,7 +2,7 @@
 //! until either side closes. Protocol errors end the session with a logged
 //! reason; nothing a peer sends can panic it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicI32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -135,6 +135,7 @@ pub async fn run(peers: Arc<Peers>, link: Link) -> Result<(), SessionError> {
         inflight: Arc::new(Mutex::new(Inflight::default())),
         next_id: Arc::new(AtomicI32::new(0)),
         closing: Arc::new(tokio::sync::Notify::new()),
+        reconfigure: Arc::new(tokio::sync::Notify::new()),
     };
     if !peers.register(handle.clone()) {
         tracing::info!(device = %device_id, "already connected through a preferred connection; closing this one");
@@ -161,7 +162,9 @@ pub async fn run(peers: Arc<Peers>, link: Link) -> Result<(), SessionError> {
         handle: handle.clone(),
         got_cc: false,
         shared: HashSet::new(),
-        senders: Vec::new(),
+        unshared: HashSet::new(),
+        last_cc: None,
+        senders: HashMap::new(),
         serve_slots: Arc::new(Semaphore::new(SERVE_REQUESTS)),
         serve_bytes: Arc::new(Semaphore::new(SERVE_KIB as usize)),
     };
@@ -176,7 +179,7 @@ pub async fn run(peers: Arc<Peers>, link: Link) -> Result<(), SessionError> {
     // Our requests to this peer fail now, not at their time-out: the
     // puller re-plans on the sessions that remain.
     handle.fail_waiting();
-    for s in state.senders.drain(..) {
+    for (_, s) in state.senders.drain() {
         s.abort();
     }
     peers.unregister(&handle);
@@ -298,7 +301,14 @@ struct State {
     got_cc: bool,
     /// Folders both sides share and have announced unpaused.
     shared: HashSet<String>,
-    senders: Vec<tokio::task::JoinHandle<()>>,
+    /// Folders that were shared in this session and no longer are: an
+    /// index for one may still be on its way, and is dropped.
+    unshared: HashSet<String>,
+    /// The peer's last ClusterConfig, looked at again when our
+    /// configuration changes.
+    last_cc: Option<ClusterConfig>,
+    /// The index sender of each shared folder.
+    senders: HashMap<String, tokio::task::JoinHandle<()>>,
     /// Requests of this peer accepted and not yet answered on the wire.
     serve_slots: Arc<Semaphore>,
     /// KiB of this peer's requests being read or waiting to be written.
@@ -311,17 +321,44 @@ impl State {
         reader: &mut Box<dyn tokio::io::AsyncRead + Send + Unpin>,
         mut buf: BytesMut,
     ) -> Result<(), SessionError> {
+        let reconfigure = self.handle.reconfigure.clone();
         loop {
             while let Some(msg) = frame::decode_message(&mut buf)? {
                 self.handle_message(msg).await?;
             }
             buf.reserve(64 << 10);
-            let n = tokio::time::timeout(READ_TIMEOUT, reader.read_buf(&mut buf))
-                .await
-                .map_err(|_| SessionError::Timeout("nothing received for 300 s"))??;
+            let read = tokio::select! {
+                r = tokio::time::timeout(READ_TIMEOUT, reader.read_buf(&mut buf)) => r,
+                _ = reconfigure.notified() => {
+                    self.reconfigure().await?;
+                    continue;
+                }
+            };
+            let n = read.map_err(|_| SessionError::Timeout("nothing received for 300 s"))??;
             if n == 0 {
                 return Ok(());
             }
+        }
+    }
+
+    /// Our configuration changed what is shared with this device: a new
+    /// ClusterConfig goes out on this connection, folders no longer shared
+    /// stop, and newly shared ones the peer offered start.
+    async fn reconfigure(&mut self) -> Result<(), SessionError> {
+        let cc = cluster_config(&self.peers, &self.device)?;
+        let now: HashSet<String> = cc.folders.iter().map(|f| f.id.clone()).collect();
+        let _ = self.out.send(Message::ClusterConfig(cc).into()).await;
+        for gone in self.shared.iter().filter(|f| !now.contains(*f)) {
+            if let Some(s) = self.senders.remove(gone) {
+                s.abort();
+            }
+            self.unshared.insert(gone.clone());
+        }
+        self.shared.retain(|f| now.contains(f));
+        tracing::info!(device = %self.device, folders = now.len(), "shared folders changed; new cluster config sent");
+        match self.last_cc.clone() {
+            Some(theirs) => self.cluster_config(theirs).await,
+            None => Ok(()),
         }
     }
 
@@ -381,6 +418,7 @@ impl State {
             return Ok(());
         }
         self.got_cc = true;
+        self.last_cc = Some(cc.clone());
         let peers = self.peers.clone();
         let dnum = peers.index.device_number(&self.device)?;
         let config = peers.config();
@@ -436,13 +474,10 @@ impl State {
             }
             tracing::debug!(device = %self.device, folder = %f.id, ?start, "sending index");
             self.shared.insert(f.id.clone());
+            self.unshared.remove(&f.id);
             let receive_only = (ours.kind == FolderType::ReceiveOnly).then(|| peers.own.short());
-            self.senders.push(tokio::spawn(index_send::run(
-                fi,
-                self.out.clone(),
-                start,
-                receive_only,
-            )));
+            let sender = tokio::spawn(index_send::run(fi, self.out.clone(), start, receive_only));
+            self.senders.insert(f.id.clone(), sender);
         }
         Ok(())
     }
@@ -463,6 +498,10 @@ impl State {
         if idx.files.len() != before {
             tracing::debug!(device = %self.device, folder = %idx.folder,
                 dropped = before - idx.files.len(), "internal names dropped from index");
+        }
+        if !self.shared.contains(&idx.folder) && self.unshared.contains(&idx.folder) {
+            tracing::debug!(device = %self.device, folder = %idx.folder, "index for a folder no longer shared; dropped");
+            return Ok(());
         }
         if !self.shared.contains(&idx.folder) {
             return Err(SessionError::Protocol(format!(
