@@ -626,3 +626,64 @@ fn a_name_too_long_for_the_file_system_fails_cleanly() {
     );
     daemon.stop();
 }
+
+/// Two large folders scanning at once hold no thread that short work
+/// needs: a third folder is scanned and its file served to a peer while
+/// both are still scanning (with the scans on the runtime's two blocking
+/// threads, nothing else could run until one finished).
+#[test]
+fn long_scans_do_not_starve_serving() {
+    let m = MalloryId::new();
+    let (a, a_id, root) = victim(&m);
+    std::fs::write(root.join("small.txt"), "small").expect("write");
+    for big in ["s1", "s2"] {
+        let r = a.scratch().join(big);
+        for d in 0..20 {
+            let dir = r.join(format!("d{d}"));
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            for i in 0..500 {
+                std::fs::write(dir.join(format!("f{i}")), format!("{big} {d} {i}")).expect("w");
+            }
+        }
+        a.ok(&["folder", "add", big, r.to_str().expect("utf-8")]);
+    }
+    let mut d = a.start();
+    d.wait_scanned("f");
+    let scanning = |d: &ferrosync_tests::daemon::Daemon<'_>| {
+        d.status().is_some_and(|s| {
+            ["s1", "s2"].iter().all(|id| {
+                ferrosync_tests::daemon::folder(&s, id).is_some_and(|f| f["scans_completed"] == 0)
+            })
+        })
+    };
+    assert!(
+        scanning(&d),
+        "the big scans were too short to show anything"
+    );
+    let mut p = Mallory::connect(&m, &d.listen_url("tcp"), &a_id, &["f"]);
+    p.send(&Message::Request(proto::message::Request {
+        id: 1,
+        folder: "f".into(),
+        name: proto::Name::parse("small.txt").expect("name"),
+        offset: 0,
+        size: 5,
+        hash: None,
+        from_temporary: false,
+        weak_hash: 0,
+        block_no: 0,
+    }));
+    let answer = loop {
+        match p.recv(Duration::from_secs(60)) {
+            Ok(Message::Response(r)) => break r,
+            Ok(_) => continue,
+            Err(_) => panic!("no answer; log:\n{}", d.log()),
+        }
+    };
+    assert_eq!(&answer.data[..], b"small");
+    assert!(
+        scanning(&d),
+        "answered only after a big scan finished; log:\n{}",
+        d.log()
+    );
+    d.stop();
+}

@@ -158,11 +158,28 @@ pub fn spawn(
                         stop.clone(),
                     );
                     let peers = peers.clone();
-                    tokio::task::spawn_blocking(move || {
-                        run_scan(&config, &index, own, &progress, &stop, peers.as_deref())
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(format!("scan panicked: {e}")))
+                    // A thread of its own, not the runtime's small blocking
+                    // pool: a long scan must not hold up block serving, index
+                    // updates or the end of pulls (short blocking work).
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("scan {}", config.id))
+                        .spawn(move || {
+                            let _ = tx.send(run_scan(
+                                &config,
+                                &index,
+                                own,
+                                &progress,
+                                &stop,
+                                peers.as_deref(),
+                            ));
+                        });
+                    match spawned {
+                        Ok(_) => rx
+                            .await
+                            .unwrap_or_else(|_| Err("scan thread panicked".to_string())),
+                        Err(e) => Err(format!("starting a scan thread: {e}")),
+                    }
                 };
                 if stop.load(Ordering::Relaxed) {
                     break;

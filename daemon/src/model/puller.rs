@@ -137,7 +137,7 @@ pub async fn pull(
     let pass = Pass {
         cfg,
         peers,
-        local: LocalBlocks::new(peers),
+        local: Arc::new(LocalBlocks::new(peers)),
         budget: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_KIB as usize)),
         fetched,
     };
@@ -599,7 +599,7 @@ fn delete(
 struct Pass<'a> {
     cfg: &'a FolderConfig,
     peers: &'a Arc<Peers>,
-    local: LocalBlocks,
+    local: Arc<LocalBlocks>,
     /// KiB requested and not yet written, over all files of the pass:
     /// bounds the memory and the load a pull puts on peers.
     budget: Arc<tokio::sync::Semaphore>,
@@ -658,9 +658,20 @@ async fn file_inner(
             .map_err(std::io::Error::other)?;
     }
     let tmp = crate::fs::temp_path(&path);
-    // Inline on purpose: creating files from more threads at once only
-    // makes the kernel spin on the file system's locks (measured).
-    let (out, missing) = match prepare(&path, &tmp, info, local, local_blocks)? {
+    // Disk reads and hashing stay off the async threads. The blocking pool
+    // is small (BLOCKING_THREADS), which also keeps file creation from
+    // more threads at once than that, where the kernel only spins on the
+    // file system's locks (measured).
+    let prepared = {
+        let (path, tmp, info, local) = (path.clone(), tmp.clone(), info.clone(), local.cloned());
+        let local_blocks = Arc::clone(local_blocks);
+        tokio::task::spawn_blocking(move || {
+            prepare(&path, &tmp, &info, local.as_ref(), &local_blocks)
+        })
+        .await
+        .map_err(std::io::Error::other)??
+    };
+    let (out, missing) = match prepared {
         Ok(p) => p,
         Err(outcome) => return Ok(outcome),
     };
