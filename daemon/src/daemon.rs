@@ -94,9 +94,13 @@ async fn serve(
         .context("starting the listeners")?;
     let peers = Peers::new(device_id, config.clone(), index.clone());
     let accept = {
-        let peers = peers.clone();
+        let (peers, net) = (peers.clone(), net.clone());
         tokio::spawn(async move {
             while let Some(conn) = incoming.recv().await {
+                // Its address keeps room among incoming handshakes.
+                if peers.config().device(&conn.device_id).is_some() {
+                    net.trust(conn.remote_addr.ip());
+                }
                 tokio::spawn(peers.clone().run_link(link(conn)));
             }
         })

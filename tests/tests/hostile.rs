@@ -687,3 +687,124 @@ fn long_scans_do_not_starve_serving() {
     );
     d.stop();
 }
+
+/// Holds `per_source` silent TCP connections to `target` open from each
+/// of `sources` (loopback addresses), opening a new one whenever the
+/// daemon drops one, until the returned flag is set.
+fn flood(
+    target: std::net::SocketAddr,
+    sources: Vec<std::net::IpAddr>,
+    per_source: usize,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<u64>,
+) {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let t = std::thread::spawn(move || {
+        let mut slots: Vec<(std::net::IpAddr, Option<std::net::TcpStream>)> = sources
+            .iter()
+            .flat_map(|&ip| std::iter::repeat_n(ip, per_source))
+            .map(|ip| (ip, None))
+            .collect();
+        let mut opened = 0u64;
+        let open = |ip: std::net::IpAddr| -> Option<std::net::TcpStream> {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+            s.bind(&std::net::SocketAddr::new(ip, 0).into()).ok()?;
+            s.connect_timeout(&target.into(), Duration::from_millis(500))
+                .ok()?;
+            let s: std::net::TcpStream = s.into();
+            s.set_nonblocking(true).ok()?;
+            Some(s)
+        };
+        while !flag.load(Ordering::Relaxed) {
+            for (ip, slot) in slots.iter_mut() {
+                let alive = slot.as_mut().is_some_and(|s| {
+                    matches!(s.read(&mut [0u8; 64]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                });
+                if !alive {
+                    *slot = open(*ip);
+                    opened += 1;
+                }
+            }
+            // Pacing for the load generator (not a wait for a condition).
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+        opened
+    });
+    (stop, t)
+}
+
+/// Silent connections held open from one address, then from many: a
+/// configured device still connects the first time (one address gets a
+/// few places only), and reconnects while many addresses flood (its
+/// address keeps a reserve).
+#[test]
+fn a_connection_flood_does_not_lock_out_a_configured_device() {
+    let (a, a_id) = Device::on_loopback("victim");
+    let (b, b_id) = Device::on_loopback("friend");
+    let ra = a.scratch().join("data");
+    a.ok(&["device", "add", &b_id, "--name", "friend"]);
+    a.ok(&[
+        "folder",
+        "add",
+        "f",
+        ra.to_str().expect("utf-8"),
+        "--create",
+        "--share",
+        &b_id,
+    ]);
+    let mut da = a.start();
+    let url = da.listen_url("tcp");
+    let target: std::net::SocketAddr = url.trim_start_matches("tcp://").parse().expect("addr");
+    let connected = |d: &mut ferrosync_tests::daemon::Daemon<'_>, what: &str| {
+        d.wait_until(what, Duration::from_secs(20), |s| {
+            s["devices"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|x| x["connected"] == true))
+        });
+    };
+    // One address holds 100 silent connections.
+    let one = vec![std::net::IpAddr::from([127, 0, 0, 2])];
+    let (stop1, t1) = flood(target, one, 100);
+    b.ok(&[
+        "device",
+        "add",
+        &a_id,
+        "--name",
+        "victim",
+        "--address",
+        &url,
+    ]);
+    let rb = b.scratch().join("data");
+    b.ok(&[
+        "folder",
+        "add",
+        "f",
+        rb.to_str().expect("utf-8"),
+        "--create",
+        "--share",
+        &a_id,
+    ]);
+    let mut db = b.start();
+    connected(&mut db, "the first connection despite one flooding address");
+    // Many addresses hold 200 between them.
+    let many = (3..53)
+        .map(|n| std::net::IpAddr::from([127, 0, 0, n]))
+        .collect();
+    let (stop2, t2) = flood(target, many, 4);
+    db.stop();
+    let mut db = b.start();
+    connected(&mut db, "a reconnection despite many flooding addresses");
+    connected(&mut da, "the victim sees it");
+    for s in [&stop1, &stop2] {
+        s.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let opened = t1.join().expect("flood") + t2.join().expect("flood");
+    eprintln!("flood opened {opened} connections");
+    db.stop();
+    da.stop();
+}

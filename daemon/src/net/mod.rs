@@ -11,6 +11,7 @@
 //! Net::dial(url, expected ID) ──────────▶ Connection (or WrongDevice)
 //! ```
 
+mod admission;
 mod quic;
 mod tcp;
 mod tls;
@@ -28,7 +29,7 @@ use std::time::Duration;
 use proto::DeviceId;
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::identity::Identity;
@@ -43,11 +44,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepted connections waiting for the consumer; beyond this, handshake
 /// tasks wait, so a stalled consumer slows peers down instead of piling up.
 const ACCEPT_QUEUE: usize = 16;
-
-/// Handshakes in progress per `Net`. More incoming connections than this
-/// are dropped at once: each costs a task and memory for up to
-/// [`HANDSHAKE_TIMEOUT`], and legitimate peers retry.
-const MAX_HANDSHAKES: usize = 64;
 
 /// Which transport carries a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -397,7 +393,7 @@ struct Acceptor {
     my_id: DeviceId,
     tls: Arc<rustls::ServerConfig>,
     tx: mpsc::Sender<Connection>,
-    handshakes: Arc<Semaphore>,
+    admission: Arc<admission::Admission>,
 }
 
 impl Acceptor {
@@ -407,7 +403,7 @@ impl Acceptor {
     where
         F: std::future::Future<Output = Result<Connection, NetError>> + Send + 'static,
     {
-        let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
+        let Some(permit) = self.admission.admit(peer.ip()) else {
             tracing::debug!(%peer, %transport, "too many handshakes in progress; dropping");
             return;
         };
@@ -451,6 +447,7 @@ struct Inner {
     /// the `Net` is dropped (their endpoints still carry our dials).
     _quic_tasks: Tasks,
     stop: watch::Sender<bool>,
+    admission: Arc<admission::Admission>,
 }
 
 /// Listeners and the dialer for sync connections. Cheap to clone; the
@@ -488,8 +485,9 @@ impl Net {
             my_id: identity.device_id,
             tls: tls.server.clone(),
             tx,
-            handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            admission: admission::Admission::new(),
         });
+        let admission = acceptor.admission.clone();
         // Dropped (aborting what started) if a later listener fails.
         let mut tcp_tasks = Tasks::default();
         let mut quic_tasks = Tasks::default();
@@ -536,6 +534,7 @@ impl Net {
             tcp_tasks: Mutex::new(tcp_tasks),
             _quic_tasks: quic_tasks,
             stop,
+            admission,
         };
         Ok((
             Net {
@@ -575,6 +574,8 @@ impl Net {
             match result.and_then(|c| check_expected(c, expect)) {
                 Ok(conn) => {
                     tracing::debug!(%url, device = %conn.device_id, "dialed");
+                    // We dial configured devices only.
+                    self.trust(conn.remote_addr.ip());
                     return Ok(conn);
                 }
                 Err(e) => {
@@ -584,6 +585,12 @@ impl Net {
             }
         }
         Err(last.unwrap_or_else(|| NetError::bad_url(url, "no address to dial")))
+    }
+
+    /// Remembers `source` as an address of a configured device: its
+    /// handshakes may use places unknown sources cannot take.
+    pub fn trust(&self, source: std::net::IpAddr) {
+        self.inner.admission.trust(source);
     }
 
     /// Stops listening: TCP listeners close, QUIC endpoints refuse new

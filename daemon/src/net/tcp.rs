@@ -37,6 +37,10 @@ pub(super) fn bind(addr: SocketAddr, only_v6: bool) -> io::Result<TcpListener> {
 }
 
 /// Accepts until aborted; each handshake runs in its own task.
+/// How long an accepted TCP connection may stay silent before its TLS
+/// ClientHello.
+const PRE_HELLO: Duration = Duration::from_secs(3);
+
 pub(super) async fn accept_loop(listener: TcpListener, acceptor: Arc<Acceptor>) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -62,6 +66,15 @@ async fn accept_one(
     my_id: DeviceId,
 ) -> Result<Connection, NetError> {
     set_nodelay(&stream, peer);
+    // A client speaks first (its ClientHello follows the TCP handshake at
+    // once): a connection silent for this long holds its place no longer.
+    tokio::time::timeout(PRE_HELLO, stream.readable())
+        .await
+        .map_err(|_| NetError::Timeout {
+            what: format!("TLS ClientHello from {peer}"),
+            after: PRE_HELLO,
+        })?
+        .map_err(NetError::io(format!("waiting for {peer}")))?;
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream))
         .await
         .map_err(|_| timeout(peer))?
