@@ -1,6 +1,7 @@
 //! Disk access rules shared by everything that touches a synced folder or
-//! the home: atomic replacement, the folder marker, and the names that are
-//! ours (never synced).
+//! the home: contained paths ([`safe_path`], [`open_regular`]), atomic
+//! replacement, the folder marker, and the names that are ours (never
+//! synced).
 //!
 //! Everything the daemon persists by replacing a file goes through
 //! [`write_atomic`]: a temp file in the same directory, fsynced, renamed over
@@ -10,10 +11,26 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The path of `name` under `root` if no directory on the way is a symlink.
+pub fn safe_path(root: &Path, name: &str) -> io::Result<PathBuf> {
+    let mut p = root.to_path_buf();
+    let mut parts = name.split('/').peekable();
+    while let Some(part) = parts.next() {
+        p.push(part);
+        if parts.peek().is_some() && !fs::symlink_metadata(&p)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a parent is not a directory (or is a symlink)",
+            ));
+        }
+    }
+    Ok(p)
+}
 
 /// Opens a regular file for reading without following a symlink in its
-/// last component (safe_path-style checks cover the parents): whatever is
+/// last component ([`safe_path`] covers the parents): whatever is
 /// on disk, a read never leaves the folder root.
 pub fn open_regular(path: &Path) -> io::Result<File> {
     let f = OpenOptions::new()

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::temp_file::ALIGN;
-use crate::peer::serve::safe_path;
+use crate::fs::safe_path;
 use crate::peer::Peers;
 
 /// This device's copies of blocks, found through the index's block map in

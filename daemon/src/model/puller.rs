@@ -29,8 +29,8 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
 use crate::config::FolderConfig;
+use crate::fs::safe_path;
 use crate::index::{Entry, FolderIndex, Global, FLAG_IGNORED, FLAG_RECEIVE_ONLY, LOCAL};
-use crate::peer::serve::safe_path;
 use crate::peer::{Peers, SessionHandle};
 
 use super::local_blocks::{LocalBlocks, OpenFiles};

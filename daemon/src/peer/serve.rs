@@ -5,7 +5,7 @@
 //! regular file, and the data read matches the hash asked for.
 
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::Bytes;
 use proto::message::{ErrorCode, Request, Response};
@@ -84,22 +84,6 @@ pub async fn serve(peers: &Peers, device: &DeviceId, req: Request) -> Response {
     }
 }
 
-/// The path of `name` under `root` if no directory on the way is a symlink.
-pub fn safe_path(root: &Path, name: &str) -> std::io::Result<PathBuf> {
-    let mut p = root.to_path_buf();
-    let mut parts = name.split('/').peekable();
-    while let Some(part) = parts.next() {
-        p.push(part);
-        if parts.peek().is_some() && !std::fs::symlink_metadata(&p)?.is_dir() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "a parent is not a directory (or is a symlink)",
-            ));
-        }
-    }
-    Ok(p)
-}
-
 fn read_block(
     root: &Path,
     name: &str,
@@ -107,7 +91,7 @@ fn read_block(
     size: u32,
     temp: bool,
 ) -> std::io::Result<Vec<u8>> {
-    let path = safe_path(root, name)?;
+    let path = crate::fs::safe_path(root, name)?;
     let candidates = if temp {
         vec![crate::fs::temp_path(&path), path]
     } else {
