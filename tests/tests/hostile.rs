@@ -808,3 +808,60 @@ fn a_connection_flood_does_not_lock_out_a_configured_device() {
     db.stop();
     da.stop();
 }
+
+/// The block server checks what it read against the request: by its weak
+/// hash when one is given (SHA-256 only when that differs), so a file
+/// changed since it was indexed is refused either way.
+#[test]
+fn served_blocks_are_checked_by_weak_hash_then_sha256() {
+    use sha2::Digest;
+    let m = MalloryId::new();
+    let (a, a_id, root) = victim(&m);
+    let content = b"the block as indexed".to_vec();
+    std::fs::write(root.join("b.bin"), &content).expect("write");
+    let mut d = a.start();
+    d.wait_scanned("f");
+    let mut p = Mallory::connect(&m, &d.listen_url("tcp"), &a_id, &["f"]);
+    let sha: [u8; 32] = sha2::Sha256::digest(&content).into();
+    let weak = {
+        // Adler-32, as the scanner computes it.
+        let (mut x, mut y) = (1u32, 0u32);
+        for &c in &content {
+            x = (x + u32::from(c)) % 65521;
+            y = (y + x) % 65521;
+        }
+        (y << 16) | x
+    };
+    let mut ask = |id: i32, weak_hash: u32| {
+        p.send(&Message::Request(proto::message::Request {
+            id,
+            folder: "f".into(),
+            name: proto::Name::parse("b.bin").expect("name"),
+            offset: 0,
+            size: content.len() as u32,
+            hash: Some(sha),
+            from_temporary: false,
+            weak_hash,
+            block_no: 0,
+        }));
+        loop {
+            match p.recv(Duration::from_secs(10)) {
+                Ok(Message::Response(r)) if r.id == id => return r,
+                Ok(_) => continue,
+                Err(_) => panic!("no answer; log:\n{}", d.log()),
+            }
+        }
+    };
+    for (id, w) in [(1, weak), (2, weak ^ 1), (3, 0)] {
+        let r = ask(id, w);
+        assert_eq!(r.code, proto::message::ErrorCode::NoError, "weak {w:#x}");
+        assert_eq!(&r.data[..], &content[..]);
+    }
+    // Same size, other bytes: neither hash matches.
+    std::fs::write(root.join("b.bin"), b"the block as CHANGED").expect("write");
+    for (id, w) in [(4, weak), (5, 0)] {
+        let r = ask(id, w);
+        assert_eq!(r.code, proto::message::ErrorCode::NoSuchFile, "weak {w:#x}");
+    }
+    d.stop();
+}

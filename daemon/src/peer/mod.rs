@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use proto::message::{ErrorCode, Hash, Message, Request, Response};
+use proto::message::{BlockInfo, ErrorCode, Message, Request, Response};
 use proto::{DeviceId, Name};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
@@ -136,14 +136,13 @@ pub enum RequestError {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl SessionHandle {
-    /// Asks the peer for a block and waits for the data.
+    /// Asks the peer for a block and waits for the data. The block's weak
+    /// hash (0: none) lets the peer check what it read cheaply.
     pub async fn request(
         &self,
         folder: &str,
         name: &Name,
-        offset: u64,
-        size: u32,
-        hash: Hash,
+        block: &BlockInfo,
         block_no: i32,
     ) -> Result<Bytes, RequestError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) & i32::MAX;
@@ -159,11 +158,11 @@ impl SessionHandle {
             id,
             folder: folder.to_string(),
             name: name.clone(),
-            offset,
-            size,
-            hash: Some(hash),
+            offset: block.offset,
+            size: block.size,
+            hash: Some(block.hash),
             from_temporary: false,
-            weak_hash: 0,
+            weak_hash: block.weak_hash,
             block_no,
         });
         // The send is inside the time limit too: a writer stuck on a peer

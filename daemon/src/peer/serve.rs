@@ -2,7 +2,8 @@
 //! folder's owner: the folder is shared with that device, the name is not
 //! internal or ignored (by the patterns in force, indexed or not), we have
 //! announced it, no directory on the way is a symlink, the file is a
-//! regular file, and the data read matches the hash asked for.
+//! regular file, and the data read matches the hash asked for (its weak
+//! hash when given, else its SHA-256).
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -71,7 +72,11 @@ pub async fn serve(peers: &Peers, device: &DeviceId, req: Request) -> Response {
         _ => return fail(ErrorCode::NoSuchFile),
     };
     if let Some(want) = req.hash {
-        if <[u8; 32]>::from(Sha256::digest(&data)) != want {
+        // The requester verifies the SHA-256 of what it gets anyway; here
+        // the weak hash suffices to see the data is still that block
+        // (Syncthing's check), and SHA-256 decides only when it differs.
+        let weak_ok = req.weak_hash != 0 && crate::scanner::weak_hash(&data) == req.weak_hash;
+        if !weak_ok && <[u8; 32]>::from(Sha256::digest(&data)) != want {
             // The file changed since it was indexed; the next scan sees it.
             tracing::debug!(folder = %req.folder, name = %req.name, "requested block no longer matches");
             return fail(ErrorCode::NoSuchFile);

@@ -79,6 +79,14 @@ pub fn hash_blocks(
     Ok(blocks)
 }
 
+/// A block's weak hash (Adler-32, as Syncthing's `weak_hash`): a cheap
+/// check that data read for a request is still the block asked for.
+pub fn weak_hash(data: &[u8]) -> u32 {
+    let mut adler = simd_adler32::Adler32::new();
+    adler.write(data);
+    adler.finish()
+}
+
 /// SHA-256 over each block's hash followed by its weak hash (big-endian):
 /// the shortcut peers compare before comparing block lists.
 pub fn blocks_hash(blocks: &[BlockInfo]) -> Vec<u8> {

@@ -15,6 +15,7 @@
 //! holds a block list that no state of the file had.
 
 mod hash;
+pub use hash::weak_hash;
 pub mod ignore;
 mod walk;
 

@@ -116,9 +116,7 @@ pub(super) async fn file_inner(
                         .acquire_many_owned(kib)
                         .await
                         .map_err(|e| e.to_string())?;
-                    let data = s
-                        .request(&folder, &name, b.offset, b.size, b.hash, i as i32)
-                        .await;
+                    let data = s.request(&folder, &name, &b, i as i32).await;
                     let data = data.map_err(|e| e.to_string())?;
                     if data.len() != b.size as usize || sha(&data) != b.hash {
                         return Err(format!(
