@@ -224,7 +224,23 @@ pub fn spawn(
                         continue;
                     }
                     if report.done > 0 {
-                        continue; // Progress: look again at once.
+                        // Progress: look again at once, but what is due
+                        // meanwhile (a deferred or requested rescan, the
+                        // timer) is not starved by a long stream of passes.
+                        if pull_rescan.overdue() {
+                            pull_rescan.started();
+                            *requested.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                            scan_due = true;
+                        }
+                        if req_rx.try_recv().is_ok() {
+                            scan_due = true;
+                        }
+                        if tokio::time::Instant::now() >= next_timer {
+                            *requested.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                            scan_due = true;
+                            next_timer = tokio::time::Instant::now() + jittered(interval);
+                        }
+                        continue;
                     }
                 }
             }
@@ -304,6 +320,11 @@ impl PullRescan {
     fn started(&mut self) {
         self.at = None;
         self.from_pull = true;
+    }
+
+    /// Whether a deferred rescan is due by now.
+    fn overdue(&self) -> bool {
+        self.at.is_some_and(|at| at <= tokio::time::Instant::now())
     }
 
     /// Resolves when a deferred rescan is due; never if none is.

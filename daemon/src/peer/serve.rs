@@ -42,18 +42,20 @@ pub async fn serve(peers: &Peers, device: &DeviceId, req: Request) -> Response {
         Ok(_) => {}
         Err(_) => return fail(ErrorCode::Generic),
     }
-    // Only what we announced is served (a temp file, asked for by name of
-    // the file it becomes, may not be indexed yet).
-    if !req.from_temporary {
-        let flags = match peers.index.folder(&folder.id) {
-            Ok(fi) => fi.flags(LOCAL, name),
-            Err(_) => return fail(ErrorCode::Generic),
-        };
-        match flags {
-            Ok(Some(f)) if f & FLAG_IGNORED == 0 => {}
-            Ok(Some(_)) => return fail(ErrorCode::InvalidFile),
-            _ => return fail(ErrorCode::NoSuchFile),
-        }
+    // Only what we announced is served; a temp file, asked for by the name
+    // of the file it becomes, may be served before that file is indexed,
+    // but then the file itself is not read in its place.
+    let flags = match peers.index.folder(&folder.id) {
+        Ok(fi) => fi.flags(LOCAL, name),
+        Err(_) => return fail(ErrorCode::Generic),
+    };
+    let announced = match flags {
+        Ok(Some(f)) if f & FLAG_IGNORED == 0 => true,
+        Ok(Some(_)) => return fail(ErrorCode::InvalidFile),
+        _ => false,
+    };
+    if !announced && !req.from_temporary {
+        return fail(ErrorCode::NoSuchFile);
     }
     let root = folder.path.clone();
     let name = req.name.clone();
@@ -64,6 +66,7 @@ pub async fn serve(peers: &Peers, device: &DeviceId, req: Request) -> Response {
             req.offset,
             req.size,
             req.from_temporary,
+            announced,
         )
     })
     .await;
@@ -95,13 +98,16 @@ fn read_block(
     offset: u64,
     size: u32,
     temp: bool,
+    announced: bool,
 ) -> std::io::Result<Vec<u8>> {
     let path = crate::fs::safe_path(root, name)?;
-    let candidates = if temp {
-        vec![crate::fs::temp_path(&path), path]
-    } else {
-        vec![path]
-    };
+    let mut candidates = Vec::new();
+    if temp {
+        candidates.push(crate::fs::temp_path(&path));
+    }
+    if announced {
+        candidates.push(path);
+    }
     let mut last = std::io::Error::from(std::io::ErrorKind::NotFound);
     for p in candidates {
         let f = match crate::fs::open_regular(&p) {

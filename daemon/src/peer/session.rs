@@ -177,8 +177,11 @@ pub async fn run(peers: Arc<Peers>, link: Link) -> Result<(), SessionError> {
         Err(e) => tracing::warn!(device = %device_id, %remote_addr, "session closed: {e}"),
     }
     // Our requests to this peer fail now, not at their time-out: the
-    // puller re-plans on the sessions that remain.
+    // puller re-plans on the sessions that remain. Its requests still
+    // queued are not served (nobody would read the answers).
     handle.fail_waiting();
+    state.serve_slots.close();
+    state.serve_bytes.close();
     for (_, s) in state.senders.drain() {
         s.abort();
     }

@@ -341,3 +341,65 @@ fn stale_temp_files_are_removed_and_fresh_ones_kept() {
     assert!(f.root.join("d/.syncthing.new.tmp").exists());
     assert!(f.get("d/.syncthing.new.tmp").is_none(), "never indexed");
 }
+
+/// Records `info` as this device's entry with `flags`, as the puller or
+/// an earlier scan would have.
+fn plant(f: &Folder, info: FileInfo, flags: u32) {
+    let fi = f.index.folder("f").expect("folder");
+    fi.update_local(vec![Entry {
+        info,
+        inode: 0,
+        flags,
+    }])
+    .expect("plant");
+}
+
+/// Un-ignoring a file whose newer version from a peer was recorded while
+/// it was ignored: the file on disk is the old content, so its new version
+/// keeps only our own counter and is concurrent with the peer's (a
+/// conflict if the content differs), never a successor that would
+/// silently replace the newer content everywhere.
+#[test]
+fn an_unignored_file_is_concurrent_with_what_happened_meanwhile() {
+    const PEER: ShortId = ShortId(0xdef);
+    let f = Folder::new();
+    f.write("x", b"old local content");
+    age(&f.root);
+    let theirs = proto::Vector::new().updated(ME, 1).updated(PEER, 1);
+    let mut info = FileInfo::new(proto::Name::parse("x").expect("name"), FileKind::File);
+    info.version = theirs.clone();
+    info.invalid = true;
+    plant(&f, info, FLAG_IGNORED);
+    f.scan();
+    let x = f.get("x").expect("x");
+    assert!(!x.invalid);
+    assert_eq!(x.version.counter(PEER), 0, "{:?}", x.version);
+    assert!(
+        x.version.compare(&theirs).is_concurrent(),
+        "{:?}",
+        x.version
+    );
+}
+
+/// A receive-only change in a folder that is now send-receive is recorded
+/// again, valid, so it is announced (and concurrent with the global).
+#[test]
+fn a_receive_only_change_is_announced_once_the_folder_sends() {
+    let f = Folder::new();
+    f.write("y", b"changed while receive-only");
+    age(&f.root);
+    f.scan();
+    let mut info = f.get("y").expect("y");
+    info.invalid = true;
+    plant(&f, info, FLAG_RECEIVE_ONLY);
+    let fi = f.index.folder("f").expect("folder");
+    let flags = |fi: &FolderIndex| fi.get(LOCAL, "y").expect("get").expect("y").flags;
+    assert_eq!(flags(&fi), FLAG_RECEIVE_ONLY);
+    f.scan();
+    let y = f.get("y").expect("y");
+    assert!(
+        !y.invalid,
+        "still invalid after the folder became send-receive"
+    );
+    assert_eq!(flags(&fi), 0);
+}

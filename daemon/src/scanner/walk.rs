@@ -151,17 +151,7 @@ pub fn walk(root: &Path, ctx: &Ctx<'_>, mut found: impl FnMut(Found)) -> Seen {
                 }
                 continue;
             }
-            // A receive-only change compares with the disk like any entry
-            // (it is only invalid towards the rest of the cluster).
-            let old = old.map(|mut o| {
-                if o.flags & FLAG_RECEIVE_ONLY != 0 {
-                    o.info.invalid = false;
-                }
-                o
-            });
-            // An entry no longer ignored keeps its version history: the
-            // new version succeeds it (it is invalid, so it counts as
-            // changed), and identical content then conflicts with nothing.
+            let old = old.map(|o| comparable(ctx, o));
             if ft.is_dir() {
                 if let Some(e) = directory(ctx, name, &meta, old.map(|o| o.info)) {
                     found(Found::Ready(e));
@@ -251,6 +241,35 @@ fn normalise(dir: &Path, base: &str) -> Result<String, String> {
     }
     fs::rename(dir.join(base), &target).map_err(|e| format!("renaming to NFC: {e}"))?;
     Ok(nfc)
+}
+
+/// The previous entry as the change detection should see it. A
+/// receive-only change in a receive-only folder compares with the disk
+/// like any entry (it is only invalid towards the rest of the cluster).
+/// An entry that was ignored, or a receive-only change in a folder that no
+/// longer is one, must be recorded anew: it stays invalid (so it counts as
+/// changed) and keeps only our own counter (Syncthing's `DropOthers`), so
+/// the new version is concurrent with whatever the cluster did meanwhile:
+/// different content then becomes a conflict, never a silent overwrite of
+/// newer data, and identical content a metadata change.
+fn comparable(ctx: &Ctx<'_>, mut o: Entry) -> Entry {
+    let receive_only_change = o.flags & FLAG_RECEIVE_ONLY != 0;
+    if receive_only_change && ctx.receive_only {
+        o.info.invalid = false;
+    } else if receive_only_change || o.flags & FLAG_IGNORED != 0 {
+        let own = o.info.version.counter(ctx.own);
+        o.info.version = proto::Vector::from_counters(
+            o.info
+                .version
+                .counters()
+                .iter()
+                .copied()
+                .filter(|c| c.id == ctx.own && c.value == own)
+                .collect(),
+        );
+        o.info.invalid = true;
+    }
+    o
 }
 
 /// A new local version of `name` succeeding `old`.

@@ -115,6 +115,11 @@ pub async fn pull(
     // version (so they are no longer needed), never fetched or deleted.
     let mut ignored = Vec::new();
     for (name, deleted) in needs {
+        // Internal names are dropped on receipt; entries a peer gave an
+        // older version of us are not applied either.
+        if crate::fs::is_internal(&name) {
+            continue;
+        }
         if ignores.matches(&name).ignored {
             if let Ok(Some((_, info))) = fi.global_file(&name) {
                 ignored.push(ignored_entry(info));
