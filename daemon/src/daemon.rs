@@ -188,6 +188,9 @@ fn link(c: Connection) -> Link {
         reader: c.reader,
         writer: c.writer,
         keepalive: None,
+        until_hello: c
+            .admitted
+            .map(|a| Box::new(a) as Box<dyn std::any::Any + Send>),
     }
 }
 

@@ -78,6 +78,7 @@ fn connect(a: (&Arc<Peers>, DeviceId), b: (&Arc<Peers>, DeviceId)) {
         reader: r,
         writer: w,
         keepalive: None,
+        until_hello: None,
     };
     tokio::spawn(
         a.0.clone()

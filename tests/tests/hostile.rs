@@ -912,3 +912,43 @@ fn a_million_tiny_blocks_are_refused_with_bounded_memory() {
     assert!(after < 150 << 10, "RSS {after} KiB after the refusal");
     d.stop();
 }
+
+/// Connections that complete TLS and then never send their BEP Hello keep
+/// their place among handshakes until the Hello (or its time-out): one
+/// address cannot pile them up.
+#[test]
+fn silent_authenticated_connections_are_bounded_per_address() {
+    let m = MalloryId::new();
+    let (a, a_id, _root) = victim(&m);
+    let d = a.start();
+    let url = d.listen_url("tcp");
+    let peer: DeviceId = a_id.parse().expect("id");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let held = rt.block_on(async {
+        // An unknown device: its address has no reserve.
+        let stranger = MalloryId::new();
+        let (net, _rx) = Net::start(&stranger.identity, &[]).await.expect("net");
+        let mut held = Vec::new();
+        for _ in 0..12 {
+            if let Ok(Ok(c)) =
+                tokio::time::timeout(Duration::from_secs(5), net.dial(&url, peer)).await
+            {
+                held.push(c);
+            }
+        }
+        // A connection the daemon dropped during TLS may still look open
+        // on our side: count those it still answers (with its Hello).
+        let mut alive = 0;
+        for c in held.iter_mut() {
+            let mut b = [0u8; 1];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_secs(2), c.reader.read(&mut b)).await
+            {
+                alive += usize::from(n > 0);
+            }
+        }
+        alive
+    });
+    assert!(held <= 4, "{held} silent connections held from one address");
+    drop(d);
+}

@@ -96,6 +96,16 @@ pub struct Connection {
     pub writer: Box<dyn AsyncWrite + Send + Unpin>,
     /// Keeps a QUIC connection's handle (and so the connection) alive.
     _quic: Option<quic::Keep>,
+    /// An accepted connection's place among incoming handshakes: hold it
+    /// until the peer has said who it is in BEP (its Hello), so
+    /// connections that authenticate and then stay silent are bounded too.
+    pub admitted: Option<Admitted>,
+}
+
+/// A place among incoming handshakes (see [`Connection::admitted`]);
+/// freed when dropped.
+pub struct Admitted {
+    _ticket: admission::Ticket,
 }
 
 impl fmt::Debug for Connection {
@@ -409,10 +419,9 @@ impl Acceptor {
         };
         let me = Arc::clone(self);
         tokio::spawn(async move {
-            let result = handshake.await;
-            drop(permit);
-            match result {
-                Ok(conn) => {
+            match handshake.await {
+                Ok(mut conn) => {
+                    conn.admitted = Some(Admitted { _ticket: permit });
                     tracing::debug!(%peer, %transport, device = %conn.device_id, "accepted");
                     // A closed receiver means nobody wants connections any
                     // more; dropping this one closes it.

@@ -129,6 +129,7 @@ fn connection(
         reader: Box::new(reader),
         writer: Box::new(writer),
         _quic: None,
+        admitted: None,
     })
 }
 

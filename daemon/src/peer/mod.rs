@@ -47,6 +47,9 @@ pub struct Link {
     pub writer: Box<dyn AsyncWrite + Send + Unpin>,
     /// Keeps transport state (e.g. a QUIC connection) alive for the session.
     pub keepalive: Option<Box<dyn std::any::Any + Send>>,
+    /// Held until the peer's Hello has arrived (an incoming connection's
+    /// place among handshakes in progress).
+    pub until_hello: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// A device that connected but is not configured.
@@ -118,6 +121,18 @@ struct Inflight {
     closed: bool,
 }
 
+/// Takes a request's waiter out of the session's table when dropped.
+struct Forget<'a> {
+    handle: &'a SessionHandle,
+    id: i32,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.handle.forget(self.id);
+    }
+}
+
 /// Why a block request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -165,9 +180,12 @@ impl SessionHandle {
             weak_hash: block.weak_hash,
             block_no,
         });
+        // Whatever ends this call (an answer, an error, the caller dropping
+        // it) takes the waiter out, so none outlives its request.
+        let _waiter = Forget { handle: self, id };
         // The send is inside the time limit too: a writer stuck on a peer
         // that stopped reading must not hold the caller.
-        let asked = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        tokio::time::timeout(REQUEST_TIMEOUT, async {
             if self.out.send(req.into()).await.is_err() {
                 return Err(RequestError::Closed(self.device));
             }
@@ -178,11 +196,7 @@ impl SessionHandle {
             }
         })
         .await
-        .unwrap_or(Err(RequestError::Timeout(self.device, REQUEST_TIMEOUT)));
-        if asked.is_err() {
-            self.forget(id);
-        }
-        asked
+        .unwrap_or(Err(RequestError::Timeout(self.device, REQUEST_TIMEOUT)))
     }
 
     /// Fails every waiting request and refuses new ones (the session ended).

@@ -95,6 +95,7 @@ pub async fn run(peers: Arc<Peers>, link: Link) -> Result<(), SessionError> {
         mut reader,
         mut writer,
         keepalive: _keepalive,
+        until_hello,
     } = link;
     let known = peers.config().device(&device_id).is_some();
     // Both sides send their Hello at once; the QUIC dialler must write
@@ -116,6 +117,7 @@ pub async fn run(peers: Arc<Peers>, link: Link) -> Result<(), SessionError> {
     })
     .await
     .map_err(|_| SessionError::Timeout("no Hello"))??;
+    drop(until_hello);
     if !known {
         peers.record_pending(device_id, &hello.device_name, remote_addr);
         // Like Syncthing: close without a BEP Close.
