@@ -624,6 +624,19 @@ fn a_name_too_long_for_the_file_system_fails_cleanly() {
         names.iter().all(|n| !n.contains(".syncthing.")),
         "temp file left: {names:?}"
     );
+    // The status says which file is not synced, and why.
+    let s = daemon.wait_until("the error in status", Duration::from_secs(10), |s| {
+        ferrosync_tests::daemon::folder(s, "f").is_some_and(|f| {
+            f["pull_errors"].as_array().is_some_and(|e| {
+                e.iter()
+                    .any(|e| e["name"] == long.as_str() && e["kind"] == "disk")
+            })
+        })
+    });
+    let f = ferrosync_tests::daemon::folder(&s, "f").expect("f");
+    assert!(f["pull_errors"][0]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("longer than 255")));
     daemon.stop();
 }
 

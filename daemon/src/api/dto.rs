@@ -61,6 +61,9 @@ pub struct FolderStatus {
     pub remote_sequences: std::collections::BTreeMap<String, i64>,
     /// Per-file problems of the last scan.
     pub errors: Vec<String>,
+    /// What the last pull pass could not do (why a file is not synced).
+    #[serde(default)]
+    pub pull_errors: Vec<PullError>,
     /// Scans finished since the daemon started.
     pub scans_completed: u64,
     /// Milliseconds the last scan took.
@@ -69,6 +72,18 @@ pub struct FolderStatus {
     pub scan_progress: Option<ScanProgress>,
     /// Bytes received from peers for this folder since the daemon started.
     pub pulled_bytes: u64,
+}
+
+/// One problem of a pull pass.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PullError {
+    /// The folder-relative name (absent: the pass itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `disk`, `index`, `ignores` or `internal`.
+    pub kind: String,
+    /// What went wrong.
+    pub message: String,
 }
 
 /// Progress of a running scan.

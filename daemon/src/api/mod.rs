@@ -169,6 +169,15 @@ fn folder_status(
         sequence: local.max_sequence,
         remote_sequences,
         errors: st.errors,
+        pull_errors: st
+            .pull_errors
+            .iter()
+            .map(|e| dto::PullError {
+                name: e.name.clone(),
+                kind: e.kind_str().to_string(),
+                message: e.kind.to_string(),
+            })
+            .collect(),
         scans_completed: st.scans_completed,
         last_scan_ms: st.last_scan.map(|d| d.as_millis() as u64),
         pulled_bytes: h.fetched.load(Ordering::Relaxed),

@@ -55,6 +55,8 @@ pub struct FolderStatus {
     pub scans_completed: u64,
     /// Per-file problems of the last scan.
     pub errors: Vec<String>,
+    /// What the last pull pass could not do, per entry.
+    pub pull_errors: Vec<super::pull_error::PullError>,
     /// How long the last scan took.
     pub last_scan: Option<Duration>,
 }
@@ -117,6 +119,7 @@ pub fn spawn(
         state: FolderState::Idle,
         scans_completed: 0,
         errors: Vec::new(),
+        pull_errors: Vec::new(),
         last_scan: None,
     });
     let (req_tx, mut req_rx) = mpsc::channel::<()>(1);
@@ -217,7 +220,10 @@ pub fn spawn(
                     for e in &report.errors {
                         tracing::warn!(folder = %config.id, "{e}");
                     }
-                    status_tx.send_modify(|s| s.state = FolderState::Idle);
+                    status_tx.send_modify(|s| {
+                        s.state = FolderState::Idle;
+                        s.pull_errors = report.errors.clone();
+                    });
                     if report.rescan && pull_rescan.now() {
                         scan_due = true;
                         *requested.lock().unwrap_or_else(|e| e.into_inner()) += 1;

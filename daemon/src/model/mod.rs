@@ -4,5 +4,6 @@
 mod conflict;
 pub mod folder;
 mod local_blocks;
+pub mod pull_error;
 pub mod puller;
 mod temp_file;

@@ -17,6 +17,7 @@ mod fetch;
 mod fill;
 
 use super::local_blocks::LocalBlocks;
+use super::pull_error::{PullError, PullErrorKind};
 use crate::config::FolderConfig;
 use crate::index::{Entry, FolderIndex, Global, FLAG_IGNORED, LOCAL};
 use crate::peer::Peers;
@@ -68,7 +69,7 @@ pub struct PullReport {
     /// Bytes fetched from peers.
     pub fetched: u64,
     /// Per-file problems.
-    pub errors: Vec<String>,
+    pub errors: Vec<PullError>,
     /// A local change was found: the folder needs a rescan.
     pub rescan: bool,
 }
@@ -85,7 +86,9 @@ pub async fn pull(
     let ignores = match peers.ignores(cfg) {
         Ok(i) => i,
         Err(e) => {
-            report.errors.push(format!("ignore patterns: {e}"));
+            report
+                .errors
+                .push(PullError::pass(PullErrorKind::Ignores(e)));
             return report;
         }
     };
@@ -101,11 +104,11 @@ pub async fn pull(
     let needs = match needs {
         Ok(Ok(n)) => n,
         Ok(Err(e)) => {
-            report.errors.push(format!("reading the need-set: {e}"));
+            report.errors.push(PullError::pass(e.into()));
             return report;
         }
         Err(e) => {
-            report.errors.push(e.to_string());
+            report.errors.push(PullError::pass(e.into()));
             return report;
         }
     };
@@ -136,7 +139,7 @@ pub async fn pull(
             }
             Ok(Some(_)) => {}
             Ok(None) => {}
-            Err(e) => report.errors.push(format!("{name}: {e}")),
+            Err(e) => report.errors.push(PullError::of(name, e.into())),
         }
     }
     // Deletions run last, so a renamed file's new name finds its blocks in
@@ -153,8 +156,8 @@ pub async fn pull(
         let fi2 = fi.clone();
         match tokio::task::spawn_blocking(move || fi2.update_local(ignored)).await {
             Ok(Ok(_)) => report.done += n,
-            Ok(Err(e)) => report.errors.push(format!("recording ignored names: {e}")),
-            Err(e) => report.errors.push(e.to_string()),
+            Ok(Err(e)) => report.errors.push(PullError::pass(e.into())),
+            Err(e) => report.errors.push(PullError::pass(e.into())),
         }
     }
     let mut landed = Landed::default();
@@ -179,7 +182,7 @@ pub async fn pull(
                 Ok(Some(x)) => x,
                 Ok(None) => continue,
                 Err(e) => {
-                    report.errors.push(format!("{name}: {e}"));
+                    report.errors.push(PullError::of(name.as_str(), e.into()));
                     continue;
                 }
             };
@@ -237,7 +240,7 @@ pub async fn pull(
     // Pulled files are on disk and fsynced; their entries must not be
     // lost, or a rescan would see them as local edits.
     if let Err(e) = fi.flush() {
-        report.errors.push(format!("flushing the index: {e}"));
+        report.errors.push(PullError::pass(e.into()));
     }
     report
 }
@@ -303,9 +306,10 @@ impl Landed {
         .and_then(|r| r);
         match result {
             Ok(_) => report.done += n,
-            Err(e) => report
-                .errors
-                .push(format!("recording {n} pulled files: {e}")),
+            Err(e) => report.errors.push(PullError::pass(PullErrorKind::Disk {
+                kind: e.kind(),
+                message: format!("recording {n} pulled files: {e}"),
+            })),
         }
     }
 }
@@ -407,7 +411,7 @@ fn settle(
                 flags: 0,
             }]) {
                 Ok(_) => report.done += 1,
-                Err(e) => report.errors.push(format!("{name}: recording: {e}")),
+                Err(e) => report.errors.push(PullError::of(name, e.into())),
             }
         }
         Ok(Outcome::Later(why)) => {
@@ -421,7 +425,7 @@ fn settle(
         }
         Err(e) => {
             report.deferred += 1;
-            report.errors.push(format!("{name}: {e}"));
+            report.errors.push(PullError::of(name, e.into()));
         }
     }
 }
