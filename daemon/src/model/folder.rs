@@ -2,7 +2,7 @@
 //! with jitter; publishes its state and scan progress for the API.
 //!
 //! ```text
-//! daemon ── spawns ──▶ runner task ── per scan ──▶ blocking scan thread(s)
+//! daemon ── spawns ──▶ runner task ── per scan ──▶ a scan thread (+ its hash workers)
 //!   ▲                     │ exits when its request channel closes
 //!   └─ FolderHandle ◀─────┘ (status, progress, rescan requests)
 //! ```
@@ -122,7 +122,7 @@ pub fn spawn(
         pull_errors: Vec::new(),
         last_scan: None,
     });
-    let (req_tx, mut req_rx) = mpsc::channel::<()>(1);
+    let (req_tx, req_rx) = mpsc::channel::<()>(1);
     let progress = Arc::new(ScanProgress::default());
     let handle = FolderHandle {
         config: config.clone(),
@@ -133,154 +133,232 @@ pub fn spawn(
         requests: req_tx,
         requested: Arc::new(Mutex::new(1)),
     };
-    let requested = handle.requested.clone();
-    let fetched = handle.fetched.clone();
-    let task = tokio::spawn(async move {
-        let mut changes = index.subscribe();
-        let mut peer_changes = peers.as_ref().map(|p| p.changed.subscribe());
-        let mut scan_due = true;
-        let mut next_timer = tokio::time::Instant::now() + jittered(interval);
-        let mut pull_rescan = PullRescan::default();
+    let runner = Runner {
+        changes: index.subscribe(),
+        peer_changes: peers.as_ref().map(|p| p.changed.subscribe()),
+        requested: handle.requested.clone(),
+        fetched: handle.fetched.clone(),
+        config,
+        index,
+        own,
+        peers,
+        stop,
+        progress,
+        status: status_tx,
+        requests: req_rx,
+        interval,
+        next_timer: tokio::time::Instant::now() + jittered(interval),
+        scan_due: true,
+        pull_rescan: PullRescan::default(),
+    };
+    (handle, tokio::spawn(runner.run()))
+}
+
+/// One folder's runner: owns the folder's state and does one thing at a
+/// time, in named steps: [`Runner::scan`], [`Runner::pull`] and
+/// [`Runner::wait`] for the next thing to do.
+struct Runner {
+    config: FolderConfig,
+    index: Arc<FolderIndex>,
+    own: ShortId,
+    peers: Option<Arc<Peers>>,
+    stop: Arc<AtomicBool>,
+    progress: Arc<ScanProgress>,
+    fetched: Arc<AtomicU64>,
+    status: watch::Sender<FolderStatus>,
+    requests: mpsc::Receiver<()>,
+    /// Scans started or queued (see [`FolderHandle::request_rescan`]).
+    requested: Arc<Mutex<u64>>,
+    changes: watch::Receiver<u64>,
+    peer_changes: Option<watch::Receiver<u64>>,
+    interval: Duration,
+    next_timer: tokio::time::Instant,
+    scan_due: bool,
+    pull_rescan: PullRescan,
+}
+
+/// What the runner does after a pull pass.
+enum AfterPull {
+    /// Look again at once (progress was made, or a rescan is due).
+    Again,
+    /// Wait for something to change.
+    Wait,
+}
+
+impl Runner {
+    async fn run(mut self) {
         loop {
-            if stop.load(Ordering::Relaxed) {
+            if self.stopped() {
                 break;
             }
-            if scan_due {
-                scan_due = false;
-                let started = Instant::now();
-                status_tx.send_modify(|s| {
-                    if !matches!(s.state, FolderState::Error(_)) || s.scans_completed == 0 {
-                        s.state = FolderState::Scanning;
-                    }
-                });
-                let outcome = {
-                    let (config, index, progress, stop) = (
-                        config.clone(),
-                        index.clone(),
-                        progress.clone(),
-                        stop.clone(),
-                    );
-                    let peers = peers.clone();
-                    // A thread of its own, not the runtime's small blocking
-                    // pool: a long scan must not hold up block serving, index
-                    // updates or the end of pulls (short blocking work).
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("scan {}", config.id))
-                        .spawn(move || {
-                            let _ = tx.send(run_scan(
-                                &config,
-                                &index,
-                                own,
-                                &progress,
-                                &stop,
-                                peers.as_deref(),
-                            ));
-                        });
-                    match spawned {
-                        Ok(_) => rx
-                            .await
-                            .unwrap_or_else(|_| Err("scan thread panicked".to_string())),
-                        Err(e) => Err(format!("starting a scan thread: {e}")),
-                    }
-                };
-                if stop.load(Ordering::Relaxed) {
+            if self.scan_due {
+                self.scan_due = false;
+                self.scan().await;
+                if self.stopped() {
                     break;
                 }
-                pull_rescan.scanned(outcome.as_ref().map_or(0, |(_, n)| *n));
-                status_tx.send_modify(|s| {
-                    s.scans_completed += 1;
-                    s.last_scan = Some(started.elapsed());
-                    match outcome {
-                        Ok((errors, _)) => {
-                            s.state = FolderState::Idle;
-                            s.errors = errors;
-                        }
-                        Err(reason) => s.state = FolderState::Error(reason),
-                    }
-                });
             }
-            // A send-only folder never applies remote changes; one in error
-            // (no marker) must not be written to at all.
-            let healthy = !matches!(status_tx.borrow().state, FolderState::Error(_))
-                && config.kind != crate::config::FolderType::SendOnly;
-            changes.borrow_and_update();
-            if let (Some(peers), true) = (&peers, healthy) {
-                let needed = index
-                    .folder_meta()
-                    .map(|m| m.need != Default::default())
-                    .unwrap_or(false);
-                if needed {
-                    status_tx.send_modify(|s| s.state = FolderState::Syncing);
-                    let report = super::puller::pull(&config, &index, peers, &fetched).await;
-                    if report.done > 0 || report.deferred > 0 {
-                        tracing::info!(folder = %config.id, done = report.done, deferred = report.deferred,
-                            fetched = report.fetched, "pull pass");
-                    }
-                    for e in &report.errors {
-                        tracing::warn!(folder = %config.id, "{e}");
-                    }
-                    status_tx.send_modify(|s| {
-                        s.state = FolderState::Idle;
-                        s.pull_errors = report.errors.clone();
-                    });
-                    if report.rescan && pull_rescan.now() {
-                        scan_due = true;
-                        *requested.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                        continue;
-                    }
-                    if report.done > 0 {
-                        // Progress: look again at once, but what is due
-                        // meanwhile (a deferred or requested rescan, the
-                        // timer) is not starved by a long stream of passes.
-                        if pull_rescan.overdue() {
-                            pull_rescan.started();
-                            *requested.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                            scan_due = true;
-                        }
-                        if req_rx.try_recv().is_ok() {
-                            scan_due = true;
-                        }
-                        if tokio::time::Instant::now() >= next_timer {
-                            *requested.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                            scan_due = true;
-                            next_timer = tokio::time::Instant::now() + jittered(interval);
-                        }
-                        continue;
-                    }
-                }
+            if let AfterPull::Again = self.pull().await {
+                continue;
             }
-            tokio::select! {
-                r = req_rx.recv() => match r {
-                    Some(()) => scan_due = true,
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(next_timer) => {
-                    *requested.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                    scan_due = true;
-                    next_timer = tokio::time::Instant::now() + jittered(interval);
-                }
-                _ = pull_rescan.due() => {
-                    pull_rescan.started();
-                    *requested.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                    scan_due = true;
-                }
-                r = changes.changed() => {
-                    if r.is_err() {
-                        break;
-                    }
-                    settle(&mut changes).await;
-                }
-                r = async {
-                    match peer_changes.as_mut() {
-                        Some(p) => p.changed().await,
-                        None => std::future::pending().await,
-                    }
-                } => if r.is_err() { break },
+            if !self.wait().await {
+                break;
             }
         }
-    });
-    (handle, task)
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Counts a scan the runner decided on itself (rescan callers wait
+    /// for their number).
+    fn queue_scan(&mut self) {
+        *self.requested.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.scan_due = true;
+    }
+
+    /// Scans the folder on a thread of its own and publishes the outcome.
+    async fn scan(&mut self) {
+        let started = Instant::now();
+        self.status.send_modify(|s| {
+            if !matches!(s.state, FolderState::Error(_)) || s.scans_completed == 0 {
+                s.state = FolderState::Scanning;
+            }
+        });
+        let (config, index, progress, stop, peers, own) = (
+            self.config.clone(),
+            self.index.clone(),
+            self.progress.clone(),
+            self.stop.clone(),
+            self.peers.clone(),
+            self.own,
+        );
+        // A thread of its own, not the runtime's small blocking pool: a
+        // long scan must not hold up block serving, index updates or the
+        // end of pulls (short blocking work).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name(format!("scan {}", config.id))
+            .spawn(move || {
+                let _ = tx.send(run_scan(
+                    &config,
+                    &index,
+                    own,
+                    &progress,
+                    &stop,
+                    peers.as_deref(),
+                ));
+            });
+        let outcome = match spawned {
+            Ok(_) => rx
+                .await
+                .unwrap_or_else(|_| Err("scan thread panicked".to_string())),
+            Err(e) => Err(format!("starting a scan thread: {e}")),
+        };
+        if self.stopped() {
+            return;
+        }
+        self.pull_rescan
+            .scanned(outcome.as_ref().map_or(0, |(_, n)| *n));
+        self.status.send_modify(|s| {
+            s.scans_completed += 1;
+            s.last_scan = Some(started.elapsed());
+            match outcome {
+                Ok((errors, _)) => {
+                    s.state = FolderState::Idle;
+                    s.errors = errors;
+                }
+                Err(reason) => s.state = FolderState::Error(reason),
+            }
+        });
+    }
+
+    /// One pull pass if the folder needs anything and may apply it.
+    async fn pull(&mut self) -> AfterPull {
+        // A send-only folder never applies remote changes; one in error
+        // (no marker) must not be written to at all.
+        let healthy = !matches!(self.status.borrow().state, FolderState::Error(_))
+            && self.config.kind != crate::config::FolderType::SendOnly;
+        self.changes.borrow_and_update();
+        let Some(peers) = self.peers.clone().filter(|_| healthy) else {
+            return AfterPull::Wait;
+        };
+        let needed = self
+            .index
+            .folder_meta()
+            .map(|m| m.need != Default::default())
+            .unwrap_or(false);
+        if !needed {
+            return AfterPull::Wait;
+        }
+        self.status.send_modify(|s| s.state = FolderState::Syncing);
+        let report = super::puller::pull(&self.config, &self.index, &peers, &self.fetched).await;
+        if report.done > 0 || report.deferred > 0 {
+            tracing::info!(folder = %self.config.id, done = report.done, deferred = report.deferred,
+                fetched = report.fetched, "pull pass");
+        }
+        for e in &report.errors {
+            tracing::warn!(folder = %self.config.id, "{e}");
+        }
+        self.status.send_modify(|s| {
+            s.state = FolderState::Idle;
+            s.pull_errors = report.errors.clone();
+        });
+        if report.rescan && self.pull_rescan.now() {
+            self.queue_scan();
+            return AfterPull::Again;
+        }
+        if report.done == 0 {
+            return AfterPull::Wait;
+        }
+        // Progress: look again at once, but what is due meanwhile (a
+        // deferred or requested rescan, the timer) is not starved by a long
+        // stream of passes.
+        if self.pull_rescan.overdue() {
+            self.pull_rescan.started();
+            self.queue_scan();
+        }
+        if self.requests.try_recv().is_ok() {
+            self.scan_due = true;
+        }
+        if tokio::time::Instant::now() >= self.next_timer {
+            self.queue_scan();
+            self.next_timer = tokio::time::Instant::now() + jittered(self.interval);
+        }
+        AfterPull::Again
+    }
+
+    /// Waits for the next thing to do; false when the runner should end.
+    async fn wait(&mut self) -> bool {
+        tokio::select! {
+            r = self.requests.recv() => match r {
+                Some(()) => self.scan_due = true,
+                None => return false,
+            },
+            _ = tokio::time::sleep_until(self.next_timer) => {
+                self.queue_scan();
+                self.next_timer = tokio::time::Instant::now() + jittered(self.interval);
+            }
+            _ = self.pull_rescan.due() => {
+                self.pull_rescan.started();
+                self.queue_scan();
+            }
+            r = self.changes.changed() => {
+                if r.is_err() {
+                    return false;
+                }
+                settle(&mut self.changes).await;
+            }
+            r = async {
+                match self.peer_changes.as_mut() {
+                    Some(p) => p.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => if r.is_err() { return false },
+        }
+        true
+    }
 }
 
 /// Rescans a pull pass asks for (it found the disk differing from the
