@@ -186,6 +186,39 @@ impl Mallory {
         }
     }
 
+    /// Sends a block request for `name` in `folder` (from offset 0, `size`
+    /// bytes, with the hashes given) and returns the daemon's answer to
+    /// it, or `None` if none came within 60 s.
+    pub fn ask(
+        &mut self,
+        id: i32,
+        folder: &str,
+        name: &str,
+        size: u32,
+        hash: Option<[u8; 32]>,
+        weak_hash: u32,
+    ) -> Option<Response> {
+        self.send(&Message::Request(Request {
+            id,
+            folder: folder.into(),
+            name: proto::Name::parse(name).expect("name"),
+            offset: 0,
+            size,
+            hash,
+            from_temporary: false,
+            weak_hash,
+            block_no: 0,
+        }));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.recv(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Message::Response(r)) if r.id == id => return Some(r),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Answers the daemon's block requests with `data(request)` (None: "no
     /// such file") until `done()` holds or `limit` passes; returns whether
     /// `done()` held, and every request seen.

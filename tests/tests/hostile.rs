@@ -674,24 +674,9 @@ fn long_scans_do_not_starve_serving() {
         "the big scans were too short to show anything"
     );
     let mut p = Mallory::connect(&m, &d.listen_url("tcp"), &a_id, &["f"]);
-    p.send(&Message::Request(proto::message::Request {
-        id: 1,
-        folder: "f".into(),
-        name: proto::Name::parse("small.txt").expect("name"),
-        offset: 0,
-        size: 5,
-        hash: None,
-        from_temporary: false,
-        weak_hash: 0,
-        block_no: 0,
-    }));
-    let answer = loop {
-        match p.recv(Duration::from_secs(60)) {
-            Ok(Message::Response(r)) => break r,
-            Ok(_) => continue,
-            Err(_) => panic!("no answer; log:\n{}", d.log()),
-        }
-    };
+    let answer = p
+        .ask(1, "f", "small.txt", 5, None, 0)
+        .unwrap_or_else(|| panic!("no answer; log:\n{}", d.log()));
     assert_eq!(&answer.data[..], b"small");
     assert!(
         scanning(&d),
@@ -845,25 +830,10 @@ fn served_blocks_are_checked_by_weak_hash_then_sha256() {
         }
         (y << 16) | x
     };
+    let size = content.len() as u32;
     let mut ask = |id: i32, weak_hash: u32| {
-        p.send(&Message::Request(proto::message::Request {
-            id,
-            folder: "f".into(),
-            name: proto::Name::parse("b.bin").expect("name"),
-            offset: 0,
-            size: content.len() as u32,
-            hash: Some(sha),
-            from_temporary: false,
-            weak_hash,
-            block_no: 0,
-        }));
-        loop {
-            match p.recv(Duration::from_secs(10)) {
-                Ok(Message::Response(r)) if r.id == id => return r,
-                Ok(_) => continue,
-                Err(_) => panic!("no answer; log:\n{}", d.log()),
-            }
-        }
+        p.ask(id, "f", "b.bin", size, Some(sha), weak_hash)
+            .unwrap_or_else(|| panic!("no answer; log:\n{}", d.log()))
     };
     for (id, w) in [(1, weak), (2, weak ^ 1), (3, 0)] {
         let r = ask(id, w);

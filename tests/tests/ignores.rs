@@ -9,7 +9,7 @@ use std::time::Duration;
 use ferrosync_tests::daemon::{folder, Daemon};
 use ferrosync_tests::mallory::{Mallory, MalloryId};
 use ferrosync_tests::Device;
-use proto::message::{ErrorCode, Message, Request};
+use proto::message::ErrorCode;
 
 fn scans(d: &Daemon<'_>) -> u64 {
     d.status()
@@ -140,25 +140,9 @@ fn ignored_local_files_are_never_served() {
     let mut d = a.start();
     d.wait_scanned("f");
     let mut p = Mallory::connect(&m, &d.listen_url("tcp"), &a_id, &["f"]);
-    let ask = |p: &mut Mallory, id: i32, name: &str, size: u32| -> proto::message::Response {
-        p.send(&Message::Request(Request {
-            id,
-            folder: "f".into(),
-            name: proto::Name::parse(name).expect("name"),
-            offset: 0,
-            size,
-            hash: None,
-            from_temporary: false,
-            weak_hash: 0,
-            block_no: 0,
-        }));
-        loop {
-            match p.recv(Duration::from_secs(10)) {
-                Ok(Message::Response(r)) if r.id == id => return r,
-                Ok(_) => continue,
-                Err(_) => panic!("no answer for {name}; log:\n{}", d.log()),
-            }
-        }
+    let ask = |p: &mut Mallory, id: i32, name: &str, size: u32| {
+        p.ask(id, "f", name, size, None, 0)
+            .unwrap_or_else(|| panic!("no answer for {name}; log:\n{}", d.log()))
     };
     let r = ask(&mut p, 1, "public.txt", 6);
     assert_eq!((r.code, &r.data[..]), (ErrorCode::NoError, &b"public"[..]));

@@ -35,11 +35,21 @@ pub fn same_content(a: &FileInfo, b: &FileInfo) -> bool {
 }
 
 /// Moves the losing local file aside as
-/// `<stem>.sync-conflict-YYYYMMDD-HHMMSS-<SHORTID><ext>` (local time, as
-/// Syncthing names it, so peers recognise it and it syncs out like any
-/// file), then keeps only the newest `max` copies of that file (-1: all).
-/// With `max` 0 no copy is kept, as in Syncthing.
-pub fn conflict_copy(path: &Path, modified_by: ShortId, max: i64) -> std::io::Result<()> {
+/// `<stem>.sync-conflict-YYYYMMDD-HHMMSS-<SHORTID><ext>` (Syncthing's form,
+/// in local time, so peers recognise it and it syncs out like any file),
+/// then keeps only the newest `max` copies of that file (-1: all). With
+/// `max` 0 no copy is kept, as in Syncthing.
+///
+/// The time is the losing version's modification time (`lost_mtime`),
+/// where Syncthing takes the moment of the copy: every device that held
+/// the losing version then makes a copy of the same name and content, so
+/// the cluster ends with one copy, not one per device and second.
+pub fn conflict_copy(
+    path: &Path,
+    modified_by: ShortId,
+    lost_mtime: std::time::SystemTime,
+    max: i64,
+) -> std::io::Result<()> {
     let base = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -52,9 +62,37 @@ pub fn conflict_copy(path: &Path, modified_by: ShortId, max: i64) -> std::io::Re
         Some(i) if i > 0 => (&base[..i], &base[i..]),
         _ => (base.as_str(), ""),
     };
-    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-    let name = format!("{stem}.sync-conflict-{stamp}-{modified_by}{ext}");
-    fs::rename(path, path.with_file_name(name))?;
+    let stamp = |t: std::time::SystemTime| {
+        chrono::DateTime::<chrono::Local>::from(t).format("%Y%m%d-%H%M%S")
+    };
+    // Never over an existing copy (another conflict of the same second):
+    // a hard link refuses an existing name, then the original goes.
+    let now = std::time::SystemTime::now();
+    let mut candidates = vec![
+        format!(
+            "{stem}.sync-conflict-{}-{modified_by}{ext}",
+            stamp(lost_mtime)
+        ),
+        format!("{stem}.sync-conflict-{}-{modified_by}{ext}", stamp(now)),
+    ];
+    candidates.extend(
+        (2..100).map(|n| format!("{stem}.sync-conflict-{}-{modified_by}-{n}{ext}", stamp(now))),
+    );
+    let mut placed = false;
+    for name in candidates {
+        match fs::hard_link(path, path.with_file_name(name)) {
+            Ok(()) => {
+                placed = true;
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    if !placed {
+        return Err(std::io::Error::other("no free conflict copy name"));
+    }
+    fs::remove_file(path)?;
     if max > 0 {
         prune(path, stem, ext, max as usize)?;
     }
@@ -111,8 +149,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let p = dir.path().join("notes.txt");
         fs::write(&p, "mine").expect("write");
-        let before = chrono::Local::now().format("%Y%m%d-%H%M").to_string();
-        conflict_copy(&p, ShortId(0x1234_5678_9abc_def0), 10).expect("copy");
+        let when = std::time::SystemTime::now();
+        let before = chrono::DateTime::<chrono::Local>::from(when)
+            .format("%Y%m%d-%H%M%S")
+            .to_string();
+        conflict_copy(&p, ShortId(0x1234_5678_9abc_def0), when, 10).expect("copy");
         let n = names(dir.path());
         assert_eq!(n.len(), 1);
         let want = format!("notes.sync-conflict-{before}");
@@ -121,6 +162,25 @@ mod tests {
             n[0].ends_with(&format!("-{}.txt", ShortId(0x1234_5678_9abc_def0))),
             "{n:?}"
         );
+    }
+
+    #[test]
+    fn an_existing_copy_of_the_same_second_is_never_replaced() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("n.txt");
+        let when = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::write(&p, "first").expect("write");
+        conflict_copy(&p, ShortId(1), when, -1).expect("copy");
+        fs::write(&p, "second").expect("write");
+        conflict_copy(&p, ShortId(1), when, -1).expect("copy");
+        let n = names(dir.path());
+        assert_eq!(n.len(), 2, "{n:?}");
+        let mut contents: Vec<String> = n
+            .iter()
+            .map(|x| fs::read_to_string(dir.path().join(x)).expect("read"))
+            .collect();
+        contents.sort();
+        assert_eq!(contents, ["first", "second"]);
     }
 
     #[test]
@@ -138,7 +198,7 @@ mod tests {
         .expect("w");
         let p = dir.path().join("a.txt");
         fs::write(&p, "mine").expect("write");
-        conflict_copy(&p, ShortId(1), 3).expect("copy");
+        conflict_copy(&p, ShortId(1), std::time::SystemTime::now(), 3).expect("copy");
         let n = names(dir.path());
         assert_eq!(n.len(), 4, "{n:?}");
         assert!(n.iter().any(|x| x.starts_with("a.sync-conflict-20200104")));

@@ -77,7 +77,8 @@ pub(super) fn clear_file_in_way(
             && in_conflict(&l.info.version, &info.version, ctx.own)
     });
     if conflict {
-        conflict_copy(path, info.modified_by, ctx.max_conflicts)?;
+        let lost = local.map_or_else(SystemTime::now, |l| mtime(&l.info));
+        conflict_copy(path, info.modified_by, lost, ctx.max_conflicts)?;
         report.rescan = true;
         Ok(())
     } else {
@@ -214,7 +215,7 @@ pub(super) fn finish(
     let mut conflicted = false;
     if let Some(l) = local.filter(|l| !l.info.deleted && l.info.kind == FileKind::File) {
         if in_conflict(&l.info.version, &info.version, own) {
-            conflict_copy(path, info.modified_by, max_conflicts)?;
+            conflict_copy(path, info.modified_by, mtime(&l.info), max_conflicts)?;
             conflicted = true;
         }
     }
