@@ -1,10 +1,12 @@
 //! Multi-process scenarios: real binaries in temporary homes.
 //!
+//! - `bounds`: floods, unbacked claims, vanished peers and long scans cost a bounded amount.
 //! - `cli`: every command's happy path, and bad input that must fail with
 //!   one clear line and change nothing.
 //! - `identity`: device IDs as Syncthing's own binary computes them.
 //! - `ignores`: ignore patterns on pull and on serve.
-//! - `hostile`: a hand-built peer sending escaping names is cut off.
+//! - `hostile`: a hand-built peer: escaping and internal names, bad block lists, ignored or
+//!   unannounced files, names too long; nothing leaves the folder.
 //! - `interop_sync`: a folder shared with the real Syncthing converges both ways.
 //! - `mesh`: three devices (TCP and QUIC), edits, a conflict; resume after SIGKILL.
 //! - `net_interop`: our TLS/TCP and QUIC connections to and from Syncthing.
@@ -14,6 +16,7 @@
 //! - `servers`: the relay and discovery binaries' command lines.
 //! - `syncthing_harness`: the harness that runs the real Syncthing binary.
 
+mod bounds;
 mod cli;
 mod hostile;
 mod identity;
