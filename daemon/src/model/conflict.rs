@@ -66,7 +66,8 @@ pub fn conflict_copy(
         chrono::DateTime::<chrono::Local>::from(t).format("%Y%m%d-%H%M%S")
     };
     // Never over an existing copy (another conflict of the same second):
-    // a hard link refuses an existing name, then the original goes.
+    // the first free name, taken by a hard link (which refuses an existing
+    // name), then the original goes.
     let now = std::time::SystemTime::now();
     let mut candidates = vec![
         format!(
@@ -78,21 +79,19 @@ pub fn conflict_copy(
     candidates.extend(
         (2..100).map(|n| format!("{stem}.sync-conflict-{}-{modified_by}-{n}{ext}", stamp(now))),
     );
-    let mut placed = false;
-    for name in candidates {
-        match fs::hard_link(path, path.with_file_name(name)) {
-            Ok(()) => {
-                placed = true;
-                break;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
+    let free = candidates
+        .into_iter()
+        .map(|name| path.with_file_name(name))
+        .find(|target| fs::symlink_metadata(target).is_err())
+        .ok_or_else(|| std::io::Error::other("no free conflict copy name"))?;
+    match fs::hard_link(path, &free) {
+        Ok(()) => fs::remove_file(path)?,
+        // Taken since we looked: not ours to replace.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(e),
+        // No hard links here (FAT, some FUSE): the name was free a moment
+        // ago, and a plain rename is the best this file system offers.
+        Err(_) => fs::rename(path, &free)?,
     }
-    if !placed {
-        return Err(std::io::Error::other("no free conflict copy name"));
-    }
-    fs::remove_file(path)?;
     if max > 0 {
         prune(path, stem, ext, max as usize)?;
     }

@@ -16,6 +16,8 @@ mod apply;
 mod fetch;
 mod fill;
 
+use apply::{delete, directory, remove_empty_dir, symlink, Apply};
+
 use super::local_blocks::LocalBlocks;
 use super::pull_error::{PullError, PullErrorKind};
 use crate::config::FolderConfig;
@@ -28,9 +30,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-
-use apply::*;
-use fetch::*;
 
 /// Bytes requested and not yet written, per pull pass (so per peer when
 /// there is one), in KiB: 4 MiB (32 blocks of 128 KiB) fills a LAN
@@ -364,7 +363,7 @@ async fn pull_files(
                 break;
             };
             running.push(async move {
-                let r = file(pass, &global, &info, local.as_ref()).await;
+                let r = fetch::file(pass, &global, &info, local.as_ref()).await;
                 (info, r)
             });
         }
