@@ -329,6 +329,62 @@ fn kills_mid_pull_and_a_lost_index_make_no_conflict_copies() {
     da.stop();
 }
 
+/// Nothing is announced before it is durable: a device in the middle of a
+/// chain (A → B → C, C knows only B) is killed (SIGKILL) four times while
+/// it pulls and passes files on. Had B announced an entry a crash then
+/// lost, its rescan would reuse that sequence number under the same index
+/// ID, C's delta would start past it, and C would never get the file.
+#[test]
+fn a_device_killed_while_passing_files_on_hides_none_from_the_next() {
+    let (a, b, c) = (node("origin"), node("middle"), node("end"));
+    configure(&a, &[(&b, None)]);
+    configure(&c, &[(&b, None)]);
+    for d in 0..8 {
+        fs::create_dir_all(a.root.join(format!("d{d}"))).expect("mkdir");
+        for i in 0..50 {
+            fs::write(
+                a.root.join(format!("d{d}/f{i:02}.txt")),
+                format!("chain {d}/{i} ").repeat(i * 40 + 1),
+            )
+            .expect("write");
+        }
+    }
+    let mut da = a.dev.start();
+    da.wait_scanned("f");
+    let dc = c.dev.start();
+    configure(
+        &b,
+        &[
+            (&a, Some(da.listen_url("tcp"))),
+            (&c, Some(dc.listen_url("tcp"))),
+        ],
+    );
+    let count = |root: &std::path::Path| ferrosync_tests::trees::tree(root).len();
+    for round in 1..=4 {
+        let db = b.dev.start();
+        let target = round * 60;
+        let reached = ferrosync_tests::poll(Duration::from_secs(60), || {
+            (count(&b.root) >= target || count(&b.root) >= 408).then_some(())
+        });
+        assert!(
+            reached.is_some(),
+            "round {round}: no progress; log:\n{}",
+            db.log()
+        );
+        db.kill();
+    }
+    let db = b.dev.start();
+    wait_equal(
+        &[&a.root, &b.root, &c.root],
+        &[&da, &db, &dc],
+        Duration::from_secs(120),
+        "after kills",
+    );
+    db.stop();
+    dc.stop();
+    da.stop();
+}
+
 /// Every type change converges in one pull pass (no deferral, no temp
 /// file left), and a local edit against a file → directory change leaves
 /// a conflict copy instead of being lost.
