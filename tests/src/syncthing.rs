@@ -146,6 +146,7 @@ pub struct Syncthing {
     agent: ureq::Agent,
     spawned_at: Instant,
     startup: Duration,
+    opts: Options,
 }
 
 impl Syncthing {
@@ -197,27 +198,8 @@ impl Syncthing {
         std::fs::write(&config_path, xml).expect("write config.xml");
         drop((listen_sockets, gui_socket));
 
-        let log = File::create(home.join(LOG_FILE)).expect("create the syncthing log");
-        let mut cmd = Command::new(&opts.binary);
-        cmd.arg("serve")
-            .arg(format!("--home={}", home.display()))
-            .args(["--no-browser", "--no-restart"])
-            .env("STNORESTART", "1")
-            .env("STMONITORED", "1")
-            .env_remove("STTRACE")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log);
-        if let Some(trace) = &opts.sttrace {
-            cmd.env("STTRACE", trace);
-        }
-        for (k, v) in &opts.env {
-            cmd.env(k, v);
-        }
         let spawned_at = Instant::now();
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {} serve: {e}", opts.binary.display()));
+        let child = spawn_serve(&opts, &home);
         let agent = ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
                 .http_status_as_error(false)
@@ -238,15 +220,34 @@ impl Syncthing {
             agent,
             spawned_at,
             startup: Duration::ZERO,
+            opts,
         };
-        let deadline = spawned_at + opts.ready_timeout;
+        st.wait_ready();
+        st
+    }
+
+    /// Stops the process and starts it again on the same home (config,
+    /// keys, database and ports kept), then waits until its API answers:
+    /// a device restarted as a user would restart it.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawned_at = Instant::now();
+        *self.child() = spawn_serve(&self.opts, &self.home);
+        self.wait_ready();
+    }
+
+    /// Waits until the REST API answers after a spawn, and checks that the
+    /// process is the device it was generated as.
+    fn wait_ready(&mut self) {
+        let st = self;
+        let deadline = st.spawned_at + st.opts.ready_timeout;
         let status = st.wait_for(deadline, "the REST API to answer", |st| {
             st.request("GET", "/rest/system/status", None)
                 .ok()
                 .filter(|(code, _)| *code == 200)
                 .map(|(_, body)| body)
         });
-        st.startup = spawned_at.elapsed();
+        st.startup = st.spawned_at.elapsed();
         let status: Value = serde_json::from_str(&status).expect("system/status is JSON");
         if status["myID"] != st.device_id.as_str() {
             st.fail(&format!(
@@ -254,7 +255,6 @@ impl Syncthing {
                 status["myID"], st.device_id
             ));
         }
-        st
     }
 
     /// The home directory (`config.xml`, keys, database, log).
@@ -585,6 +585,34 @@ impl Drop for Syncthing {
         }
         let _ = child.wait();
     }
+}
+
+/// Spawns `syncthing serve` on `home`, its output appended to the log.
+fn spawn_serve(opts: &Options, home: &Path) -> Child {
+    // Appended: a restart keeps what the earlier run logged.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join(LOG_FILE))
+        .expect("open the syncthing log");
+    let mut cmd = Command::new(&opts.binary);
+    cmd.arg("serve")
+        .arg(format!("--home={}", home.display()))
+        .args(["--no-browser", "--no-restart"])
+        .env("STNORESTART", "1")
+        .env("STMONITORED", "1")
+        .env_remove("STTRACE")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log handle"))
+        .stderr(log);
+    if let Some(trace) = &opts.sttrace {
+        cmd.env("STTRACE", trace);
+    }
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("spawning {} serve: {e}", opts.binary.display()))
 }
 
 /// `VmHWM` of any process, in KiB; `None` if it cannot be read.

@@ -16,8 +16,11 @@
 //!   and the devices connected, the clock starts when the folder is added
 //!   on the running destination (the same user action for both systems),
 //!   and stops when the destination's local files and bytes equal the
-//!   source's with nothing needed (polled every 20 ms). ferrosync is also
-//!   timed from the destination's spawn with the folder configured.
+//!   source's with nothing needed (polled every 20 ms). Both are also
+//!   timed from the destination's spawn with the device and the folder
+//!   already configured (Syncthing's config written by a first run the
+//!   source did not yet accept). Each daemon runs three times per clock
+//!   start, taking turns; the tables show the median runs.
 //! - (c) `delta`: a fresh 256 MiB file is synced, then 1 MiB in its middle
 //!   is overwritten in place on the source and a rescan requested there.
 //!   Timed from the rescan request to the new content on the destination
@@ -101,32 +104,9 @@ fn main() {
                     Set::Small
                 };
                 let data = DataSet::prepare_warm(set, &args.dir);
-                // The same clock start for both first (the comparison),
-                // then ferrosync's own start from a spawn (informational:
-                // Syncthing's is not measured that way here).
-                let fs = ferrosync.as_ref().and_then(|bin| {
-                    guarded("ferrosync", set.label(), || {
-                        full_ferrosync(bin, &data, &args.dir, Start::Live)
-                    })
-                });
-                let st = syncthing.as_ref().and_then(|bin| {
-                    guarded("syncthing", set.label(), || {
-                        full_syncthing(bin, &data, &args.dir)
-                    })
-                });
-                let spawn = ferrosync.as_ref().and_then(|bin| {
-                    guarded("ferrosync (spawn)", set.label(), || {
-                        full_ferrosync(bin, &data, &args.dir, Start::Spawn)
-                    })
-                });
-                let mut t = full_table(&data, fs.as_ref(), st.as_ref());
-                if let Some(f) = spawn {
-                    t.push_str(&format!(
-                        "ferrosync, clock from the destination's spawn with the folder \
-                         configured: {:.3} s to in sync (connected after {:.3} s)\n",
-                        f.sync.as_secs_f64(),
-                        f.connected.map_or(f64::NAN, |c| c.as_secs_f64())
-                    ));
+                let mut t = String::new();
+                for start in [Start::Live, Start::Spawn] {
+                    t.push_str(&full_runs(&ferrosync, &syncthing, &data, &args.dir, start));
                 }
                 t
             }
@@ -173,11 +153,13 @@ fn guarded<T>(who: &str, set: &str, run: impl FnOnce() -> Result<T, String>) -> 
 }
 
 /// What one daemon pair measured on a full sync.
+#[derive(Clone)]
 struct SyncFigures {
     /// Clock start (see the module doc) until in sync.
     sync: Duration,
-    /// ferrosync: destination spawn until it first showed the source as
-    /// connected. Syncthing is connected before its clock starts.
+    /// ferrosync, spawn start: destination spawn until it first showed the
+    /// source as connected (not measured for Syncthing; in a live start
+    /// both are connected before the clock starts).
     connected: Option<Duration>,
     /// Connected (or clock start, if later) until in sync.
     transfer: Duration,
@@ -282,7 +264,8 @@ impl FsPair {
         let dst_api = dst
             .api(&dst_home, &dst_key, t0 + STARTUP_LIMIT)
             .map_err(|e| fail(&src, e))?;
-        let mut cpu_dst = None;
+        // In a spawn start the destination's CPU counts from its spawn.
+        let mut cpu_dst = Some(Duration::ZERO);
         if start == Start::Live {
             // As for Syncthing: devices connected, then the folder added on
             // the running destination (the CLI applies it live).
@@ -306,7 +289,7 @@ impl FsPair {
             let linked = status["devices"]
                 .as_array()
                 .is_some_and(|ds| ds.iter().any(|d| d["connected"] == true));
-            if linked && connected.is_none() {
+            if linked && connected.is_none() && start == Start::Spawn {
                 connected = Some(at - t0);
             }
             let f = status["folders"]
@@ -389,31 +372,43 @@ fn destination(dir: &Path) -> Result<(tempfile::TempDir, PathBuf), String> {
     Ok((tmp, root))
 }
 
-/// Where a full sync's clock starts: both are things a user does.
+/// Where a full sync's clock starts: both are things a user does, and
+/// both daemons are timed from each.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Start {
     /// The destination is started with the folder already configured:
     /// its startup, connect and index exchange are inside.
     Spawn,
     /// The devices are connected; the folder is added on the running
-    /// destination (Syncthing's clock start in this benchmark).
+    /// destination.
     Live,
 }
 
+impl Start {
+    fn label(self) -> &'static str {
+        match self {
+            Start::Spawn => "clock from the destination's spawn",
+            Start::Live => "clock from the folder added live",
+        }
+    }
+}
+
+/// One full sync by ferrosync into a fresh destination, which is
+/// returned (removed when dropped).
 fn full_ferrosync(
     binary: &Path,
     data: &DataSet,
     dir: &Path,
     start: Start,
-) -> Result<SyncFigures, String> {
-    let (_dst_tmp, dst_root) = destination(dir)?;
+) -> Result<(SyncFigures, tempfile::TempDir), String> {
+    let (dst_tmp, dst_root) = destination(dir)?;
     let files = data.files.len() as u64;
     let (pair, mut figures) =
         FsPair::sync(binary, &data.root, &dst_root, files, data.bytes, start)?;
     same_files(&data.root, &dst_root, files, data.bytes).map_err(|e| pair.logs(&e))?;
     (figures.rss_src_kib, figures.rss_dst_kib) = pair.peak_rss_kib()?;
     pair.stop()?;
-    Ok(figures)
+    Ok((figures, dst_tmp))
 }
 
 /// Two Syncthing processes sharing [`FOLDER`] over TCP.
@@ -428,29 +423,53 @@ impl StPair {
     /// folder on the destination (the clock starts) and waits until the
     /// destination is in sync. The harness panics, with a log tail, on
     /// failure.
-    fn sync(binary: &Path, src_root: &Path, dst_root: &Path, files: u64) -> (Self, SyncFigures) {
+    fn sync(
+        binary: &Path,
+        src_root: &Path,
+        dst_root: &Path,
+        files: u64,
+        start: Start,
+    ) -> (Self, SyncFigures) {
         let opts = Options {
             binary: binary.to_path_buf(),
             listen: Listen::Tcp,
             ..Options::default()
         };
         let src = Syncthing::start(opts.clone());
-        let dst = Syncthing::start(opts);
+        let mut dst = Syncthing::start(opts);
         let (src_id, dst_id) = (src.device_id().to_string(), dst.device_id().to_string());
         let address = |st: &Syncthing| st.tcp_address().expect("Listen::Tcp has a TCP address");
-        src.add_device(&dst_id, "destination", &[&address(&dst)]);
-        dst.add_device(&src_id, "source", &[&address(&src)]);
-        src.add_folder(FOLDER, src_root, &[&dst_id], FolderType::SendReceive);
         let deadline = Instant::now() + LIMIT;
+        dst.add_device(&src_id, "source", &[&address(&src)]);
+        if start == Start::Spawn {
+            // The destination's config is written by a first run that the
+            // source does not accept yet (it knows no destination), then
+            // the destination stops: its next start is the clock start.
+            dst.add_folder(FOLDER, dst_root, &[&src_id], FolderType::SendReceive);
+            dst.wait_folder_idle(FOLDER, deadline);
+            dst.stop();
+        }
+        src.add_device(&dst_id, "destination", &[&address(&dst)]);
+        src.add_folder(FOLDER, src_root, &[&dst_id], FolderType::SendReceive);
         // Not `localBytes`: Syncthing counts 128 bytes a directory in it.
         let (scanned, _) = wait_db_status(&src, deadline, "scanned with every file", |s| {
             s["state"] == "idle" && s["localFiles"] == files
         });
-        dst.wait_connected(&src_id, deadline);
-
-        let cpu = (cpu_time(src.pid()), cpu_time(dst.pid()));
-        let t0 = Instant::now();
-        dst.add_folder(FOLDER, dst_root, &[&src_id], FolderType::SendReceive);
+        let cpu_src = cpu_time(src.pid());
+        let (t0, cpu_dst) = match start {
+            Start::Live => {
+                dst.wait_connected(&src_id, deadline);
+                let cpu_dst = cpu_time(dst.pid());
+                let t0 = Instant::now();
+                dst.add_folder(FOLDER, dst_root, &[&src_id], FolderType::SendReceive);
+                (t0, cpu_dst)
+            }
+            Start::Spawn => {
+                let t0 = Instant::now();
+                dst.restart();
+                (t0, Some(Duration::ZERO))
+            }
+        };
         let (_, synced) = wait_db_status(&dst, t0 + LIMIT, "in sync", |s| {
             s["localFiles"] == scanned["localFiles"]
                 && s["localBytes"] == scanned["localBytes"]
@@ -461,8 +480,8 @@ impl StPair {
             sync,
             connected: None,
             transfer: sync,
-            cpu_src: cpu_since(src.pid(), cpu.0),
-            cpu_dst: cpu_since(dst.pid(), cpu.1),
+            cpu_src: cpu_since(src.pid(), cpu_src),
+            cpu_dst: cpu_since(dst.pid(), cpu_dst),
             rss_src_kib: 0,
             rss_dst_kib: 0,
         };
@@ -510,16 +529,120 @@ fn wait_db_status(
     }
 }
 
-fn full_syncthing(binary: &Path, data: &DataSet, dir: &Path) -> Result<SyncFigures, String> {
-    let (_dst_tmp, dst_root) = destination(dir)?;
+/// One full sync by Syncthing into a fresh destination, which is
+/// returned (removed when dropped).
+fn full_syncthing(
+    binary: &Path,
+    data: &DataSet,
+    dir: &Path,
+    start: Start,
+) -> Result<(SyncFigures, tempfile::TempDir), String> {
+    let (dst_tmp, dst_root) = destination(dir)?;
     let files = data.files.len() as u64;
-    let (pair, mut figures) = StPair::sync(binary, &data.root, &dst_root, files);
+    let (pair, mut figures) = StPair::sync(binary, &data.root, &dst_root, files, start);
     if let Err(e) = same_files(&data.root, &dst_root, files, data.bytes) {
         pair.dst.fail(&e);
     }
     (figures.rss_src_kib, figures.rss_dst_kib) = pair.peak_rss_kib();
     pair.stop();
-    Ok(figures)
+    Ok((figures, dst_tmp))
+}
+
+/// How many times each daemon runs a full sync per clock start; the
+/// table shows each daemon's median run.
+const RUNS: usize = 3;
+
+/// [`RUNS`] full syncs of `data` per daemon, started as `start` says,
+/// the two daemons taking turns (so that a slow minute of the machine
+/// falls on both); returns the table of the median runs and every time.
+fn full_runs(
+    ferrosync: &Option<PathBuf>,
+    syncthing: &Option<PathBuf>,
+    data: &DataSet,
+    dir: &Path,
+    start: Start,
+) -> String {
+    let (mut fs, mut st) = (Vec::new(), Vec::new());
+    // Every destination is kept until all runs are done: see `settle`.
+    let mut destinations = Vec::new();
+    for run in 1..=RUNS {
+        let label = format!(
+            "{} ({}, run {run} of {RUNS})",
+            data.set.label(),
+            start.label()
+        );
+        if let Some(bin) = ferrosync {
+            if let Some((f, d)) = guarded("ferrosync", &label, || {
+                full_ferrosync(bin, data, dir, start)
+            }) {
+                fs.push(f);
+                destinations.push(d);
+            }
+        }
+        if let Some(bin) = syncthing {
+            if let Some((f, d)) = guarded("syncthing", &label, || {
+                full_syncthing(bin, data, dir, start)
+            }) {
+                st.push(f);
+                destinations.push(d);
+            }
+        }
+    }
+    drop(destinations);
+    settle(data.files.len());
+    let times = |v: &[SyncFigures]| {
+        v.iter()
+            .map(|f| format!("{:.3}", f.sync.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut t = full_table(
+        data,
+        start,
+        median_run(&fs).as_ref(),
+        median_run(&st).as_ref(),
+    );
+    t.push_str(&format!(
+        "every run, clock start -> in sync [s]: ferrosync {}; syncthing {}\n",
+        times(&fs),
+        times(&st)
+    ));
+    t
+}
+
+/// Waits, after the destinations of a batch of runs were removed, until
+/// their files no longer count as recently deleted, so that the next batch
+/// does not pay for this one's cleanup. ext4 without a journal (as on this
+/// project's machines) does not reuse an inode for 60 s after its delete
+/// (5 minutes more while its inode table block is dirty, hence the
+/// `sync`), and walks past every such inode each time it creates a file:
+/// measured here, 20,000 files synced within a minute of removing
+/// 20,000 took up to twice as long, for both daemons, with the kernel's
+/// `recently_deleted` under `openat` on top of the profile. This is also
+/// why no destination is removed between the runs of a batch. A set of
+/// few files needs no wait.
+fn settle(files: usize) {
+    if files < 1_000 {
+        return;
+    }
+    let _ = Command::new("sync").status();
+    let wait = Duration::from_secs(62);
+    eprintln!(
+        "waiting {} s until the removed files' inodes are reusable",
+        wait.as_secs()
+    );
+    std::thread::sleep(wait);
+}
+
+/// The run with the median sync time; none unless all [`RUNS`] ran (a
+/// median of fewer would hide the failures).
+fn median_run(runs: &[SyncFigures]) -> Option<SyncFigures> {
+    if runs.len() < RUNS {
+        return None;
+    }
+    let mut by_time: Vec<&SyncFigures> = runs.iter().collect();
+    by_time.sort_by_key(|f| f.sync);
+    Some(by_time[by_time.len() / 2].clone())
 }
 
 /// Regular files under `root` with their sizes, by relative path, leaving
@@ -656,22 +779,37 @@ fn full_rows(data: &DataSet) -> Vec<Row<'_, SyncFigures>> {
     rows
 }
 
-fn full_table(data: &DataSet, fs: Option<&SyncFigures>, st: Option<&SyncFigures>) -> String {
+fn full_table(
+    data: &DataSet,
+    start: Start,
+    fs: Option<&SyncFigures>,
+    st: Option<&SyncFigures>,
+) -> String {
     let heading = format!(
-        "{}: {} files, {:.1} MiB ({:.1} MB), {} directories, from {} to a fresh directory \
-         beside it",
+        "{} ({}; median of {RUNS} runs): {} files, {:.1} MiB ({:.1} MB), {} directories, \
+         from {} to a fresh directory beside it",
         data.set.label(),
+        start.label(),
         data.files.len(),
         data.bytes as f64 / (1 << 20) as f64,
         data.bytes as f64 / 1e6,
         data.directories,
         data.root.display()
     );
+    let clock = match start {
+        Start::Live => {
+            "the devices connected, the folder added on the running destination \
+             (ferrosync: `folder add` through its API; syncthing: POST /rest/config/folders)"
+        }
+        Start::Spawn => {
+            "the destination spawned with the device and the folder already in its config \
+             (ferrosync: configured through the CLI before its first start; syncthing: \
+             configured through its API in a first run, stopped, then started again), the \
+             source running and scanned; the destination's CPU counts from its spawn"
+        }
+    };
     let notes = [
-        "ratio = ferrosync / syncthing. Clock start, the same for both: the devices \
-         connected, the folder added on the running destination (ferrosync: `folder add` \
-         through its API; syncthing: POST /rest/config/folders)."
-            .to_string(),
+        format!("ratio = ferrosync / syncthing. Clock start, the same for both: {clock}."),
         "In sync: the destination's local files and bytes equal the source's, need 0 \
          (polled every 20 ms). CPU: user + system, 10 ms ticks. Peak RSS over each \
          process's life: the source's includes its initial scan."
