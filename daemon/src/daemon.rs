@@ -289,7 +289,12 @@ impl Supervisor {
                     d.id,
                     d.addresses
                         .iter()
-                        .filter(|a| *a != "dynamic")
+                        .filter(|a| {
+                            !matches!(
+                                proto::addr::parse_address(a),
+                                Ok(proto::addr::Address::Dynamic)
+                            )
+                        })
                         .cloned()
                         .collect(),
                 )

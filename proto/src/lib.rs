@@ -1,11 +1,13 @@
 //! Wire formats and pure protocol logic shared by every ferrosync component:
 //! device IDs and the certificates they come from, BEP messages and their
-//! framing, version vectors, the block-size rule, and canonical file names.
+//! framing, version vectors, the block-size rule, canonical file names, and
+//! the grammar of sync addresses.
 //!
 //! No sockets, no async runtime, no disk: everything here is a function of
 //! its inputs, so it is tested byte for byte against Syncthing's encodings.
 #![deny(missing_docs)]
 
+pub mod addr;
 pub mod block_size;
 pub mod cert;
 mod convert;

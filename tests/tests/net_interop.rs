@@ -103,12 +103,14 @@ fn we_dial(listen: Listen, transport: Transport) {
     let url = match transport {
         Transport::Tcp => st.tcp_address(),
         Transport::Quic => st.quic_address(),
+        Transport::Relay => unreachable!("relays are not a direct transport"),
     }
     .expect("Syncthing listens on this transport");
     // Over QUIC we dial from our listening socket, as in production.
     let listen_urls = match transport {
         Transport::Tcp => vec![],
         Transport::Quic => vec!["quic://127.0.0.1:0".to_string()],
+        Transport::Relay => unreachable!("relays are not a direct transport"),
     };
     let rt = runtime();
     let (net, _incoming) = rt
@@ -143,6 +145,7 @@ fn we_dial(listen: Listen, transport: Transport) {
                 send(&st, &mut conn, &ours[4..]).await;
                 hello
             }
+            Transport::Relay => unreachable!("relays are not a direct transport"),
         };
         (conn, hello)
     });

@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use proto::addr::{Address, Transport};
 use proto::DeviceId;
 
-use super::keys::{check_url, SYNC_SCHEMES};
+use super::keys::check_sync_url;
 use super::{Config, ConfigError, DeviceConfig, FolderConfig, FolderType};
 
 impl Config {
@@ -27,21 +28,23 @@ impl Config {
                 "device {id} is already configured"
             )));
         }
-        let mut schemes = SYNC_SCHEMES.to_vec();
-        schemes.push("relay");
         for a in addresses {
-            if a != "dynamic" {
-                check_url(a, &schemes).map_err(|reason| ConfigError::BadValue {
-                    key: "--address".into(),
-                    reason: format!("{reason} (or use `dynamic`)"),
-                })?;
-            }
+            let any = [Transport::Tcp, Transport::Quic, Transport::Relay];
+            let checked = match proto::addr::parse_address(a) {
+                Ok(Address::Dynamic) => Ok(()),
+                Ok(Address::Url(_)) => check_sync_url(a, &any),
+                Err(e) => Err(e.to_string()),
+            };
+            checked.map_err(|reason| ConfigError::BadValue {
+                key: "--address".into(),
+                reason: format!("{reason} (or use `dynamic`)"),
+            })?;
         }
         self.devices.push(DeviceConfig {
             id,
             name: name.unwrap_or_default().to_string(),
             addresses: if addresses.is_empty() {
-                vec!["dynamic".into()]
+                vec![proto::addr::DYNAMIC.into()]
             } else {
                 addresses.to_vec()
             },

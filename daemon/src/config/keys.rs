@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use proto::addr::Transport;
+
 use super::{Config, ConfigError};
 
 /// Every key `get` and `set` accept.
@@ -18,8 +20,8 @@ pub const KEYS: &[&str] = &[
     "transport.prefer",
 ];
 
-/// URL schemes a device listens on or is dialled at.
-pub(super) const SYNC_SCHEMES: &[&str] = &["tcp", "tcp4", "tcp6", "quic", "quic4", "quic6"];
+/// The transports a device listens on directly.
+const LISTEN: &[Transport] = &[Transport::Tcp, Transport::Quic];
 
 impl Config {
     /// The value of `key` as text (lists joined by commas).
@@ -52,8 +54,20 @@ impl Config {
                 }
                 self.name = v.to_string();
             }
-            "listen" => self.listen = url_list(value, SYNC_SCHEMES).map_err(bad)?,
-            "relays" => self.relays = url_list(value, &["relay", "dynamic+https"]).map_err(bad)?,
+            "listen" => {
+                self.listen = list(value, |s| check_sync_url(s, LISTEN)).map_err(bad)?;
+            }
+            "relays" => {
+                // A relay, or a relay pool to choose one from.
+                self.relays = list(value, |s| {
+                    if s.starts_with("dynamic+") {
+                        check_url(s, &["dynamic+https"])
+                    } else {
+                        check_sync_url(s, &[Transport::Relay])
+                    }
+                })
+                .map_err(bad)?;
+            }
             "nat" => self.nat = parse_bool(value).map_err(bad)?,
             "api.address" => {
                 let addr: SocketAddr = value.trim().parse().map_err(|_| {
@@ -72,7 +86,8 @@ impl Config {
             }
             "discovery.local" => self.discovery.local = parse_bool(value).map_err(bad)?,
             "discovery.global" => {
-                self.discovery.global = url_list(value, &["https", "http"]).map_err(bad)?
+                self.discovery.global =
+                    list(value, |s| check_url(s, &["https", "http"])).map_err(bad)?
             }
             "transport.prefer" => {
                 self.transport.prefer = match value.trim() {
@@ -96,19 +111,37 @@ fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
-/// A comma-separated list of URLs with one of `schemes`; empty means none.
-fn url_list(value: &str, schemes: &[&str]) -> Result<Vec<String>, String> {
+/// A comma-separated list, each item passing `check`; empty means none.
+fn list(value: &str, check: impl Fn(&str) -> Result<(), String>) -> Result<Vec<String>, String> {
     value
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| check_url(s, schemes).map(|()| s.to_string()))
+        .map(|s| check(s).map(|()| s.to_string()))
         .collect()
 }
 
-/// Checks that `s` is a URL with one of `schemes`, a host (which may be
-/// empty only for listen-style `tcp://:22000`) and, for sync schemes, a port.
-pub(super) fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
+/// Checks that `s` is a sync address (`proto::addr`) of one of `allow`,
+/// with an explicit port: a configured address says where it is.
+pub(super) fn check_sync_url(s: &str, allow: &[Transport]) -> Result<(), String> {
+    let a = proto::addr::parse(s).map_err(|e| e.to_string())?;
+    if !allow.contains(&a.transport) {
+        let names: Vec<_> = allow.iter().map(|t| t.as_str()).collect();
+        return Err(format!(
+            "{s:?}: a {} address does not belong here (use {})",
+            a.transport,
+            names.join(" or ")
+        ));
+    }
+    if a.port.is_none() {
+        return Err(format!("{s:?} has no port"));
+    }
+    Ok(())
+}
+
+/// Checks that `s` is a URL with one of `schemes` and a host (servers,
+/// not sync addresses).
+fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
     let url = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
     if !schemes.contains(&url.scheme()) {
         return Err(format!(
@@ -117,11 +150,7 @@ pub(super) fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
             schemes.join(", ")
         ));
     }
-    let sync = SYNC_SCHEMES.contains(&url.scheme()) || url.scheme() == "relay";
-    if sync && url.port().is_none() {
-        return Err(format!("{s:?} has no port"));
-    }
-    if !sync && url.host_str().is_none_or(str::is_empty) {
+    if url.host_str().is_none_or(str::is_empty) {
         return Err(format!("{s:?} has no host"));
     }
     Ok(())
@@ -137,7 +166,10 @@ mod tests {
         let cases = [
             ("name", "my laptop"),
             ("listen", "tcp://127.0.0.1:2200,quic://[::1]:2200"),
-            ("relays", "relay://10.0.0.1:22067/?id=X"),
+            (
+                "relays",
+                "relay://10.0.0.1:22067/?id=X,dynamic+https://relays.example.org/endpoint",
+            ),
             ("nat", "false"),
             ("api.address", "127.0.0.1:9000"),
             ("api.key", "0123456789abcdef0123"),
@@ -177,6 +209,8 @@ mod tests {
             ("name", "  "),
             ("discovery.global", "ftp://x"),
             ("relays", "tcp://x:1"),
+            ("relays", "relay://:22067"),
+            ("listen", "relay://x:22067"),
             ("transport.prefer", "carrier-pigeon"),
             ("nope", "1"),
         ] {

@@ -128,7 +128,7 @@ pub struct DeviceConfig {
 }
 
 fn dynamic() -> Vec<String> {
-    vec!["dynamic".to_string()]
+    vec![proto::addr::DYNAMIC.to_string()]
 }
 
 /// A folder shared with some devices.

@@ -34,8 +34,8 @@ use tokio::task::JoinHandle;
 
 use crate::identity::Identity;
 
-/// The port an address without one gets (TCP and UDP alike).
-pub const DEFAULT_PORT: u16 = 22000;
+use proto::addr::{AddrError, Family};
+pub use proto::addr::{Transport, DEFAULT_PORT};
 
 /// How long a TCP connect, a TLS handshake, a QUIC handshake, or the wait
 /// for a QUIC dialer's stream may take (Syncthing's limits).
@@ -44,31 +44,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepted connections waiting for the consumer; beyond this, handshake
 /// tasks wait, so a stalled consumer slows peers down instead of piling up.
 const ACCEPT_QUEUE: usize = 16;
-
-/// Which transport carries a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// TLS over TCP.
-    Tcp,
-    /// QUIC (TLS inside), one bidirectional stream.
-    Quic,
-}
-
-impl Transport {
-    /// `"tcp"` or `"quic"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Tcp => "tcp",
-            Transport::Quic => "quic",
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// An authenticated connection: TLS 1.3 is done, the peer presented exactly
 /// one certificate and proved it holds its key, and `device_id` is that
@@ -130,14 +105,9 @@ pub enum NetError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A scheme other than tcp, tcp4, tcp6, quic, quic4, quic6.
-    #[error("unsupported scheme {scheme:?} in {url:?}: use tcp://, tcp4://, tcp6://, quic://, quic4:// or quic6://")]
-    UnsupportedScheme {
-        /// The address as given.
-        url: String,
-        /// Its scheme.
-        scheme: String,
-    },
+    /// The address does not parse (see `proto::addr`).
+    #[error("bad address {0}")]
+    Address(#[from] AddrError),
     /// A socket operation failed (bind, connect, resolve, ...).
     #[error("{context}: {source}")]
     Io {
@@ -203,24 +173,6 @@ impl NetError {
     }
 }
 
-/// Which IP family a scheme allows (`tcp4`, `tcp6`, or either).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Family {
-    Any,
-    V4,
-    V6,
-}
-
-impl Family {
-    fn allows(self, ip: IpAddr) -> bool {
-        match self {
-            Family::Any => true,
-            Family::V4 => ip.is_ipv4(),
-            Family::V6 => ip.is_ipv6(),
-        }
-    }
-}
-
 /// A parsed `scheme://host:port` address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
@@ -233,87 +185,23 @@ pub(crate) struct Target {
     pub(crate) port: u16,
 }
 
-/// Parses a listen or dial address: `tcp://`, `tcp4://`, `tcp6://`,
-/// `quic://`, `quic4://`, `quic6://`, then `host`, `host:port`, `[v6]`,
-/// `[v6]:port` or `:port`. A missing port is [`DEFAULT_PORT`].
+/// Parses a listen or dial address (the grammar is `proto::addr`'s); a
+/// missing port is [`DEFAULT_PORT`]. Relay addresses are not ours: the
+/// relay client dials those.
 pub(crate) fn parse_url(url: &str) -> Result<Target, NetError> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(NetError::bad_url(url, "expected scheme://host:port"));
-    };
-    let scheme = scheme.to_ascii_lowercase();
-    let (transport, family) = match scheme.as_str() {
-        "tcp" => (Transport::Tcp, Family::Any),
-        "tcp4" => (Transport::Tcp, Family::V4),
-        "tcp6" => (Transport::Tcp, Family::V6),
-        "quic" => (Transport::Quic, Family::Any),
-        "quic4" => (Transport::Quic, Family::V4),
-        "quic6" => (Transport::Quic, Family::V6),
-        _ => {
-            return Err(NetError::UnsupportedScheme {
-                url: url.to_string(),
-                scheme,
-            })
-        }
-    };
-    // Syncthing's addresses may carry a trailing slash; nothing else after
-    // the authority means anything to a sync connection.
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.contains(['/', '?', '#', '@']) || authority.chars().any(char::is_whitespace) {
+    let a = proto::addr::parse(url)?;
+    if a.transport == Transport::Relay {
         return Err(NetError::bad_url(
             url,
-            "only host and port may follow the scheme",
+            "a relay address is not a direct listen or dial address",
         ));
     }
-    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-        let Some((host, after)) = bracketed.split_once(']') else {
-            return Err(NetError::bad_url(url, "unclosed '[' in IPv6 address"));
-        };
-        if host.parse::<Ipv6Addr>().is_err() {
-            return Err(NetError::bad_url(
-                url,
-                format!("{host:?} is not an IPv6 address"),
-            ));
-        }
-        let port = match after {
-            "" => None,
-            p => match p.strip_prefix(':') {
-                Some(p) => Some(p),
-                None => return Err(NetError::bad_url(url, "expected ':port' after ']'")),
-            },
-        };
-        (host, port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, _)) if h.contains(':') => {
-                return Err(NetError::bad_url(
-                    url,
-                    "write an IPv6 address in brackets: [addr]:port",
-                ))
-            }
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    let port = match port {
-        None => DEFAULT_PORT,
-        Some(p) => p
-            .parse::<u16>()
-            .map_err(|_| NetError::bad_url(url, format!("{p:?} is not a port number")))?,
-    };
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        if !family.allows(ip) {
-            return Err(NetError::bad_url(
-                url,
-                format!("{ip} is not an address of the family {scheme} allows"),
-            ));
-        }
-    }
     Ok(Target {
-        transport,
-        family,
-        scheme,
-        host: host.to_string(),
-        port,
+        transport: a.transport,
+        family: a.family,
+        port: a.port_or_default(),
+        scheme: a.scheme,
+        host: a.host,
     })
 }
 
@@ -531,6 +419,7 @@ impl Net {
                     endpoints.push(ep);
                     bound
                 }
+                Transport::Relay => unreachable!("parse_url refuses relay addresses"),
             };
             tracing::debug!(url = %url, %bound, "listening");
             urls.push(format!("{}://{}", target.scheme, canonical(bound)));
@@ -579,6 +468,7 @@ impl Net {
             let result = match target.transport {
                 Transport::Tcp => tcp::dial(addr, &self.inner.tls.client, self.inner.my_id).await,
                 Transport::Quic => self.inner.quic.dial(addr, self.inner.my_id, expect).await,
+                Transport::Relay => unreachable!("parse_url refuses relay addresses"),
             };
             match result.and_then(|c| check_expected(c, expect)) {
                 Ok(conn) => {
