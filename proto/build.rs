@@ -2,7 +2,7 @@
 //! and hands the descriptors to prost.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/bep.proto"];
+    let files = ["proto/bep.proto", "proto/local.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -1,7 +1,7 @@
 //! Wire formats and pure protocol logic shared by every ferrosync component:
 //! device IDs and the certificates they come from, BEP messages and their
-//! framing, version vectors, the block-size rule, canonical file names, and
-//! the grammar of sync addresses.
+//! framing, version vectors, the block-size rule, canonical file names,
+//! the grammar of sync addresses, and the local discovery packet.
 //!
 //! No sockets, no async runtime, no disk: everything here is a function of
 //! its inputs, so it is tested byte for byte against Syncthing's encodings.
@@ -13,6 +13,7 @@ pub mod cert;
 mod convert;
 pub mod device_id;
 pub mod frame;
+pub mod local_discovery;
 pub mod message;
 pub mod name;
 pub mod version;

@@ -4,3 +4,9 @@
 #![allow(missing_docs, clippy::all)]
 
 include!(concat!(env!("OUT_DIR"), "/bep.rs"));
+
+/// The local discovery announcement (`proto/local.proto`); see
+/// [`crate::local_discovery`].
+pub mod local {
+    include!(concat!(env!("OUT_DIR"), "/discover.rs"));
+}
