@@ -252,6 +252,41 @@ fn conflict_copies(root: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// 400 files (8 directories of 50, 1 B to 20 KiB) under `root`, their
+/// text starting with `tag`.
+fn write_400_files(root: &std::path::Path, tag: &str) {
+    for d in 0..8 {
+        fs::create_dir_all(root.join(format!("d{d}"))).expect("mkdir");
+        for i in 0..50 {
+            fs::write(
+                root.join(format!("d{d}/f{i:02}.txt")),
+                format!("{tag} {d}/{i} ").repeat(i * 40 + 1),
+            )
+            .expect("write");
+        }
+    }
+}
+
+/// Starts `n` four times and kills it (SIGKILL) each time once it has
+/// landed 60 more of the 400 files (or all of them).
+fn kill_four_times_while_pulling(n: &Node) {
+    let count = |root: &std::path::Path| ferrosync_tests::trees::tree(root).len();
+    for round in 1..=4 {
+        let d = n.dev.start();
+        let target = round * 60;
+        let reached = ferrosync_tests::poll(Duration::from_secs(60), || {
+            (count(&n.root) >= target || count(&n.root) >= 408).then_some(())
+        });
+        assert!(
+            reached.is_some(),
+            "round {round}: no progress; status {:?}; log:\n{}",
+            d.status(),
+            d.log()
+        );
+        d.kill();
+    }
+}
+
 /// Killed (SIGKILL) four times while pulling 400 files, then its index
 /// deleted: identical content is never a conflict, so the two devices end
 /// equal with no conflict copy anywhere (measured before the fix: 528).
@@ -259,34 +294,11 @@ fn conflict_copies(root: &std::path::Path) -> Vec<String> {
 fn kills_mid_pull_and_a_lost_index_make_no_conflict_copies() {
     let (a, b) = (node("source"), node("sink"));
     configure(&a, &[(&b, None)]);
-    for d in 0..8 {
-        fs::create_dir_all(a.root.join(format!("d{d}"))).expect("mkdir");
-        for i in 0..50 {
-            fs::write(
-                a.root.join(format!("d{d}/f{i:02}.txt")),
-                format!("file {d}/{i} ").repeat(i * 40 + 1),
-            )
-            .expect("write");
-        }
-    }
+    write_400_files(&a.root, "file");
     let mut da = a.dev.start();
     da.wait_scanned("f");
     configure(&b, &[(&a, Some(da.listen_url("tcp")))]);
-    let count = |root: &std::path::Path| ferrosync_tests::trees::tree(root).len();
-    for round in 1..=4 {
-        let db = b.dev.start();
-        // Kill it once it has landed some more of the files.
-        let target = round * 60;
-        let reached = ferrosync_tests::poll(Duration::from_secs(60), || {
-            (count(&b.root) >= target || count(&b.root) >= 408).then_some(())
-        });
-        assert!(
-            reached.is_some(),
-            "round {round}: no progress; log:\n{}",
-            db.log()
-        );
-        db.kill();
-    }
+    kill_four_times_while_pulling(&b);
     let db = b.dev.start();
     wait_equal(
         &[&a.root, &b.root],
@@ -348,16 +360,7 @@ fn a_device_killed_while_passing_files_on_hides_none_from_the_next() {
     let (a, b, c) = (node("origin"), node("middle"), node("end"));
     configure(&a, &[(&b, None)]);
     configure(&c, &[(&b, None)]);
-    for d in 0..8 {
-        fs::create_dir_all(a.root.join(format!("d{d}"))).expect("mkdir");
-        for i in 0..50 {
-            fs::write(
-                a.root.join(format!("d{d}/f{i:02}.txt")),
-                format!("chain {d}/{i} ").repeat(i * 40 + 1),
-            )
-            .expect("write");
-        }
-    }
+    write_400_files(&a.root, "chain");
     let mut da = a.dev.start();
     da.wait_scanned("f");
     let dc = c.dev.start();
@@ -368,21 +371,7 @@ fn a_device_killed_while_passing_files_on_hides_none_from_the_next() {
             (&c, Some(dc.listen_url("tcp"))),
         ],
     );
-    let count = |root: &std::path::Path| ferrosync_tests::trees::tree(root).len();
-    for round in 1..=4 {
-        let db = b.dev.start();
-        let target = round * 60;
-        let reached = ferrosync_tests::poll(Duration::from_secs(60), || {
-            (count(&b.root) >= target || count(&b.root) >= 408).then_some(())
-        });
-        assert!(
-            reached.is_some(),
-            "round {round}: no progress; status {:?}; log:\n{}",
-            db.status(),
-            db.log()
-        );
-        db.kill();
-    }
+    kill_four_times_while_pulling(&b);
     let db = b.dev.start();
     wait_equal(
         &[&a.root, &b.root, &c.root],
