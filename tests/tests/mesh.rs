@@ -287,6 +287,25 @@ fn kill_four_times_while_pulling(n: &Node) {
     }
 }
 
+/// Waits until both devices are idle and need nothing (they agree on
+/// every version).
+fn wait_settled(x: &ferrosync_tests::daemon::Daemon<'_>, y: &ferrosync_tests::daemon::Daemon<'_>) {
+    let settled = |d: &ferrosync_tests::daemon::Daemon<'_>| {
+        d.status()
+            .and_then(|s| ferrosync_tests::daemon::folder(&s, "f").cloned())
+            .is_some_and(|f| f["need_files"] == 0 && f["state"] == "idle")
+    };
+    let both = ferrosync_tests::poll(Duration::from_secs(60), || {
+        (settled(x) && settled(y)).then_some(())
+    });
+    assert!(
+        both.is_some(),
+        "never settled; logs:\n{}\n---\n{}",
+        x.log(),
+        y.log()
+    );
+}
+
 /// Killed (SIGKILL) four times while pulling 400 files, then its index
 /// deleted: identical content is never a conflict, so the two devices end
 /// equal with no conflict copy anywhere (measured before the fix: 528).
@@ -306,6 +325,15 @@ fn kills_mid_pull_and_a_lost_index_make_no_conflict_copies() {
         Duration::from_secs(120),
         "after kills",
     );
+    // The sink's rescans found the files it had landed before each kill
+    // as the global entries, not as changes of its own: the source never
+    // had anything to apply.
+    wait_settled(&da, &db);
+    assert!(
+        !da.log().contains("pull pass"),
+        "the source applied changes the sink made up:\n{}",
+        da.log()
+    );
     db.stop();
     // A lost index: every file rescanned as new, identical to the global.
     fs::remove_dir_all(b.dev.home().join("index")).expect("rm index");
@@ -316,21 +344,7 @@ fn kills_mid_pull_and_a_lost_index_make_no_conflict_copies() {
         Duration::from_secs(120),
         "after reset",
     );
-    // Settled: both sides agree on versions (nothing needed anywhere).
-    let settled = |d: &ferrosync_tests::daemon::Daemon<'_>| {
-        d.status()
-            .and_then(|s| ferrosync_tests::daemon::folder(&s, "f").cloned())
-            .is_some_and(|f| f["need_files"] == 0 && f["state"] == "idle")
-    };
-    let both = ferrosync_tests::poll(Duration::from_secs(60), || {
-        (settled(&da) && settled(&db)).then_some(())
-    });
-    assert!(
-        both.is_some(),
-        "never settled; logs:\n{}\n---\n{}",
-        da.log(),
-        db.log()
-    );
+    wait_settled(&da, &db);
     let copies = [conflict_copies(&a.root), conflict_copies(&b.root)].concat();
     assert!(
         copies.is_empty(),

@@ -1,7 +1,7 @@
 //! Which version of a file wins across devices, and whether this device
 //! needs it: Syncthing's rules, so every device in a cluster agrees.
 
-use proto::message::FileInfo;
+use proto::message::{FileInfo, FileKind};
 use proto::version::Ordering;
 
 /// Whether `a` should be the global version rather than `b`.
@@ -33,6 +33,54 @@ pub fn wins_conflict(a: &FileInfo, b: &FileInfo) -> bool {
     a.version.compare(&b.version) == Ordering::ConcurrentGreater
 }
 
+/// Whether two file entries have the same content (Syncthing's
+/// `BlocksEqual`): the blocks hashes when both have one, else the block
+/// lists' hashes. Replacing one by the other is a metadata change, never
+/// a conflict.
+pub fn same_content(a: &FileInfo, b: &FileInfo) -> bool {
+    if a.size != b.size {
+        return false;
+    }
+    if !a.blocks_hash.is_empty() && !b.blocks_hash.is_empty() {
+        return a.blocks_hash == b.blocks_hash;
+    }
+    a.blocks.len() == b.blocks.len()
+        && a.blocks
+            .iter()
+            .zip(&b.blocks)
+            .all(|(x, y)| x.hash == y.hash)
+}
+
+/// Whether a scanned entry is the global entry itself, on disk: the same
+/// kind, content, modification time and permissions (a deletion: both
+/// deleted). A scan records such an entry at the global version instead of
+/// a new one, so a pull whose record a crash lost (or a copy of the same
+/// file put in by hand) announces nothing that looks like a change to the
+/// cluster (Syncthing merges only receive-only changes this way and
+/// otherwise re-announces the file as a new version).
+pub fn equivalent(scanned: &FileInfo, global: &FileInfo) -> bool {
+    if scanned.invalid || global.invalid || scanned.deleted != global.deleted {
+        return false;
+    }
+    if scanned.deleted {
+        return true;
+    }
+    let perms = scanned.no_permissions
+        || global.no_permissions
+        || (scanned.permissions ^ global.permissions) & 0o777 == 0;
+    perms
+        && scanned.kind == global.kind
+        && match scanned.kind {
+            FileKind::File => {
+                same_content(scanned, global)
+                    && (scanned.modified_s, scanned.modified_ns)
+                        == (global.modified_s, global.modified_ns)
+            }
+            FileKind::Symlink => scanned.symlink_target == global.symlink_target,
+            FileKind::Directory => true,
+        }
+}
+
 /// Whether this device, holding `local`, must act to reach `global`.
 pub fn needs(local: Option<&FileInfo>, global: &FileInfo) -> bool {
     if global.invalid {
@@ -55,7 +103,6 @@ pub fn needs(local: Option<&FileInfo>, global: &FileInfo) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::message::FileKind;
     use proto::{Name, ShortId, Vector};
 
     fn f(counters: &[(u64, u64)], mtime: i64, deleted: bool) -> FileInfo {

@@ -29,6 +29,7 @@ pub use codec::{
 };
 pub use db::DbError;
 use db::{key, Batch, Db};
+pub use global::{equivalent, same_content};
 
 /// The device number of this device in the index.
 pub const LOCAL: u32 = 0;

@@ -16,24 +16,6 @@ pub fn in_conflict(current: &Vector, replacement: &Vector, own: ShortId) -> bool
     current.compare(replacement).is_concurrent() || replacement.counter(own) > current.counter(own)
 }
 
-/// Whether two file entries have the same content (Syncthing's
-/// `BlocksEqual`): the blocks hashes when both have one, else the block
-/// lists' hashes. Replacing one by the other is a metadata change, never
-/// a conflict.
-pub fn same_content(a: &FileInfo, b: &FileInfo) -> bool {
-    if a.size != b.size {
-        return false;
-    }
-    if !a.blocks_hash.is_empty() && !b.blocks_hash.is_empty() {
-        return a.blocks_hash == b.blocks_hash;
-    }
-    a.blocks.len() == b.blocks.len()
-        && a.blocks
-            .iter()
-            .zip(&b.blocks)
-            .all(|(x, y)| x.hash == y.hash)
-}
-
 /// Moves the losing local file aside as
 /// `<stem>.sync-conflict-YYYYMMDD-HHMMSS-<SHORTID><ext>` (Syncthing's form,
 /// in local time, so peers recognise it and it syncs out like any file),

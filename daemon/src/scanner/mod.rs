@@ -144,14 +144,36 @@ impl Ctx<'_> {
     /// Records local changes; in a receive-only folder they are invalid
     /// here too (ignored entries keep what they are).
     fn record(&self, mut changes: Vec<Entry>) -> Result<(), ScanError> {
-        if self.receive_only {
-            for e in changes.iter_mut().filter(|e| e.flags & FLAG_IGNORED == 0) {
+        for e in changes.iter_mut().filter(|e| e.flags & FLAG_IGNORED == 0) {
+            if self.adopt_global(&mut e.info)? {
+                continue;
+            }
+            if self.receive_only {
                 e.info.invalid = true;
                 e.flags |= FLAG_RECEIVE_ONLY;
             }
         }
         self.index.update_local(changes)?;
         Ok(())
+    }
+
+    /// Gives a change the global version when what is on disk is the
+    /// global entry (see [`crate::index::equivalent`]): true if it did.
+    fn adopt_global(&self, info: &mut FileInfo) -> Result<bool, ScanError> {
+        let Some((_, global)) = self.index.global_file(info.name.as_str())? else {
+            return Ok(false);
+        };
+        if !crate::index::equivalent(info, &global) {
+            return Ok(false);
+        }
+        tracing::debug!(folder = self.index.id(), file = %info.name, "on disk at the global version");
+        info.version = global.version;
+        info.modified_by = global.modified_by;
+        if info.deleted {
+            info.modified_s = global.modified_s;
+            info.modified_ns = global.modified_ns;
+        }
+        Ok(true)
     }
 
     fn error(&self, msg: String) {

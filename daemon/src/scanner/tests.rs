@@ -403,3 +403,80 @@ fn a_receive_only_change_is_announced_once_the_folder_sends() {
     );
     assert_eq!(flags(&fi), 0);
 }
+
+fn set_mtime(path: &Path, t: SystemTime) {
+    let f = fs::File::options().write(true).open(path).expect("open");
+    f.set_modified(t).expect("set mtime");
+}
+
+/// What is on disk exactly as the global entry has it (a pull landed,
+/// then a crash lost its record) is recorded at the global version, so
+/// the scan announces no change the cluster would take up; the same
+/// content with another mtime is a change of ours. A name gone here that
+/// the cluster deleted takes the global tombstone.
+#[test]
+fn an_entry_on_disk_as_the_global_has_it_is_recorded_at_its_version() {
+    const PEER: ShortId = ShortId(0xdef);
+    let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    // The entry the peer announced: scanned elsewhere, the same bytes.
+    let elsewhere = Folder::new();
+    elsewhere.write("x", b"the pulled content");
+    set_mtime(&elsewhere.root.join("x"), t);
+    elsewhere.scan();
+    let theirs = proto::Vector::new().updated(PEER, 1).updated(PEER, 2);
+    let older = proto::Vector::new().updated(PEER, 1);
+    let remote = |name: &str, deleted: bool| {
+        let mut e = elsewhere.get("x").expect("x");
+        e.name = proto::Name::parse(name).expect("name");
+        e.version = theirs.clone();
+        e.modified_by = PEER;
+        if deleted {
+            e.deleted = true;
+            e.size = 0;
+            e.blocks.clear();
+            e.blocks_hash.clear();
+        }
+        e
+    };
+    let f = Folder::new();
+    let fi = f.index.folder("f").expect("folder");
+    let peer = f
+        .index
+        .device_number(&proto::DeviceId::from_bytes([9; 32]))
+        .expect("device");
+    for name in ["x", "y", "z"] {
+        // The version before: other bytes, another mtime.
+        let mut old = remote(name, false);
+        old.version = older.clone();
+        old.modified_s = 1;
+        old.blocks[0].hash = [1; 32];
+        old.blocks_hash = vec![1; 32];
+        plant(&f, old, 0);
+    }
+    fi.update_remote(
+        peer,
+        vec![remote("x", false), remote("y", false), remote("z", true)],
+    )
+    .expect("remote");
+    for name in ["x", "y"] {
+        f.write(name, b"the pulled content");
+    }
+    set_mtime(&f.root.join("x"), t);
+    set_mtime(&f.root.join("y"), t + Duration::from_secs(5));
+    f.scan();
+
+    let (x, y, z) = (
+        f.get("x").expect("x"),
+        f.get("y").expect("y"),
+        f.get("z").expect("z"),
+    );
+    assert_eq!(x.version, theirs, "x is the global entry");
+    assert_eq!(x.modified_by, PEER);
+    assert!(
+        z.deleted && z.version == theirs,
+        "z takes the tombstone: {z:?}"
+    );
+    assert!(y.version.counter(ME) > 0, "y changed here: {:?}", y.version);
+    let need: Vec<_> = fi.need_summaries().collect::<Result<_, _>>().expect("need");
+    assert!(need.is_empty(), "nothing needed: {need:?}");
+}
