@@ -5,7 +5,6 @@
 use std::fs;
 use std::path::Path;
 
-use proto::message::FileInfo;
 use proto::{ShortId, Vector};
 
 /// Whether replacing `current` (ours) by `replacement` loses a local

@@ -150,6 +150,7 @@ pub fn spawn(
         next_timer: tokio::time::Instant::now() + jittered(interval),
         scan_due: true,
         pull_rescan: PullRescan::default(),
+        retry: Backoff::default(),
     };
     (handle, tokio::spawn(runner.run()))
 }
@@ -175,6 +176,10 @@ struct Runner {
     next_timer: tokio::time::Instant,
     scan_due: bool,
     pull_rescan: PullRescan,
+    /// The next pull pass while something is needed and the last pass
+    /// got none of it: a wake-up the runner missed, or a peer that could
+    /// not serve then, costs at most this wait.
+    retry: Backoff,
 }
 
 /// What the runner does after a pull pass.
@@ -290,6 +295,7 @@ impl Runner {
             .map(|m| m.need != Default::default())
             .unwrap_or(false);
         if !needed {
+            self.retry.clear();
             return AfterPull::Wait;
         }
         self.status.send_modify(|s| s.state = FolderState::Syncing);
@@ -310,8 +316,14 @@ impl Runner {
             return AfterPull::Again;
         }
         if report.done == 0 {
+            if report.deferred == 0 && report.errors.is_empty() {
+                tracing::info!(folder = %self.config.id,
+                    "pull pass: something is needed, but no entry could be started");
+            }
+            self.retry.failed();
             return AfterPull::Wait;
         }
+        self.retry.clear();
         // Progress: look again at once, but what is due meanwhile (a
         // deferred or requested rescan, the timer) is not starved by a long
         // stream of passes.
@@ -344,6 +356,7 @@ impl Runner {
                 self.pull_rescan.started();
                 self.queue_scan();
             }
+            _ = self.retry.due() => self.retry.started(),
             r = self.changes.changed() => {
                 if r.is_err() {
                     return false;
@@ -412,6 +425,46 @@ impl PullRescan {
     }
 
     /// Resolves when a deferred rescan is due; never if none is.
+    async fn due(&self) {
+        match self.at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Retries of a pull pass that got nothing done while the folder still
+/// needs something: 10 s doubling to 60 s (Syncthing retries failed items
+/// after a minute), until a pass makes progress or nothing is needed.
+#[derive(Default)]
+struct Backoff {
+    /// The wait before the next retry (zero: none failed yet).
+    wait: Duration,
+    /// When the pending retry is due.
+    at: Option<tokio::time::Instant>,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(10);
+    const MAX: Duration = Duration::from_secs(60);
+
+    /// A pass got nothing done: schedules the next one.
+    fn failed(&mut self) {
+        self.wait = (self.wait * 2).clamp(Self::FIRST, Self::MAX);
+        self.at = Some(tokio::time::Instant::now() + self.wait);
+    }
+
+    /// Progress, or nothing needed: no retry, and the next wait is short.
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// The retry is running.
+    fn started(&mut self) {
+        self.at = None;
+    }
+
+    /// Resolves when a retry is due; never if none is.
     async fn due(&self) {
         match self.at {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -499,6 +552,32 @@ fn jittered(interval: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Passes that get nothing done are retried 10 s, 20 s, 40 s, then
+    /// every 60 s later; progress starts over.
+    #[test]
+    fn pull_retries_back_off_until_progress() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let mut b = Backoff::default();
+            let t0 = tokio::time::Instant::now();
+            let mut waits = Vec::new();
+            for _ in 0..5 {
+                b.failed();
+                b.due().await;
+                b.started();
+                waits.push(t0.elapsed().as_secs());
+            }
+            assert_eq!(waits, [10, 30, 70, 130, 190]);
+            b.clear();
+            b.failed();
+            assert_eq!(b.wait, Backoff::FIRST);
+        });
+    }
 
     /// A pull that keeps asking for rescans that find nothing is slowed
     /// down, 1 s doubling to 60 s; a scan that finds changes resets it.
