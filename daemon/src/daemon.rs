@@ -4,7 +4,7 @@
 //! ```text
 //! run ─┬─ identity, config, index (sled)
 //!      ├─ net: listeners ──▶ accept loop ──▶ peer sessions (Peers::run_link)
-//!      ├─ one dialler per configured device with static addresses
+//!      ├─ connect: the dialler (a dial loop per configured device, addresses from discovery's Finder)
 //!      ├─ one runner per folder (model::folder): scans and pulls
 //!      ├─ local API (api) on the configured address
 //!      └─ on a signal: close sessions, stop scans and runners, stop the API
@@ -19,13 +19,16 @@ use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::api::{self, ApiState};
+use crate::config::live::Live;
 use crate::config::{Config, FolderConfig};
+use crate::connect;
+use crate::discovery::Finder;
 use crate::home::Home;
 use crate::identity;
 use crate::index::Index;
 use crate::model::folder;
-use crate::net::{Connection, Net};
-use crate::peer::{Link, Peers};
+use crate::net::Net;
+use crate::peer::Peers;
 
 /// Threads for blocking work (fsyncs, index batches, block reads). Each
 /// thread grows its own malloc arena: tokio's default of up to 512 cost
@@ -92,7 +95,8 @@ async fn serve(
     let (net, mut incoming) = Net::start(identity, &config.listen)
         .await
         .context("starting the listeners")?;
-    let peers = Peers::new(device_id, config.clone(), index.clone());
+    let live = Live::new(config.clone());
+    let peers = Peers::new(device_id, live.clone(), index.clone());
     let accept = {
         let (peers, net) = (peers.clone(), net.clone());
         tokio::spawn(async move {
@@ -101,17 +105,21 @@ async fn serve(
                 if peers.config().device(&conn.device_id).is_some() {
                     net.trust(conn.remote_addr.ip());
                 }
-                tokio::spawn(peers.clone().run_link(link(conn)));
+                tokio::spawn(peers.clone().run_link(connect::link(conn)));
             }
         })
     };
     let folders = Arc::new(RwLock::new(HashMap::new()));
+    let dialler = connect::spawn(
+        net.clone(),
+        peers.clone(),
+        Finder::new(live.clone()),
+        live.clone(),
+    );
     let mut sup = Supervisor {
         device_id,
         index: index.clone(),
-        net: net.clone(),
         peers: peers.clone(),
-        dialers: HashMap::new(),
         runners: HashMap::new(),
         folders: folders.clone(),
     };
@@ -162,6 +170,7 @@ async fn serve(
 
     // Stop in reverse order of dependence: connections, then scans and
     // pulls (they write the index), then the API that reads them.
+    dialler.stop();
     net.shutdown();
     accept.abort();
     peers.close_all("shutting down");
@@ -179,78 +188,6 @@ async fn serve(
     Ok(())
 }
 
-fn link(c: Connection) -> Link {
-    Link {
-        device_id: c.device_id,
-        transport: c.transport.as_str(),
-        remote_addr: c.remote_addr,
-        outgoing: c.outgoing,
-        reader: c.reader,
-        writer: c.writer,
-        keepalive: None,
-        until_hello: c
-            .admitted
-            .map(|a| Box::new(a) as Box<dyn std::any::Any + Send>),
-    }
-}
-
-/// Keeps a configured device connected through its static addresses:
-/// dials when there is no session (the preferred transport first), and
-/// backs off from 1 s to 60 s while dials fail.
-async fn dial_loop(net: Net, peers: Arc<Peers>, device: proto::DeviceId, mut urls: Vec<String>) {
-    let prefer = peers.config().transport.prefer;
-    urls.sort_by_key(|u| {
-        prefer.rank(
-            u.split("://")
-                .next()
-                .unwrap_or("")
-                .trim_end_matches(['4', '6']),
-        )
-    });
-    const MIN: Duration = Duration::from_secs(1);
-    const MAX: Duration = Duration::from_secs(60);
-    // A session that lasts is a success; one that ends at once (the peer
-    // does not know us yet, say) is not, and must not make us redial in
-    // a tight loop.
-    const STABLE: Duration = Duration::from_secs(30);
-    let mut changed = peers.changed.subscribe();
-    let mut backoff = MIN;
-    let mut up_since: Option<tokio::time::Instant> = None;
-    let mut last_dial: Option<tokio::time::Instant> = None;
-    loop {
-        changed.borrow_and_update();
-        let now = tokio::time::Instant::now();
-        if peers.session(&device).is_some() {
-            up_since.get_or_insert(now);
-        } else {
-            if up_since.take().is_some_and(|t| now - t >= STABLE) {
-                backoff = MIN;
-            }
-            let due = last_dial.map_or(now, |t| t + backoff);
-            if now >= due {
-                last_dial = Some(now);
-                for url in &urls {
-                    match net.dial(url, device).await {
-                        Ok(conn) => {
-                            tokio::spawn(peers.clone().run_link(link(conn)));
-                            break;
-                        }
-                        Err(e) => tracing::debug!(%device, %url, "dial failed: {e}"),
-                    }
-                }
-                backoff = (backoff * 2).min(MAX);
-            }
-        }
-        let wake = last_dial
-            .map_or(now + backoff, |t| t + backoff)
-            .max(now + Duration::from_millis(10));
-        tokio::select! {
-            _ = changed.changed() => {}
-            _ = tokio::time::sleep_until(wake) => {}
-        }
-    }
-}
-
 /// Re-reads the config file and applies it; returns notes for the user.
 /// `started` is the config the daemon started with (listeners and the API
 /// follow it until restart).
@@ -266,59 +203,19 @@ fn reload(home: &Home, sup: &mut Supervisor, started: &Config) -> Result<Vec<Str
     Ok(notes)
 }
 
-/// The running dialers and folder runners, kept in line with the config.
+/// The running folder runners, kept in line with the config.
 struct Supervisor {
     device_id: proto::DeviceId,
     index: Index,
-    net: Net,
     peers: Arc<Peers>,
-    dialers: HashMap<proto::DeviceId, (Vec<String>, tokio::task::JoinHandle<()>)>,
     runners: HashMap<String, (FolderConfig, Arc<AtomicBool>, tokio::task::JoinHandle<()>)>,
     /// Shared with the API.
     folders: Arc<RwLock<HashMap<String, folder::FolderHandle>>>,
 }
 
 impl Supervisor {
-    /// Starts, stops or restarts dialers and runners to match `config`.
+    /// Starts, stops or restarts runners to match `config`.
     fn apply(&mut self, config: &Config) -> Result<()> {
-        let wanted: HashMap<_, Vec<String>> = config
-            .devices
-            .iter()
-            .map(|d| {
-                (
-                    d.id,
-                    d.addresses
-                        .iter()
-                        .filter(|a| {
-                            !matches!(
-                                proto::addr::parse_address(a),
-                                Ok(proto::addr::Address::Dynamic)
-                            )
-                        })
-                        .cloned()
-                        .collect(),
-                )
-            })
-            .collect();
-        self.dialers.retain(|id, (urls, task)| {
-            let keep = wanted.get(id) == Some(urls);
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
-        for (id, urls) in wanted {
-            if !urls.is_empty() && !self.dialers.contains_key(&id) {
-                let task = tokio::spawn(dial_loop(
-                    self.net.clone(),
-                    self.peers.clone(),
-                    id,
-                    urls.clone(),
-                ));
-                self.dialers.insert(id, (urls, task));
-            }
-        }
-
         let mut folders = self.folders.write().unwrap_or_else(|e| e.into_inner());
         self.runners.retain(|id, (fc, stop, task)| {
             // A runner only depends on the folder's own settings; sharing
@@ -355,9 +252,6 @@ impl Supervisor {
     }
 
     async fn stop_all(&mut self) {
-        for (_, (_, task)) in self.dialers.drain() {
-            task.abort();
-        }
         for (_, (_, stop, task)) in self.runners.drain() {
             stop.store(true, Ordering::Relaxed);
             task.abort();

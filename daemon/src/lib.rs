@@ -2,10 +2,12 @@
 //! by exchanging indexes and blocks with peers over BEP, and its CLI.
 //!
 //! Layers (each imports only the ones below it):
-//! - L0 `config`, `identity`, `home`, `fs`: settings, who we are, safe writes.
-//! - L1 `index`: the sled-backed index (only `index/db.rs` knows sled).
-//! - L2 `scanner`: walk, hash, ignore patterns.
-//! - L3 `model`: per-folder runners.
+//! - L0 `config` (with the live config), `identity`, `home`, `fs`: settings,
+//!   who we are, safe writes.
+//! - L1 `index`: the sled-backed index (only `index/db.rs` knows sled);
+//!   `net`: authenticated connections; `discovery`: where devices are.
+//! - L2 `scanner`: walk, hash, ignore patterns; `peer`: BEP sessions.
+//! - L3 `model`: per-folder runners; `connect`: the dialler.
 //! - L4 `api`: the local control API.
 //! - L5 `daemon`: builds and wires the subsystems; `cli` drives it all.
 //!
@@ -15,7 +17,9 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod daemon;
+pub mod discovery;
 pub mod fs;
 pub mod home;
 pub mod identity;

@@ -52,7 +52,11 @@ fn share(a: &mut Node, b: &Node) {
 }
 
 fn start(n: &Node) -> (Arc<Peers>, FolderHandle) {
-    let peers = Peers::new(n.id, n.config.clone(), n.index.clone());
+    let peers = Peers::new(
+        n.id,
+        ferrosync::config::live::Live::new(n.config.clone()),
+        n.index.clone(),
+    );
     let fc = n.config.folders[0].clone();
     let fi = n.index.folder("f").expect("folder index");
     let (h, _task) = folder::spawn(

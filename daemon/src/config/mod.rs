@@ -7,6 +7,7 @@
 
 mod edit;
 mod keys;
+pub mod live;
 
 use std::path::{Path, PathBuf};
 

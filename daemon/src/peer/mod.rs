@@ -27,6 +27,7 @@ use proto::{DeviceId, Name};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::live::Live;
 use crate::config::{Config, FolderConfig};
 use crate::index::Index;
 use crate::scanner::ignore::Ignores;
@@ -245,7 +246,7 @@ pub struct Peers {
     /// This device.
     pub own: DeviceId,
     /// The configuration sessions follow; replaced whole on reload.
-    config: std::sync::RwLock<Arc<Config>>,
+    config: Live,
     /// The index.
     pub index: Index,
     sessions: Mutex<HashMap<DeviceId, SessionHandle>>,
@@ -260,10 +261,10 @@ pub struct Peers {
 
 impl Peers {
     /// A registry with no sessions.
-    pub fn new(own: DeviceId, config: Config, index: Index) -> Arc<Self> {
+    pub fn new(own: DeviceId, config: Live, index: Index) -> Arc<Self> {
         Arc::new(Self {
             own,
-            config: std::sync::RwLock::new(Arc::new(config)),
+            config,
             index,
             sessions: Mutex::default(),
             pending: Mutex::default(),
@@ -275,10 +276,7 @@ impl Peers {
 
     /// The configuration now in force.
     pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.config.get()
     }
 
     /// Replaces the configuration. Sessions of removed devices are closed;
@@ -286,10 +284,7 @@ impl Peers {
     /// live connection (as Syncthing does), so a transfer in progress goes
     /// on.
     pub fn set_config(&self, new: Config) {
-        let old = std::mem::replace(
-            &mut *self.config.write().unwrap_or_else(|e| e.into_inner()),
-            Arc::new(new),
-        );
+        let old = self.config.replace(new);
         let new = self.config();
         let shares = |c: &Config, d: &DeviceId| -> Vec<(String, std::path::PathBuf)> {
             c.folders
