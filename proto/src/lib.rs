@@ -16,6 +16,8 @@ pub mod frame;
 pub mod local_discovery;
 pub mod message;
 pub mod name;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod version;
 pub mod wire;
 

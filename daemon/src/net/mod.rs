@@ -15,7 +15,6 @@ mod admission;
 mod quic;
 mod tcp;
 mod tls;
-mod verify;
 
 #[cfg(test)]
 mod tests;

@@ -12,9 +12,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::NoServerSessionStorage;
 use rustls::{ClientConfig, ServerConfig};
 
-use super::verify::PeerVerifier;
 use super::NetError;
 use crate::identity::Identity;
+use proto::tls::PeerVerifier;
 
 /// The one application protocol BEP speaks over TLS and QUIC.
 pub(crate) const ALPN: &[u8] = b"bep/1.0";

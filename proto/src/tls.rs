@@ -1,4 +1,5 @@
-//! Certificate verifiers for both TLS roles. Syncthing peers present a
+//! Certificate verifiers for both TLS roles (feature `tls`), used by the
+//! daemon's sync connections and the discovery server. Syncthing peers present a
 //! self-signed certificate and are identified by its hash alone, so there
 //! is no chain to build and no name, validity or CA check to make: we
 //! insist on exactly one parseable certificate and on a valid TLS 1.3
@@ -17,15 +18,29 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 /// names) but verifies the peer's CertificateVerify signature. Used as the
 /// client's server-cert verifier and the server's client-cert verifier.
 #[derive(Debug)]
-pub(crate) struct PeerVerifier {
+pub struct PeerVerifier {
     algorithms: WebPkiSupportedAlgorithms,
+    mandatory: bool,
 }
 
 impl PeerVerifier {
     /// A verifier that checks signatures with the provider's algorithms
-    /// (ring: Ed25519, ECDSA P-256/P-384, RSA PSS and PKCS#1).
-    pub(crate) fn new(algorithms: WebPkiSupportedAlgorithms) -> Self {
-        Self { algorithms }
+    /// (ring: Ed25519, ECDSA P-256/P-384, RSA PSS and PKCS#1); as a
+    /// server's client-cert verifier it requires a certificate.
+    pub fn new(algorithms: WebPkiSupportedAlgorithms) -> Self {
+        Self {
+            algorithms,
+            mandatory: true,
+        }
+    }
+
+    /// The same, but a client may also connect without a certificate (a
+    /// discovery lookup needs none; an announce is refused without one).
+    pub fn optional(algorithms: WebPkiSupportedAlgorithms) -> Self {
+        Self {
+            algorithms,
+            mandatory: false,
+        }
     }
 
     fn check_chain(
@@ -117,8 +132,8 @@ impl ClientCertVerifier for PeerVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        // A peer without a certificate has no device ID.
-        true
+        // A sync peer without a certificate has no device ID.
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -172,7 +187,7 @@ mod tests {
 
     fn cert() -> CertificateDer<'static> {
         use rustls::pki_types::pem::PemObject;
-        let g = proto::cert::generate("syncthing").expect("generate");
+        let g = crate::cert::generate("syncthing").expect("generate");
         CertificateDer::from_pem_slice(g.cert_pem.as_bytes()).expect("pem")
     }
 
@@ -204,6 +219,10 @@ mod tests {
     fn client_auth_is_mandatory_without_ca_hints() {
         let v = verifier();
         assert!(v.offer_client_auth() && v.client_auth_mandatory());
+        let o = PeerVerifier::optional(
+            rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        );
+        assert!(o.offer_client_auth() && !o.client_auth_mandatory());
         assert!(ClientCertVerifier::root_hint_subjects(&v).is_empty());
         let schemes = ClientCertVerifier::supported_verify_schemes(&v);
         for s in [
