@@ -3,8 +3,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let args = ferrosync_discovery::Args::parse();
-    match ferrosync_discovery::run(&args) {
+    match ferrosync_discovery::run(ferrosync_discovery::Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

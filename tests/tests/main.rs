@@ -3,6 +3,8 @@
 //! - `bounds`: floods, unbacked claims, vanished peers and long scans cost a bounded amount.
 //! - `cli`: every command's happy path, and bad input that must fail with
 //!   one clear line and change nothing.
+//! - `discovery_server`: the global discovery server: announce, lookup, bad
+//!   requests, rate limit, metrics, restarts, two front ends on one Redis.
 //! - `identity`: device IDs as Syncthing's own binary computes them.
 //! - `ignores`: ignore patterns on pull and on serve.
 //! - `hostile`: a hand-built peer: escaping and internal names, bad block lists, ignored or
@@ -18,6 +20,7 @@
 
 mod bounds;
 mod cli;
+mod discovery_server;
 mod hostile;
 mod identity;
 mod ignores;

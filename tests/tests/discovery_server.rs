@@ -1,0 +1,379 @@
+//! The global discovery server over real sockets: announce and lookup as
+//! Syncthing's clients do them, every kind of bad request, the rate limit,
+//! metrics, restarts (sled) and two front ends on one real Redis.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ferrosync_discovery::limit::RateLimit;
+use ferrosync_discovery::store::StoreConfig;
+use ferrosync_discovery::testing::{announce, lookup, request, spawn, spawn_with, ClientCert};
+use ferrosync_tests::{bin, describe, poll, require};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn retry_after(r: &ferrosync_discovery::testing::Reply) -> u64 {
+    r.header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After: {r:?}"))
+}
+
+/// A device announces (addresses fixed up: unusable ones dropped) and is
+/// found by its ID; its next announcement replaces the addresses, and the
+/// server's certificate is the ID it reports.
+#[test]
+fn an_announcement_is_found_and_replaced_by_the_next() {
+    rt().block_on(async {
+        let t = spawn().await;
+        let addr = t.server.addr();
+        let dev = ClientCert::generate();
+        let r = announce(
+            addr,
+            &dev,
+            &[
+                "tcp://198.51.100.2:22000",
+                "quic://192.0.2.1:22000",
+                "tcp://0.0.0.0:22001",
+                "tcp://127.0.0.1:22000",
+            ],
+        )
+        .await
+        .expect("announce");
+        assert_eq!(r.status, 204, "{r:?}");
+        let again: u64 = r
+            .header("reannounce-after")
+            .and_then(|v| v.parse().ok())
+            .expect("Reannounce-After");
+        assert!((3300..3600).contains(&again), "{again}");
+        assert_eq!(r.server_id, t.server.id());
+
+        let r = lookup(addr, &dev.id).await.expect("lookup");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let j = r.json();
+        assert_eq!(
+            j["addresses"],
+            serde_json::json!(["quic://192.0.2.1:22000", "tcp://198.51.100.2:22000"])
+        );
+        assert!(j["seen"].as_str().is_some_and(|s| s.ends_with('Z')), "{j}");
+
+        let r = announce(addr, &dev, &["tcp://203.0.113.5:22000"])
+            .await
+            .expect("announce");
+        assert_eq!(r.status, 204);
+        let j = lookup(addr, &dev.id).await.expect("lookup").json();
+        assert_eq!(
+            j["addresses"],
+            serde_json::json!(["tcp://203.0.113.5:22000"]),
+            "replaced, no stale address left"
+        );
+        t.server.shutdown().await;
+    });
+}
+
+/// Every kind of bad request gets its status code and changes nothing,
+/// and the server goes on serving. Proxy headers are never believed: a
+/// client without a certificate cannot announce by sending one in a
+/// header, and one with a certificate announces only for itself.
+#[test]
+fn bad_requests_get_their_status_and_change_nothing() {
+    rt().block_on(async {
+        let t = spawn().await;
+        let addr = t.server.addr();
+        let dev = ClientCert::generate();
+        let victim = ClientCert::generate();
+        let json = |s: &str| s.as_bytes().to_vec();
+        let post = |cert: Option<&'static ClientCert>,
+                    headers: Vec<(&'static str, String)>,
+                    body: Vec<u8>| async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            request(addr, cert, "POST", "/v2/", &h, body)
+                .await
+                .expect("request")
+        };
+        let dev: &'static ClientCert = Box::leak(Box::new(dev));
+        let victim_pem = victim.cert_pem.replace('\n', " ");
+        let ok_body = json(r#"{"addresses":["tcp://198.51.100.7:22000"]}"#);
+
+        // No client certificate, with or without spoofing headers.
+        for headers in [
+            vec![],
+            vec![("x-ssl-cert", victim_pem.clone())],
+            vec![("x-forwarded-tls-client-cert", "AAAA".to_string())],
+            vec![("x-tls-client-cert-der-base64", "AAAA".to_string())],
+        ] {
+            let r = post(None, headers, ok_body.clone()).await;
+            assert_eq!(r.status, 403, "{r:?}");
+            retry_after(&r);
+        }
+        // A certificate plus headers naming another device: only the
+        // certificate counts.
+        let r = post(
+            Some(dev),
+            vec![
+                ("x-ssl-cert", victim_pem.clone()),
+                ("x-forwarded-for", "203.0.113.99".to_string()),
+            ],
+            json(r#"{"addresses":["tcp://0.0.0.0:22000","tcp://198.51.100.8:1"]}"#),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{r:?}");
+        assert_eq!(lookup(addr, &victim.id).await.expect("lookup").status, 404);
+        let j = lookup(addr, &dev.id).await.expect("lookup").json();
+        assert_eq!(
+            j["addresses"],
+            serde_json::json!(["tcp://198.51.100.8:1"]),
+            "X-Forwarded-For is not the source: the unspecified host (from loopback) is dropped"
+        );
+
+        // Bodies: garbage, wrong shapes, nothing usable, too large.
+        for body in [
+            json("{not json"),
+            json("[1,2,3]"),
+            json(r#"{"addresses":"tcp://198.51.100.9:1"}"#),
+            json(r#"{"addresses":[]}"#),
+            json(r#"{"addresses":["tcp://127.0.0.1:22000","nonsense"]}"#),
+            json(""),
+        ] {
+            let r = post(Some(dev), vec![], body.clone()).await;
+            assert_eq!(r.status, 400, "{:?}: {r:?}", String::from_utf8_lossy(&body));
+            retry_after(&r);
+        }
+        let huge = format!(r#"{{"addresses":["{}"]}}"#, "x".repeat(200 << 10));
+        let r = post(Some(dev), vec![], huge.into_bytes()).await;
+        assert_eq!(r.status, 413, "{r:?}");
+
+        // Lookups: malformed or missing IDs, an unknown one.
+        for path in [
+            "/v2/?device=NOT-A-DEVICE-ID",
+            "/v2/?device=",
+            "/v2/",
+            "/v2/?device=%ZZ",
+        ] {
+            let r = request(addr, None, "GET", path, &[], Vec::new())
+                .await
+                .expect("get");
+            assert_eq!(r.status, 400, "{path}: {r:?}");
+            retry_after(&r);
+        }
+        let r = lookup(addr, &ClientCert::generate().id)
+            .await
+            .expect("lookup");
+        assert_eq!(r.status, 404);
+        assert!((60..120).contains(&retry_after(&r)));
+        let r = request(addr, Some(dev), "PUT", "/v2/", &[], ok_body.clone())
+            .await
+            .expect("put");
+        assert_eq!(r.status, 405);
+        let r = request(addr, None, "GET", "/ping", &[], Vec::new())
+            .await
+            .expect("ping");
+        assert_eq!(r.status, 204);
+
+        // Nothing above changed the one good record, and it still serves.
+        let j = lookup(addr, &dev.id).await.expect("lookup").json();
+        assert_eq!(j["addresses"], serde_json::json!(["tcp://198.51.100.8:1"]));
+
+        let m = metrics(&t.server);
+        for line in [
+            "ferrosync_discovery_announces_total{result=\"success\"} 1",
+            "ferrosync_discovery_announces_total{result=\"no_certificate\"} 4",
+            "ferrosync_discovery_announces_total{result=\"bad_request\"} 6",
+            "ferrosync_discovery_refusals_total{reason=\"too_large\"} 1",
+            "ferrosync_discovery_lookups_total{result=\"bad_request\"} 4",
+        ] {
+            assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+        }
+        t.server.shutdown().await;
+    });
+}
+
+fn metrics(server: &ferrosync_discovery::Server) -> String {
+    let url = format!("http://{}/metrics", server.metrics_addr().expect("metrics"));
+    ureq::get(&url)
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("body")
+}
+
+/// A source over its rate gets 429 with a Retry-After, counted in the
+/// metrics, and the server keeps answering others.
+#[test]
+fn a_client_over_the_rate_limit_gets_429() {
+    rt().block_on(async {
+        let t = spawn_with(|c| c.rate_limit = Some(RateLimit::per_second(1.0))).await;
+        let addr = t.server.addr();
+        let id = ClientCert::generate().id;
+        let mut codes = Vec::new();
+        for _ in 0..15 {
+            codes.push(lookup(addr, &id).await.expect("lookup").status);
+        }
+        assert_eq!(codes.iter().filter(|&&c| c == 404).count(), 10, "{codes:?}");
+        let r = lookup(addr, &id).await.expect("lookup");
+        assert_eq!(r.status, 429);
+        assert!(retry_after(&r) >= 1);
+        let m = metrics(&t.server);
+        assert!(
+            m.contains("ferrosync_discovery_refusals_total{reason=\"rate_limited\"} 6\n"),
+            "{m}"
+        );
+        t.server.shutdown().await;
+    });
+}
+
+/// Runs `ferrosync-discovery --data DIR run …`; returns it and the URL it
+/// printed.
+fn start_binary(data: &std::path::Path, extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(bin("ferrosync-discovery"))
+        .arg("--data")
+        .arg(data)
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn ferrosync-discovery");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the URL");
+    (child, line.trim().to_string())
+}
+
+fn stop(mut child: Child) {
+    // SIGTERM: the server flushes its store on the way out.
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "exit: {status:?}");
+}
+
+fn url_addr(url: &str) -> std::net::SocketAddr {
+    url.trim_start_matches("https://")
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("not a server URL: {url}"))
+}
+
+/// The binary prints the URL to paste into `discovery.global` (its ID is
+/// what `id` prints and the certificate it presents), and a restart loses
+/// no announcement.
+#[test]
+fn the_binary_prints_its_url_and_keeps_announcements_across_restarts() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin("ferrosync-discovery"))
+        .arg("--data")
+        .arg(data.path())
+        .arg("id")
+        .output()
+        .expect("id");
+    assert!(out.status.success(), "{}", describe(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (child, url) = start_binary(data.path(), &[]);
+    assert!(url.ends_with(&format!("/?id={id}")), "{url} vs {id}");
+    let dev = ClientCert::generate();
+    let rt = rt();
+    let r = rt
+        .block_on(announce(
+            url_addr(&url),
+            &dev,
+            &["tcp://198.51.100.3:22000"],
+        ))
+        .expect("announce");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.server_id.to_string(), id);
+    stop(child);
+
+    let (child, url) = start_binary(data.path(), &[]);
+    let r = rt
+        .block_on(lookup(url_addr(&url), &dev.id))
+        .expect("lookup");
+    assert_eq!(r.status, 200, "lost across a restart: {r:?}");
+    assert_eq!(
+        r.json()["addresses"],
+        serde_json::json!(["tcp://198.51.100.3:22000"])
+    );
+    stop(child);
+}
+
+/// A real redis-server on a free loopback port, stopped on drop.
+struct Redis(Child, u16);
+
+impl Redis {
+    fn start() -> Option<Self> {
+        let program = require("redis-server", "redis-server")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(program)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let up = poll(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(up.is_some(), "redis-server did not start");
+        Some(Self(child, port))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two front ends on one Redis: what one stores the other finds, and a
+/// third started later too (the front ends keep no state).
+#[test]
+fn two_front_ends_on_one_redis_share_announcements() {
+    let Some(redis) = Redis::start() else { return };
+    let store = StoreConfig::Redis(format!("redis://127.0.0.1:{}", redis.1));
+    rt().block_on(async {
+        let a = spawn_with(|c| c.store = store.clone()).await;
+        let b = spawn_with(|c| c.store = store.clone()).await;
+        let dev = ClientCert::generate();
+        let r = announce(a.server.addr(), &dev, &["tcp://198.51.100.4:22000"])
+            .await
+            .expect("announce");
+        assert_eq!(r.status, 204, "{r:?}");
+        let r = lookup(b.server.addr(), &dev.id).await.expect("lookup");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(
+            r.json()["addresses"],
+            serde_json::json!(["tcp://198.51.100.4:22000"])
+        );
+        a.server.shutdown().await;
+        let c = spawn_with(|c| c.store = store.clone()).await;
+        assert_eq!(
+            lookup(c.server.addr(), &dev.id)
+                .await
+                .expect("lookup")
+                .status,
+            200
+        );
+        b.server.shutdown().await;
+        c.server.shutdown().await;
+    });
+}
