@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 pub mod bench;
 pub mod daemon;
 pub mod mallory;
+pub mod netns;
 pub mod syncthing;
 pub mod trees;
 

@@ -116,6 +116,13 @@ pub struct Options {
     pub ready_timeout: Duration,
     /// Time limit of one REST call (a blocking rescan is one call).
     pub request_timeout: Duration,
+    /// Run inside this host's network namespace, listening (and serving
+    /// the REST API) on its address instead of loopback.
+    pub netns: Option<crate::netns::Host>,
+    /// Announce to and look up on this global discovery server.
+    pub global_discovery: Option<String>,
+    /// Send and hear local discovery beacons.
+    pub local_discovery: bool,
 }
 
 impl Default for Options {
@@ -128,6 +135,9 @@ impl Default for Options {
             folders: Vec::new(),
             ready_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(300),
+            netns: None,
+            global_discovery: None,
+            local_discovery: false,
         }
     }
 }
@@ -142,6 +152,8 @@ pub struct Syncthing {
     api_key: String,
     gui_port: u16,
     listen_port: u16,
+    /// The address it listens and serves on.
+    host: String,
     listen: Listen,
     agent: ureq::Agent,
     spawned_at: Instant,
@@ -216,6 +228,7 @@ impl Syncthing {
             api_key,
             gui_port,
             listen_port,
+            host: host_of(&opts),
             listen: opts.listen,
             agent,
             spawned_at,
@@ -290,23 +303,24 @@ impl Syncthing {
         &self.api_key
     }
 
-    /// The REST base URL, `http://127.0.0.1:G`.
+    /// The REST base URL, `http://127.0.0.1:G` (the namespace's address
+    /// when in one).
     pub fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.gui_port)
+        format!("http://{}:{}", self.host, self.gui_port)
     }
 
     /// `tcp://127.0.0.1:P`, if a TCP listener is configured.
     pub fn tcp_address(&self) -> Option<String> {
         self.listen
             .tcp()
-            .then(|| format!("tcp://127.0.0.1:{}", self.listen_port))
+            .then(|| format!("tcp://{}:{}", self.host, self.listen_port))
     }
 
     /// `quic://127.0.0.1:P`, if a QUIC listener is configured.
     pub fn quic_address(&self) -> Option<String> {
         self.listen
             .quic()
-            .then(|| format!("quic://127.0.0.1:{}", self.listen_port))
+            .then(|| format!("quic://{}:{}", self.host, self.listen_port))
     }
 
     /// When the process was spawned (after the home was prepared).
@@ -595,7 +609,10 @@ fn spawn_serve(opts: &Options, home: &Path) -> Child {
         .append(true)
         .open(home.join(LOG_FILE))
         .expect("open the syncthing log");
-    let mut cmd = Command::new(&opts.binary);
+    let mut cmd = match &opts.netns {
+        Some(h) => h.command(&opts.binary),
+        None => Command::new(&opts.binary),
+    };
     cmd.arg("serve")
         .arg(format!("--home={}", home.display()))
         .args(["--no-browser", "--no-restart"])
@@ -648,13 +665,21 @@ fn free_tcp_udp_port() -> ((TcpListener, UdpSocket), u16) {
 
 /// Rewrites the generated `config.xml` for loopback-only use; returns the
 /// API key.
+/// Where Syncthing listens: loopback, or its namespace's address.
+fn host_of(opts: &Options) -> String {
+    opts.netns
+        .as_ref()
+        .map_or_else(|| "127.0.0.1".to_string(), |h| h.ip.to_string())
+}
+
 fn configure(xml: &mut String, opts: &Options, my_id: &str, port: u16, gui_port: u16) -> String {
+    let host = host_of(opts);
     let mut listen = Vec::new();
     if opts.listen.tcp() {
-        listen.push(format!("tcp://127.0.0.1:{port}"));
+        listen.push(format!("tcp://{host}:{port}"));
     }
     if opts.listen.quic() {
-        listen.push(format!("quic://127.0.0.1:{port}"));
+        listen.push(format!("quic://{host}:{port}"));
     }
     let listen = listen
         .iter()
@@ -667,10 +692,24 @@ fn configure(xml: &mut String, opts: &Options, my_id: &str, port: u16, gui_port:
         &listen,
         "the default listen address",
     );
-    set_element(xml, "<gui ", "address", &format!("127.0.0.1:{gui_port}"));
+    set_element(xml, "<gui ", "address", &format!("{host}:{gui_port}"));
+    let global = opts.global_discovery.is_some();
+    if let Some(url) = &opts.global_discovery {
+        set_element(xml, "<options>", "globalAnnounceServer", &xml_escape(url));
+    }
     for (tag, value) in [
-        ("globalAnnounceEnabled", "false"),
-        ("localAnnounceEnabled", "false"),
+        (
+            "globalAnnounceEnabled",
+            if global { "true" } else { "false" },
+        ),
+        (
+            "localAnnounceEnabled",
+            if opts.local_discovery {
+                "true"
+            } else {
+                "false"
+            },
+        ),
         ("relaysEnabled", "false"),
         ("natEnabled", "false"),
         ("crashReportingEnabled", "false"),

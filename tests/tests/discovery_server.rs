@@ -377,3 +377,45 @@ fn two_front_ends_on_one_redis_share_announcements() {
         c.server.shutdown().await;
     });
 }
+
+/// A real Syncthing (in a network namespace, so its source address is not
+/// loopback) announces to our server with the `?id=` pin, and a lookup
+/// finds the address it listens on.
+#[test]
+fn a_syncthing_device_announces_to_our_server_and_is_found() {
+    use ferrosync_tests::netns::Lab;
+    use ferrosync_tests::syncthing::{Listen, Options, Syncthing};
+    let Some(binary) = require("syncthing", "syncthing") else {
+        return;
+    };
+    let Some(mut lab) = Lab::new() else { return };
+    let mut seg = lab.segment();
+    let host = lab.host(&mut seg, "st");
+    let rt = rt();
+    let t = rt.block_on(spawn_with(|c| {
+        c.listen = std::net::SocketAddr::from((seg.root_ip(), 0));
+    }));
+    let st = Syncthing::start(Options {
+        binary,
+        listen: Listen::Tcp,
+        netns: Some(host),
+        global_discovery: Some(format!(
+            "https://{}/v2/?id={}",
+            t.server.addr(),
+            t.server.id()
+        )),
+        ..Options::default()
+    });
+    let id: proto::DeviceId = st.device_id().parse().expect("Syncthing's ID");
+    let found = poll(Duration::from_secs(30), || {
+        let r = rt.block_on(lookup(t.server.addr(), &id)).ok()?;
+        (r.status == 200).then(|| r.json())
+    });
+    let Some(found) = found else {
+        panic!("Syncthing never announced; its log:\n{}", st.log_tail(60));
+    };
+    let want = st.tcp_address().expect("tcp listener");
+    assert_eq!(found["addresses"], serde_json::json!([want]), "{found}");
+    assert!(st.stop().success(), "{}", st.log_tail(40));
+    rt.block_on(t.server.shutdown());
+}
