@@ -22,6 +22,7 @@ use crate::api::{self, ApiState};
 use crate::config::live::Live;
 use crate::config::{Config, FolderConfig};
 use crate::connect;
+use crate::discovery::global::Global;
 use crate::discovery::Finder;
 use crate::home::Home;
 use crate::identity;
@@ -110,10 +111,15 @@ async fn serve(
         })
     };
     let folders = Arc::new(RwLock::new(HashMap::new()));
+    let https = crate::net::https::Https::new(identity).context("the HTTPS client")?;
+    // Only the listeners so far; port mappings and relays will add theirs.
+    let (_own_tx, own_rx) = tokio::sync::watch::channel(net.listen_urls());
+    let global = Global::new(https, live.clone(), own_rx);
+    let global_task = global.spawn();
     let dialler = connect::spawn(
         net.clone(),
         peers.clone(),
-        Finder::new(live.clone()),
+        Finder::new(live.clone()).with_global(global.clone()),
         live.clone(),
     );
     let mut sup = Supervisor {
@@ -171,6 +177,7 @@ async fn serve(
     // Stop in reverse order of dependence: connections, then scans and
     // pulls (they write the index), then the API that reads them.
     dialler.stop();
+    global_task.abort();
     net.shutdown();
     accept.abort();
     peers.close_all("shutting down");

@@ -28,6 +28,24 @@ impl Device {
         (d, id)
     }
 
+    /// An initialised, isolated device inside `host`'s network namespace:
+    /// it listens on every address there (TCP and QUIC, free ports) and
+    /// serves its API on the host's address, which the test process
+    /// reaches over the lab's segment.
+    pub fn in_netns(name: &str, host: &crate::netns::Host) -> (Self, String) {
+        let (mut d, id) = Self::init(name);
+        d.isolate();
+        d.netns = Some(host.clone());
+        d.ok(&["config", "set", "api.address", &format!("{}:0", host.ip)]);
+        d.ok(&[
+            "config",
+            "set",
+            "listen",
+            "tcp://0.0.0.0:0,quic://0.0.0.0:0",
+        ]);
+        (d, id)
+    }
+
     /// Configures the home for a test on loopback: the API on a free port,
     /// and nothing that reaches beyond the machine.
     pub fn isolate(&self) {

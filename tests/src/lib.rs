@@ -15,6 +15,7 @@ pub mod bench;
 pub mod daemon;
 pub mod mallory;
 pub mod netns;
+pub mod servers;
 pub mod syncthing;
 pub mod trees;
 
@@ -118,6 +119,8 @@ pub fn require(program: &str, package: &str) -> Option<PathBuf> {
 /// A ferrosync device home in a temporary directory, removed on drop.
 pub struct Device {
     dir: tempfile::TempDir,
+    /// Runs in this host's network namespace (see [`Device::in_netns`]).
+    netns: Option<netns::Host>,
 }
 
 impl Default for Device {
@@ -134,6 +137,7 @@ impl Device {
                 .prefix("ferrosync-test-")
                 .tempdir()
                 .expect("tempdir"),
+            netns: None,
         }
     }
 
@@ -156,7 +160,10 @@ impl Device {
 
     /// A `ferrosync --home <home>` command, ready for more arguments.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(bin("ferrosync"));
+        let mut c = match &self.netns {
+            Some(h) => h.command(bin("ferrosync")),
+            None => Command::new(bin("ferrosync")),
+        };
         c.arg("--home")
             .arg(self.home())
             .env_remove("FERROSYNC_HOME");

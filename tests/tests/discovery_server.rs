@@ -2,13 +2,13 @@
 //! Syncthing's clients do them, every kind of bad request, the rate limit,
 //! metrics, restarts (sled) and two front ends on one real Redis.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ferrosync_discovery::limit::RateLimit;
 use ferrosync_discovery::store::StoreConfig;
 use ferrosync_discovery::testing::{announce, lookup, request, spawn, spawn_with, ClientCert};
+use ferrosync_tests::servers::DiscoveryProcess;
 use ferrosync_tests::{bin, describe, poll, require};
 
 fn rt() -> tokio::runtime::Runtime {
@@ -230,40 +230,6 @@ fn a_client_over_the_rate_limit_gets_429() {
     });
 }
 
-/// Runs `ferrosync-discovery --data DIR run …`; returns it and the URL it
-/// printed.
-fn start_binary(data: &std::path::Path, extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(bin("ferrosync-discovery"))
-        .arg("--data")
-        .arg(data)
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ferrosync-discovery");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the URL");
-    (child, line.trim().to_string())
-}
-
-fn stop(mut child: Child) {
-    // SIGTERM: the server flushes its store on the way out.
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let status = child.wait().expect("wait");
-    assert!(status.success(), "exit: {status:?}");
-}
-
-fn url_addr(url: &str) -> std::net::SocketAddr {
-    url.trim_start_matches("https://")
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("not a server URL: {url}"))
-}
-
 /// The binary prints the URL to paste into `discovery.global` (its ID is
 /// what `id` prints and the certificate it presents), and a restart loses
 /// no announcement.
@@ -278,31 +244,29 @@ fn the_binary_prints_its_url_and_keeps_announcements_across_restarts() {
         .expect("id");
     assert!(out.status.success(), "{}", describe(&out));
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let (child, url) = start_binary(data.path(), &[]);
-    assert!(url.ends_with(&format!("/?id={id}")), "{url} vs {id}");
+    let server = DiscoveryProcess::start(data.path(), "127.0.0.1:0", None, &[]);
+    assert!(
+        server.url.ends_with(&format!("/?id={id}")),
+        "{} vs {id}",
+        server.url
+    );
     let dev = ClientCert::generate();
     let rt = rt();
     let r = rt
-        .block_on(announce(
-            url_addr(&url),
-            &dev,
-            &["tcp://198.51.100.3:22000"],
-        ))
+        .block_on(announce(server.addr(), &dev, &["tcp://198.51.100.3:22000"]))
         .expect("announce");
     assert_eq!(r.status, 204);
     assert_eq!(r.server_id.to_string(), id);
-    stop(child);
+    server.stop();
 
-    let (child, url) = start_binary(data.path(), &[]);
-    let r = rt
-        .block_on(lookup(url_addr(&url), &dev.id))
-        .expect("lookup");
+    let server = DiscoveryProcess::start(data.path(), "127.0.0.1:0", None, &[]);
+    let r = rt.block_on(lookup(server.addr(), &dev.id)).expect("lookup");
     assert_eq!(r.status, 200, "lost across a restart: {r:?}");
     assert_eq!(
         r.json()["addresses"],
         serde_json::json!(["tcp://198.51.100.3:22000"])
     );
-    stop(child);
+    server.stop();
 }
 
 /// A real redis-server on a free loopback port, stopped on drop.

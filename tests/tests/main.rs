@@ -3,6 +3,7 @@
 //! - `bounds`: floods, unbacked claims, vanished peers and long scans cost a bounded amount.
 //! - `cli`: every command's happy path, and bad input that must fail with
 //!   one clear line and change nothing.
+//! - `discovery`: daemons known by ID alone find each other (network namespaces).
 //! - `discovery_server`: the global discovery server: announce, lookup, bad
 //!   requests, rate limit, metrics, restarts, two front ends on one Redis.
 //! - `identity`: device IDs as Syncthing's own binary computes them.
@@ -20,6 +21,7 @@
 
 mod bounds;
 mod cli;
+mod discovery;
 mod discovery_server;
 mod hostile;
 mod identity;

@@ -107,6 +107,24 @@ fn device(home: &Home, action: DeviceAction) -> Result<()> {
                 Ok(c.add_device(&own, id, name.as_deref(), &addresses)?)
             })?;
             println!("added device {id}");
+            if addresses.is_empty() || addresses.iter().any(|a| a == proto::addr::DYNAMIC) {
+                let c = Config::load(&home.config_path())?;
+                let mut ways = Vec::new();
+                if c.discovery.local {
+                    ways.push("on the LAN".to_string());
+                }
+                if !c.discovery.global.is_empty() {
+                    ways.push(format!(
+                        "through {} global discovery server(s)",
+                        c.discovery.global.len()
+                    ));
+                }
+                if ways.is_empty() {
+                    println!("it has no address and discovery is off: it can only connect to us (set discovery.local or discovery.global, or give --address)");
+                } else {
+                    println!("it will be found by discovery ({})", ways.join(" and "));
+                }
+            }
         }
         DeviceAction::Remove { id } => {
             let unshared = edit(home, |c| Ok(c.remove_device(&id)?))?;

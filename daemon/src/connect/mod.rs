@@ -159,7 +159,8 @@ async fn dial_loop(
 
 /// Dials the candidates in order until one connects.
 async fn dial_round(net: &Net, peers: &Arc<Peers>, finder: &Finder, device: DeviceId) {
-    for c in finder.candidates(&device) {
+    let candidates = finder.candidates(&device).await;
+    for c in &candidates {
         match net.dial(&c.url, device).await {
             Ok(conn) => {
                 tracing::debug!(%device, url = %c.url, source = %c.source, "dialled");
@@ -170,5 +171,8 @@ async fn dial_round(net: &Net, peers: &Arc<Peers>, finder: &Finder, device: Devi
                 tracing::debug!(%device, url = %c.url, source = %c.source, "dial failed: {e}")
             }
         }
+    }
+    if !candidates.is_empty() {
+        finder.failed(&device);
     }
 }

@@ -4,10 +4,14 @@
 //! LAN discovery heard, then what the global discovery servers answered.
 //! Candidates are hints only: the TLS handshake decides who answers.
 //!
-//! Only the config's static addresses exist so far; LAN and global
-//! discovery add their caches here.
+//! - [`global`]: the global discovery client (announce, lookup)
+//!
+//! LAN discovery is still to come.
+
+pub mod global;
 
 use std::fmt;
+use std::sync::Arc;
 
 use proto::addr::{Address, Transport};
 use proto::DeviceId;
@@ -58,17 +62,27 @@ pub struct Candidate {
 #[derive(Clone)]
 pub struct Finder {
     config: Live,
+    global: Option<Arc<global::Global>>,
 }
 
 impl Finder {
     /// A finder that reads static addresses from the live config.
     pub fn new(config: Live) -> Self {
-        Self { config }
+        Self {
+            config,
+            global: None,
+        }
+    }
+
+    /// Also asks the global discovery servers about `dynamic` devices.
+    pub fn with_global(mut self, global: Arc<global::Global>) -> Self {
+        self.global = Some(global);
+        self
     }
 
     /// Every address to try for `device`, best first: by source (static,
     /// LAN, global), then the preferred transport, each address once.
-    pub fn candidates(&self, device: &DeviceId) -> Vec<Candidate> {
+    pub async fn candidates(&self, device: &DeviceId) -> Vec<Candidate> {
         let config = self.config.get();
         let mut out = Vec::new();
         if let Some(d) = config.device(device) {
@@ -76,8 +90,21 @@ impl Finder {
                 push(&mut out, a, Source::Static);
             }
         }
+        if let Some(g) = self.global.as_ref().filter(|_| self.is_dynamic(device)) {
+            for a in g.lookup(device).await {
+                push(&mut out, &a, Source::Global);
+            }
+        }
         order(&mut out, config.transport.prefer);
         out
+    }
+
+    /// None of `device`'s candidates could be dialled: what discovery
+    /// said of it is looked up again next time.
+    pub fn failed(&self, device: &DeviceId) {
+        if let Some(g) = &self.global {
+            g.forget(device);
+        }
     }
 
     /// Whether `device` is to be found by discovery (an address of its is
@@ -136,9 +163,18 @@ mod tests {
             "tcp://192.0.2.1:22000",
         ]);
         let f = Finder::new(Live::new(c));
-        let urls: Vec<_> = f.candidates(&id).into_iter().map(|c| c.url).collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        let urls: Vec<_> = rt
+            .block_on(f.candidates(&id))
+            .into_iter()
+            .map(|c| c.url)
+            .collect();
         assert_eq!(urls, ["tcp://192.0.2.1:22000", "quic://192.0.2.1:22000"]);
         assert!(f.is_dynamic(&id));
-        assert!(f.candidates(&DeviceId::from_bytes([6; 32])).is_empty());
+        assert!(rt
+            .block_on(f.candidates(&DeviceId::from_bytes([6; 32])))
+            .is_empty());
     }
 }

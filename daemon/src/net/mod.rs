@@ -12,6 +12,7 @@
 //! ```
 
 mod admission;
+pub mod https;
 mod quic;
 mod tcp;
 mod tls;

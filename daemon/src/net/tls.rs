@@ -31,18 +31,9 @@ impl TlsConfigs {
     /// Builds both configs. Fails if the identity's certificate or key is
     /// unusable (or they do not belong together).
     pub(crate) fn new(identity: &Identity) -> Result<Self, NetError> {
-        let cert = CertificateDer::from_pem_slice(identity.cert_pem.as_bytes())
-            .map_err(|e| NetError::Identity(format!("certificate: {e}")))?;
-        // PKCS#8 is what we write; SEC1 (Syncthing's own key.pem) is also
-        // understood, so an imported Syncthing identity works.
-        let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes())
-            .map_err(|e| NetError::Identity(format!("private key: {e}")))?;
+        let (cert, key) = cert_and_key(identity)?;
         let identity_err = |e: rustls::Error| NetError::Identity(e.to_string());
-
-        // Picked explicitly: with both ring and aws-lc-rs compiled into the
-        // dependency graph the process-default provider is ambiguous and
-        // `ClientConfig::builder()` panics.
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = provider();
         let verifier = Arc::new(PeerVerifier::new(
             provider.signature_verification_algorithms,
         ));
@@ -77,6 +68,27 @@ impl TlsConfigs {
             server: Arc::new(server),
         })
     }
+}
+
+/// The identity's certificate and key in rustls' form.
+pub(crate) fn cert_and_key(
+    identity: &Identity,
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), NetError> {
+    let cert = CertificateDer::from_pem_slice(identity.cert_pem.as_bytes())
+        .map_err(|e| NetError::Identity(format!("certificate: {e}")))?;
+    // PKCS#8 is what we write; SEC1 (Syncthing's own key.pem) is also
+    // understood, so an imported Syncthing identity works.
+    let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes())
+        .map_err(|e| NetError::Identity(format!("private key: {e}")))?;
+    Ok((cert, key))
+}
+
+/// The crypto provider every config uses. Picked explicitly: with both
+/// ring and aws-lc-rs compiled into the dependency graph the
+/// process-default provider is ambiguous and `ClientConfig::builder()`
+/// panics.
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 #[cfg(test)]

@@ -1,0 +1,76 @@
+//! Our servers run as real processes: `ferrosync-discovery` on a data
+//! directory, on loopback or inside a lab host; stopped with SIGTERM (it
+//! flushes its store) by [`DiscoveryProcess::stop`], killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::bin;
+use crate::netns::Host;
+
+/// A running `ferrosync-discovery run`.
+pub struct DiscoveryProcess {
+    child: Option<Child>,
+    /// The URL it printed (`https://ADDR/?id=ID`).
+    pub url: String,
+}
+
+impl DiscoveryProcess {
+    /// Starts it on `data`, listening on `listen` (port 0: any), inside
+    /// `host`'s namespace if given; waits until it prints its URL.
+    pub fn start(data: &Path, listen: &str, host: Option<&Host>, extra: &[&str]) -> Self {
+        let mut cmd = match host {
+            Some(h) => h.command(bin("ferrosync-discovery")),
+            None => Command::new(bin("ferrosync-discovery")),
+        };
+        let mut child = cmd
+            .arg("--data")
+            .arg(data)
+            .args(["run", "--listen", listen])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ferrosync-discovery");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the URL");
+        assert!(line.starts_with("https://"), "no URL printed: {line:?}");
+        Self {
+            child: Some(child),
+            url: line.trim().to_string(),
+        }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.url
+            .trim_start_matches("https://")
+            .split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("not a server URL: {}", self.url))
+    }
+
+    /// Stops it with SIGTERM and checks it exited cleanly.
+    pub fn stop(mut self) {
+        let mut child = self.child.take().expect("running");
+        crate::daemon::signal(&child, "TERM");
+        let status = child.wait().expect("wait");
+        assert!(
+            status.success(),
+            "ferrosync-discovery exited with {status:?}"
+        );
+    }
+}
+
+impl Drop for DiscoveryProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
