@@ -158,6 +158,8 @@ async fn serve(
         folders,
         peers: peers.clone(),
         reload: reload_tx,
+        sources: dialler.sources.clone(),
+        global: global.clone(),
     });
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(api::serve(listener, state.clone(), async {

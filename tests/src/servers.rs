@@ -74,3 +74,52 @@ impl Drop for DiscoveryProcess {
         }
     }
 }
+
+/// A running Syncthing `stdiscosrv` inside a lab host, on port 8443 of
+/// the host's address.
+pub struct StDiscosrv {
+    child: Child,
+    /// Its URL with the `?id=` pin, for clients.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl StDiscosrv {
+    /// Starts `program` (the `stdiscosrv` binary) in `host`; waits until it
+    /// logs its device ID.
+    pub fn start(program: &Path, host: &Host) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let log = d.join("stdiscosrv.log");
+        let child = host
+            .command(program)
+            .arg(format!("-listen={}:8443", host.ip))
+            .arg(format!("-db-dir={}", d.join("db").display()))
+            .arg(format!("-cert={}", d.join("cert.pem").display()))
+            .arg(format!("-key={}", d.join("key.pem").display()))
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(std::fs::File::create(d.join("stdiscosrv.err")).expect("log"))
+            .spawn()
+            .expect("spawn stdiscosrv");
+        let id = crate::poll(std::time::Duration::from_secs(20), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default()
+                + &std::fs::read_to_string(d.join("stdiscosrv.err")).unwrap_or_default();
+            text.lines()
+                .find_map(|l| l.split("Server device ID is ").nth(1))
+                .map(|id| id.trim().to_string())
+        })
+        .expect("stdiscosrv printed no device ID");
+        Self {
+            child,
+            url: format!("https://{}:8443/v2/?id={id}", host.ip),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for StDiscosrv {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

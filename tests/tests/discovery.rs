@@ -55,12 +55,188 @@ fn devices_known_by_id_alone_meet_through_the_discovery_server() {
         "connected and synced {:?} after both daemons started",
         started.elapsed()
     );
+    // Status says where the address in use came from, and that the
+    // server works.
+    let mut sources = Vec::new();
     for d in [&da, &db] {
         let s = d.status().expect("status");
         let dev = &s["devices"][0];
         assert_eq!(dev["connected"], true, "{s:#}");
+        sources.push(dev["source"].as_str().unwrap_or_default().to_string());
+        let disco = &s["discovery"][0];
+        assert_eq!(disco["server"], server.url.as_str(), "{s:#}");
+        assert_eq!(disco["ok"], true, "{s:#}");
     }
+    sources.sort();
+    assert!(
+        sources == ["global", "incoming"] || sources == ["global", "global"],
+        "{sources:?}"
+    );
     da.stop();
     db.stop();
     server.stop();
+}
+
+/// Waits until `server` (any v3 server) answers a lookup of `id` with an
+/// address.
+fn wait_announced(rt: &tokio::runtime::Runtime, server: std::net::SocketAddr, id: &str, who: &str) {
+    let id: proto::DeviceId = id.parse().expect("device ID");
+    let found = ferrosync_tests::poll(Duration::from_secs(60), || {
+        let r = rt
+            .block_on(ferrosync_discovery::testing::lookup(server, &id))
+            .ok()?;
+        (r.status == 200).then_some(())
+    });
+    assert!(found.is_some(), "{who} never announced to {server}");
+}
+
+fn url_addr(url: &str) -> std::net::SocketAddr {
+    url.trim_start_matches("https://")
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("not a server URL: {url}"))
+}
+
+/// Which side must do the finding.
+#[derive(Clone, Copy, PartialEq)]
+enum Finder {
+    Ferrosync,
+    Syncthing,
+}
+
+/// A ferrosync device and a real Syncthing on different subnets, each
+/// knowing only the other's ID and the server at `url`; the side that is
+/// not `finder` only announces (`nolookup`), so `finder` must look the
+/// other up and dial. Both files end on both sides.
+fn meet_syncthing(
+    hosts: (ferrosync_tests::netns::Host, ferrosync_tests::netns::Host),
+    url: &str,
+    finder: Finder,
+) {
+    use ferrosync_tests::syncthing::{FolderType, Listen, Options, Syncthing};
+    let Some(binary) = ferrosync_tests::require("syncthing", "syncthing") else {
+        return;
+    };
+    let (ha, hb) = hosts;
+    let only_announce = |u: &str| format!("{u}&nolookup");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let (a, a_id) = Device::in_netns("ferro", &ha);
+    let ra = a.scratch().join("data");
+    a.ok(&[
+        "config",
+        "set",
+        "discovery.global",
+        &if finder == Finder::Ferrosync {
+            url.to_string()
+        } else {
+            only_announce(url)
+        },
+    ]);
+    std::fs::create_dir_all(&ra).expect("mkdir");
+    std::fs::write(ra.join("from-ferrosync.txt"), "ferrosync's").expect("write");
+    let st_url = if finder == Finder::Syncthing {
+        url.to_string()
+    } else {
+        only_announce(url)
+    };
+    let start_st = || {
+        Syncthing::start(Options {
+            binary: binary.clone(),
+            listen: Listen::Tcp,
+            netns: Some(hb.clone()),
+            global_discovery: Some(st_url.clone()),
+            ..Options::default()
+        })
+    };
+    let mut st = start_st();
+    let rb = st.scratch().join("data");
+    std::fs::create_dir_all(&rb).expect("mkdir");
+    std::fs::write(rb.join("from-syncthing.txt"), "Syncthing's").expect("write");
+    st.add_device(&a_id, "ferro", &[]);
+    st.add_folder("f", &rb, &[&a_id], FolderType::SendReceive);
+    a.ok(&["device", "add", st.device_id(), "--name", "st"]);
+    a.ok(&[
+        "folder",
+        "add",
+        "f",
+        ra.to_str().expect("utf-8"),
+        "--share",
+        st.device_id(),
+    ]);
+    // The side to be found has announced before the finder looks: a
+    // "not found" answer would hold the finder off for its Retry-After.
+    let da = if finder == Finder::Ferrosync {
+        wait_announced(&rt, url_addr(url), st.device_id(), "Syncthing");
+        a.start()
+    } else {
+        let da = a.start();
+        wait_announced(&rt, url_addr(url), &a_id, "ferrosync");
+        // Syncthing looks configured devices up as it starts.
+        st.restart();
+        da
+    };
+    let both = ferrosync_tests::poll(Duration::from_secs(120), || {
+        ["from-ferrosync.txt", "from-syncthing.txt"]
+            .iter()
+            .all(|f| ra.join(f).exists() && rb.join(f).exists())
+            .then_some(())
+    });
+    if both.is_none() {
+        panic!(
+            "no sync through discovery; ferrosync log:\n{}\nSyncthing log:\n{}",
+            da.log(),
+            st.log_tail(80)
+        );
+    }
+    let s = da.status().expect("status");
+    let want = if finder == Finder::Ferrosync {
+        "global"
+    } else {
+        "incoming"
+    };
+    assert_eq!(s["devices"][0]["source"], want, "{s:#}");
+    da.stop();
+}
+
+/// A real Syncthing announces to `ferrosync-discovery`; a ferrosync device
+/// finds it there, dials it and syncs.
+#[test]
+fn a_ferrosync_device_finds_syncthing_through_ferrosync_discovery() {
+    let Some(mut lab) = Lab::new() else { return };
+    let (mut sa, mut sb, mut sc) = (lab.segment(), lab.segment(), lab.segment());
+    lab.router(&[&sa, &sb, &sc]);
+    let (ha, hb, hs) = (
+        lab.host(&mut sa, "a"),
+        lab.host(&mut sb, "st"),
+        lab.host(&mut sc, "disco"),
+    );
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = DiscoveryProcess::start(data.path(), &format!("{}:0", hs.ip), Some(&hs), &[]);
+    let url = server.url.replace("/?id=", "/v2/?id=");
+    meet_syncthing((ha, hb), &url, Finder::Ferrosync);
+    server.stop();
+}
+
+/// A ferrosync device announces to Syncthing's own `stdiscosrv`; a real
+/// Syncthing finds it there, dials it and syncs.
+#[test]
+fn syncthing_finds_a_ferrosync_device_through_stdiscosrv() {
+    let Some(program) = ferrosync_tests::require("stdiscosrv", "syncthing-discosrv") else {
+        return;
+    };
+    let Some(mut lab) = Lab::new() else { return };
+    let (mut sa, mut sb, mut sc) = (lab.segment(), lab.segment(), lab.segment());
+    lab.router(&[&sa, &sb, &sc]);
+    let (ha, hb, hs) = (
+        lab.host(&mut sa, "a"),
+        lab.host(&mut sb, "st"),
+        lab.host(&mut sc, "disco"),
+    );
+    let server = ferrosync_tests::servers::StDiscosrv::start(&program, &hs);
+    let url = server.url.clone();
+    meet_syncthing((ha, hb), &url, Finder::Syncthing);
 }

@@ -18,6 +18,21 @@ pub struct Status {
     pub folders: Vec<FolderStatus>,
     /// Every configured device.
     pub devices: Vec<DeviceStatus>,
+    /// Every discovery source and whether it works.
+    pub discovery: Vec<DiscoveryStatus>,
+}
+
+/// One discovery source in [`Status`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiscoveryStatus {
+    /// `global` or `lan`.
+    pub source: String,
+    /// The server's URL (global discovery).
+    pub server: Option<String>,
+    /// Whether its last attempt worked.
+    pub ok: bool,
+    /// What went wrong last, if it failed.
+    pub error: Option<String>,
 }
 
 /// One folder in [`Status`].
@@ -112,6 +127,9 @@ pub struct DeviceStatus {
     pub address: Option<String>,
     /// `quic`, `tcp` or `relay` when connected.
     pub transport: Option<String>,
+    /// Where the address in use came from when connected: `static`,
+    /// `lan` or `global` when we dialled it, `incoming` when it dialled us.
+    pub source: Option<String>,
 }
 
 /// `POST /rest/folders/{id}/rescan`: the scan to wait for.

@@ -32,6 +32,10 @@ pub struct ApiState {
     pub peers: Arc<Peers>,
     /// Asks the daemon to re-read and apply its configuration file.
     pub reload: mpsc::Sender<Reload>,
+    /// Where dialled connections' addresses came from.
+    pub sources: Arc<crate::connect::Sources>,
+    /// The global discovery client.
+    pub global: Arc<crate::discovery::global::Global>,
 }
 
 /// A request to reload the configuration; the reply carries notes for the
@@ -113,12 +117,21 @@ async fn status(State(s): State<Arc<ApiState>>) -> Response {
         .iter()
         .map(|d| {
             let session = s.peers.session(&d.id);
+            let source = session.as_ref().map(|x| {
+                match (x.outgoing, s.sources.get(&d.id)) {
+                    (true, Some((_, src))) => src.as_str(),
+                    (true, None) => "dialled",
+                    (false, _) => "incoming",
+                }
+                .to_string()
+            });
             dto::DeviceStatus {
                 id: d.id.to_string(),
                 name: d.name.clone(),
                 connected: session.is_some(),
                 address: session.as_ref().map(|x| x.address.to_string()),
                 transport: session.map(|x| x.transport.to_string()),
+                source,
             }
         })
         .collect();
@@ -129,6 +142,17 @@ async fn status(State(s): State<Arc<ApiState>>) -> Response {
         version: env!("CARGO_PKG_VERSION").to_string(),
         folders,
         devices,
+        discovery: s
+            .global
+            .status()
+            .into_iter()
+            .map(|(server, st)| dto::DiscoveryStatus {
+                source: "global".to_string(),
+                server: Some(server),
+                ok: st.ok,
+                error: st.error,
+            })
+            .collect(),
     })
     .into_response()
 }

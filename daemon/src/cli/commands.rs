@@ -263,10 +263,25 @@ fn status(home: &Home, json: bool, watch: bool) -> Result<()> {
     }
     for d in &st.devices {
         let conn = match (&d.address, &d.transport) {
-            (Some(a), Some(t)) => format!("connected via {t} at {a}"),
+            (Some(a), Some(t)) => format!(
+                "connected via {t} at {a} ({})",
+                d.source.as_deref().unwrap_or("?")
+            ),
             _ => "not connected".to_string(),
         };
         println!("device {} {:?}: {conn}", d.id, d.name);
+    }
+    for s in &st.discovery {
+        let state = match (&s.error, s.ok) {
+            (Some(e), _) => format!("failing: {e}"),
+            (None, true) => "ok".to_string(),
+            (None, false) => "not tried yet".to_string(),
+        };
+        println!(
+            "discovery {} {}: {state}",
+            s.source,
+            s.server.as_deref().unwrap_or("")
+        );
     }
     Ok(())
 }

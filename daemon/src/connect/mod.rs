@@ -17,7 +17,7 @@ use proto::DeviceId;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::config::live::Live;
-use crate::discovery::Finder;
+use crate::discovery::{Finder, Source};
 use crate::net::{Connection, Net};
 use crate::peer::{Link, Peers};
 
@@ -30,9 +30,33 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// redial in a tight loop.
 const STABLE: Duration = Duration::from_secs(30);
 
+/// Where the address of each device's last outgoing connection came from.
+#[derive(Default)]
+pub struct Sources(std::sync::Mutex<HashMap<DeviceId, (String, Source)>>);
+
+impl Sources {
+    /// The URL and source of the last connection we dialled to `device`.
+    pub fn get(&self, device: &DeviceId) -> Option<(String, Source)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(device)
+            .cloned()
+    }
+
+    fn set(&self, device: DeviceId, url: String, source: Source) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(device, (url, source));
+    }
+}
+
 /// The running dialler; stops when dropped or [`Dialler::stop`]ped.
 pub struct Dialler {
     task: tokio::task::JoinHandle<()>,
+    /// What each outgoing connection was dialled from (for status).
+    pub sources: Arc<Sources>,
 }
 
 impl Dialler {
@@ -50,8 +74,10 @@ impl Drop for Dialler {
 
 /// Starts dialling every device in the live config.
 pub fn spawn(net: Net, peers: Arc<Peers>, finder: Finder, config: Live) -> Dialler {
+    let sources = Arc::new(Sources::default());
     Dialler {
-        task: tokio::spawn(supervise(net, peers, finder, config)),
+        task: tokio::spawn(supervise(net, peers, finder, config, sources.clone())),
+        sources,
     }
 }
 
@@ -72,7 +98,13 @@ pub fn link(c: Connection) -> Link {
 }
 
 /// Keeps one dial loop per configured device.
-async fn supervise(net: Net, peers: Arc<Peers>, finder: Finder, config: Live) {
+async fn supervise(
+    net: Net,
+    peers: Arc<Peers>,
+    finder: Finder,
+    config: Live,
+    sources: Arc<Sources>,
+) {
     let mut rx = config.subscribe();
     let mut loops: JoinSet<()> = JoinSet::new();
     let mut running: HashMap<DeviceId, AbortHandle> = HashMap::new();
@@ -93,9 +125,12 @@ async fn supervise(net: Net, peers: Arc<Peers>, finder: Finder, config: Live) {
         for id in wanted {
             running.entry(id).or_insert_with(|| {
                 loops.spawn(dial_loop(
-                    net.clone(),
-                    peers.clone(),
-                    finder.clone(),
+                    Dial {
+                        net: net.clone(),
+                        peers: peers.clone(),
+                        finder: finder.clone(),
+                        sources: sources.clone(),
+                    },
                     config.subscribe(),
                     id,
                 ))
@@ -113,12 +148,11 @@ async fn supervise(net: Net, peers: Arc<Peers>, finder: Finder, config: Live) {
 /// candidate in the finder's order, until one works), and backs off from
 /// 1 s to 60 s until a session lasts. A config change starts over at once.
 async fn dial_loop(
-    net: Net,
-    peers: Arc<Peers>,
-    finder: Finder,
+    dial: Dial,
     mut config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
     device: DeviceId,
 ) {
+    let peers = dial.peers.clone();
     let mut changed = peers.changed.subscribe();
     let mut backoff = MIN_BACKOFF;
     let mut up_since: Option<tokio::time::Instant> = None;
@@ -134,7 +168,7 @@ async fn dial_loop(
             }
             if last_round.is_none_or(|t| now >= t + backoff) {
                 last_round = Some(now);
-                dial_round(&net, &peers, &finder, device).await;
+                dial.round(device).await;
                 // Also after a connection: only one that lasts resets it.
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -157,22 +191,33 @@ async fn dial_loop(
     }
 }
 
-/// Dials the candidates in order until one connects.
-async fn dial_round(net: &Net, peers: &Arc<Peers>, finder: &Finder, device: DeviceId) {
-    let candidates = finder.candidates(&device).await;
-    for c in &candidates {
-        match net.dial(&c.url, device).await {
-            Ok(conn) => {
-                tracing::debug!(%device, url = %c.url, source = %c.source, "dialled");
-                tokio::spawn(peers.clone().run_link(link(conn)));
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(%device, url = %c.url, source = %c.source, "dial failed: {e}")
+/// What every dial loop shares.
+struct Dial {
+    net: Net,
+    peers: Arc<Peers>,
+    finder: Finder,
+    sources: Arc<Sources>,
+}
+
+impl Dial {
+    /// Dials the candidates in order until one connects.
+    async fn round(&self, device: DeviceId) {
+        let candidates = self.finder.candidates(&device).await;
+        for c in &candidates {
+            match self.net.dial(&c.url, device).await {
+                Ok(conn) => {
+                    tracing::debug!(%device, url = %c.url, source = %c.source, "dialled");
+                    self.sources.set(device, c.url.clone(), c.source);
+                    tokio::spawn(self.peers.clone().run_link(link(conn)));
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(%device, url = %c.url, source = %c.source, "dial failed: {e}")
+                }
             }
         }
-    }
-    if !candidates.is_empty() {
-        finder.failed(&device);
+        if !candidates.is_empty() {
+            self.finder.failed(&device);
+        }
     }
 }
