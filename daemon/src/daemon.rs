@@ -23,6 +23,7 @@ use crate::config::live::Live;
 use crate::config::{Config, FolderConfig};
 use crate::connect;
 use crate::discovery::global::Global;
+use crate::discovery::lan::Lan;
 use crate::discovery::Finder;
 use crate::home::Home;
 use crate::identity;
@@ -114,12 +115,16 @@ async fn serve(
     let https = crate::net::https::Https::new(identity).context("the HTTPS client")?;
     // Only the listeners so far; port mappings and relays will add theirs.
     let (_own_tx, own_rx) = tokio::sync::watch::channel(net.listen_urls());
+    let lan = Lan::new(device_id, live.clone(), own_rx.clone());
+    let lan_task = lan.spawn();
     let global = Global::new(https, live.clone(), own_rx);
     let global_task = global.spawn();
     let dialler = connect::spawn(
         net.clone(),
         peers.clone(),
-        Finder::new(live.clone()).with_global(global.clone()),
+        Finder::new(live.clone())
+            .with_lan(lan.clone())
+            .with_global(global.clone()),
         live.clone(),
     );
     let mut sup = Supervisor {
@@ -160,6 +165,7 @@ async fn serve(
         reload: reload_tx,
         sources: dialler.sources.clone(),
         global: global.clone(),
+        lan: lan.clone(),
     });
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(api::serve(listener, state.clone(), async {
@@ -180,6 +186,7 @@ async fn serve(
     // pulls (they write the index), then the API that reads them.
     dialler.stop();
     global_task.abort();
+    lan_task.abort();
     net.shutdown();
     accept.abort();
     peers.close_all("shutting down");

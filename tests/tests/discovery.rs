@@ -63,7 +63,10 @@ fn devices_known_by_id_alone_meet_through_the_discovery_server() {
         let dev = &s["devices"][0];
         assert_eq!(dev["connected"], true, "{s:#}");
         sources.push(dev["source"].as_str().unwrap_or_default().to_string());
-        let disco = &s["discovery"][0];
+        let disco = s["discovery"]
+            .as_array()
+            .and_then(|d| d.iter().find(|x| x["source"] == "global"))
+            .expect("a global source");
         assert_eq!(disco["server"], server.url.as_str(), "{s:#}");
         assert_eq!(disco["ok"], true, "{s:#}");
     }
@@ -239,4 +242,126 @@ fn syncthing_finds_a_ferrosync_device_through_stdiscosrv() {
     let server = ferrosync_tests::servers::StDiscosrv::start(&program, &hs);
     let url = server.url.clone();
     meet_syncthing((ha, hb), &url, Finder::Syncthing);
+}
+
+/// Two devices on one LAN segment, each given only the other's ID, no
+/// discovery server: they hear each other's beacons, connect and sync.
+#[test]
+fn devices_known_by_id_alone_meet_on_the_lan() {
+    let Some(mut lab) = Lab::new() else { return };
+    let mut seg = lab.segment();
+    let (ha, hb) = (lab.host(&mut seg, "a"), lab.host(&mut seg, "b"));
+    let (a, a_id) = Device::in_netns("alpha", &ha);
+    let (b, b_id) = Device::in_netns("bravo", &hb);
+    let (ra, rb) = (a.scratch().join("data"), b.scratch().join("data"));
+    for (d, root, peer) in [(&a, &ra, &b_id), (&b, &rb, &a_id)] {
+        d.ok(&["config", "set", "discovery.local", "true"]);
+        let out = d.ok(&["device", "add", peer, "--name", "peer"]);
+        assert!(out.contains("on the LAN"), "{out}");
+        d.ok(&[
+            "folder",
+            "add",
+            "f",
+            root.to_str().expect("utf-8"),
+            "--create",
+            "--share",
+            peer,
+        ]);
+    }
+    std::fs::write(ra.join("hello.txt"), "heard on the LAN").expect("write");
+    let started = Instant::now();
+    let (da, db) = (a.start(), b.start());
+    wait_equal(
+        &[&ra, &rb],
+        &[&da, &db],
+        Duration::from_secs(60),
+        "on the LAN",
+    );
+    eprintln!(
+        "connected and synced {:?} after both daemons started",
+        started.elapsed()
+    );
+    let mut sources = Vec::new();
+    for d in [&da, &db] {
+        let s = d.status().expect("status");
+        sources.push(
+            s["devices"][0]["source"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+        assert_eq!(s["discovery"][0]["source"], "lan", "{s:#}");
+        assert_eq!(s["discovery"][0]["ok"], true, "{s:#}");
+    }
+    assert!(sources.iter().any(|s| s == "lan"), "{sources:?}");
+    da.stop();
+    db.stop();
+}
+
+/// A real Syncthing on the same LAN hears our beacons (it lists our
+/// device in `/rest/system/discovery`) and we hear its: with no address
+/// configured on either side, they connect and sync.
+#[test]
+fn syncthing_on_the_lan_hears_us_and_syncs() {
+    use ferrosync_tests::syncthing::{FolderType, Listen, Options, Syncthing};
+    let Some(binary) = ferrosync_tests::require("syncthing", "syncthing") else {
+        return;
+    };
+    let Some(mut lab) = Lab::new() else { return };
+    let mut seg = lab.segment();
+    let (ha, hb) = (lab.host(&mut seg, "a"), lab.host(&mut seg, "st"));
+    let st = Syncthing::start(Options {
+        binary,
+        listen: Listen::Tcp,
+        netns: Some(hb),
+        local_discovery: true,
+        ..Options::default()
+    });
+    let (a, a_id) = Device::in_netns("ferro", &ha);
+    let ra = a.scratch().join("data");
+    let rb = st.scratch().join("data");
+    std::fs::create_dir_all(&rb).expect("mkdir");
+    std::fs::write(rb.join("from-syncthing.txt"), "Syncthing's").expect("write");
+    st.add_device(&a_id, "ferro", &[]);
+    st.add_folder("f", &rb, &[&a_id], FolderType::SendReceive);
+    a.ok(&["config", "set", "discovery.local", "true"]);
+    a.ok(&["device", "add", st.device_id(), "--name", "st"]);
+    a.ok(&[
+        "folder",
+        "add",
+        "f",
+        ra.to_str().expect("utf-8"),
+        "--create",
+        "--share",
+        st.device_id(),
+    ]);
+    std::fs::write(ra.join("from-ferrosync.txt"), "ferrosync's").expect("write");
+    let da = a.start();
+    let listed = ferrosync_tests::poll(Duration::from_secs(60), || {
+        let (code, body) = st.request("GET", "/rest/system/discovery", None).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (code == 200 && v.get(a_id.as_str()).is_some()).then_some(v)
+    });
+    let Some(listed) = listed else {
+        panic!(
+            "Syncthing never heard us; its log:\n{}\nours:\n{}",
+            st.log_tail(60),
+            da.log()
+        );
+    };
+    eprintln!("Syncthing lists us: {}", listed[a_id.as_str()]);
+    let both = ferrosync_tests::poll(Duration::from_secs(120), || {
+        ["from-ferrosync.txt", "from-syncthing.txt"]
+            .iter()
+            .all(|f| ra.join(f).exists() && rb.join(f).exists())
+            .then_some(())
+    });
+    if both.is_none() {
+        panic!(
+            "no sync on the LAN; ours:\n{}\nSyncthing's:\n{}",
+            da.log(),
+            st.log_tail(80)
+        );
+    }
+    da.stop();
 }

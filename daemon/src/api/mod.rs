@@ -36,6 +36,8 @@ pub struct ApiState {
     pub sources: Arc<crate::connect::Sources>,
     /// The global discovery client.
     pub global: Arc<crate::discovery::global::Global>,
+    /// LAN discovery.
+    pub lan: Arc<crate::discovery::lan::Lan>,
 }
 
 /// A request to reload the configuration; the reply carries notes for the
@@ -142,17 +144,27 @@ async fn status(State(s): State<Arc<ApiState>>) -> Response {
         version: env!("CARGO_PKG_VERSION").to_string(),
         folders,
         devices,
-        discovery: s
-            .global
-            .status()
-            .into_iter()
-            .map(|(server, st)| dto::DiscoveryStatus {
-                source: "global".to_string(),
-                server: Some(server),
-                ok: st.ok,
-                error: st.error,
+        discovery: {
+            let lan = s.lan.status();
+            std::iter::once(dto::DiscoveryStatus {
+                source: "lan".to_string(),
+                server: None,
+                ok: lan.ok,
+                error: lan.error,
             })
-            .collect(),
+            .chain(
+                s.global
+                    .status()
+                    .into_iter()
+                    .map(|(server, st)| dto::DiscoveryStatus {
+                        source: "global".to_string(),
+                        server: Some(server),
+                        ok: st.ok,
+                        error: st.error,
+                    }),
+            )
+            .collect()
+        },
     })
     .into_response()
 }

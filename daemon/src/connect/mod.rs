@@ -154,6 +154,7 @@ async fn dial_loop(
 ) {
     let peers = dial.peers.clone();
     let mut changed = peers.changed.subscribe();
+    let mut found = dial.finder.changed();
     let mut backoff = MIN_BACKOFF;
     let mut up_since: Option<tokio::time::Instant> = None;
     let mut last_round: Option<tokio::time::Instant> = None;
@@ -187,6 +188,17 @@ async fn dial_loop(
                 last_round = None;
             }
             _ = tokio::time::sleep_until(wake) => {}
+            // A source learnt new addresses: try them now.
+            Ok(()) = async {
+                match found.as_mut() {
+                    Some(f) => f.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if peers.session(&device).is_none() {
+                    last_round = None;
+                }
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ use proto::DeviceId;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
+use super::SourceStatus;
 use crate::config::live::Live;
 use crate::net::https::{Https, Reply, Trust};
 
@@ -96,16 +97,6 @@ pub fn parse_server(configured: &str) -> Result<ServerUrl, String> {
     })
 }
 
-/// What status shows of one server.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServerStatus {
-    /// Whether the last announcement (or, for lookup-only servers, the
-    /// last lookup) worked.
-    pub ok: bool,
-    /// What went wrong last, if the last attempt failed.
-    pub error: Option<String>,
-}
-
 struct Cached {
     addresses: Vec<String>,
     until: Instant,
@@ -117,7 +108,7 @@ pub struct Global {
     config: Live,
     own: watch::Receiver<Vec<String>>,
     cache: Mutex<HashMap<DeviceId, Cached>>,
-    status: Mutex<BTreeMap<String, ServerStatus>>,
+    status: Mutex<BTreeMap<String, SourceStatus>>,
 }
 
 impl Global {
@@ -138,7 +129,7 @@ impl Global {
     }
 
     /// Each configured server's status, by its configured URL.
-    pub fn status(&self) -> BTreeMap<String, ServerStatus> {
+    pub fn status(&self) -> BTreeMap<String, SourceStatus> {
         let servers = self.servers();
         let st = self.status.lock().unwrap_or_else(|e| e.into_inner());
         servers
@@ -170,7 +161,7 @@ impl Global {
         let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
         st.insert(
             server.to_string(),
-            ServerStatus {
+            SourceStatus {
                 ok: result.is_ok(),
                 error: result.err(),
             },

@@ -4,11 +4,11 @@
 //! LAN discovery heard, then what the global discovery servers answered.
 //! Candidates are hints only: the TLS handshake decides who answers.
 //!
+//! - [`lan`]: Syncthing's local discovery beacons
 //! - [`global`]: the global discovery client (announce, lookup)
-//!
-//! LAN discovery is still to come.
 
 pub mod global;
+pub mod lan;
 
 use std::fmt;
 use std::sync::Arc;
@@ -47,6 +47,15 @@ impl fmt::Display for Source {
     }
 }
 
+/// How a discovery source (a server, the LAN beacon) fares, for status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceStatus {
+    /// Whether its last attempt worked.
+    pub ok: bool,
+    /// What went wrong last, if the last attempt failed.
+    pub error: Option<String>,
+}
+
 /// One address to try for a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
@@ -62,6 +71,7 @@ pub struct Candidate {
 #[derive(Clone)]
 pub struct Finder {
     config: Live,
+    lan: Option<Arc<lan::Lan>>,
     global: Option<Arc<global::Global>>,
 }
 
@@ -70,8 +80,21 @@ impl Finder {
     pub fn new(config: Live) -> Self {
         Self {
             config,
+            lan: None,
             global: None,
         }
+    }
+
+    /// Also offers what LAN discovery heard of `dynamic` devices.
+    pub fn with_lan(mut self, lan: Arc<lan::Lan>) -> Self {
+        self.lan = Some(lan);
+        self
+    }
+
+    /// Sees a new value when a source learns new addresses (the LAN hears a
+    /// device), so dial loops need not wait out their backoff.
+    pub fn changed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.lan.as_ref().map(|l| l.changed())
     }
 
     /// Also asks the global discovery servers about `dynamic` devices.
@@ -90,7 +113,13 @@ impl Finder {
                 push(&mut out, a, Source::Static);
             }
         }
-        if let Some(g) = self.global.as_ref().filter(|_| self.is_dynamic(device)) {
+        let dynamic = self.is_dynamic(device);
+        if let Some(l) = self.lan.as_ref().filter(|_| dynamic) {
+            for a in l.addresses(device) {
+                push(&mut out, &a, Source::Lan);
+            }
+        }
+        if let Some(g) = self.global.as_ref().filter(|_| dynamic) {
             for a in g.lookup(device).await {
                 push(&mut out, &a, Source::Global);
             }
