@@ -21,7 +21,7 @@ use axum::routing::any;
 use axum::{Extension, Router};
 use http_body_util::BodyExt;
 use proto::DeviceId;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::fixup;
 use crate::limit::Limiter;
@@ -67,6 +67,13 @@ async fn ping() -> StatusCode {
 #[derive(Deserialize)]
 struct LookupQuery {
     device: Option<String>,
+}
+
+/// A lookup's answer.
+#[derive(Serialize)]
+struct Found<'a> {
+    seen: &'a str,
+    addresses: &'a [String],
 }
 
 #[derive(Deserialize)]
@@ -126,11 +133,15 @@ async fn lookup(app: &App, query: Option<LookupQuery>) -> Response {
             let seen = chrono::DateTime::from_timestamp_millis(r.seen_ms as i64)
                 .unwrap_or_default()
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            let body = serde_json::json!({ "seen": seen, "addresses": r.addresses });
+            let body = serde_json::to_string(&Found {
+                seen: &seen,
+                addresses: &r.addresses,
+            })
+            .unwrap_or_default();
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
-                body.to_string(),
+                body,
             )
                 .into_response()
         }

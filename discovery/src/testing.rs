@@ -94,6 +94,93 @@ impl Reply {
     }
 }
 
+/// A keep-alive HTTPS connection to a server (any global discovery v3
+/// server: ours or Syncthing's).
+pub struct Connection {
+    send: hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>,
+    /// The device ID of the certificate the server presented.
+    pub server_id: DeviceId,
+}
+
+impl Connection {
+    /// Connects, presenting `cert` if given.
+    pub async fn open(addr: SocketAddr, cert: Option<&ClientCert>) -> anyhow::Result<Self> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = Arc::new(proto::tls::PeerVerifier::new(
+            provider.signature_verification_algorithms,
+        ));
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match cert {
+            Some(c) => builder.with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(c.cert_pem.as_bytes())?],
+                PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes())?,
+            )?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("discovery")?, tcp)
+            .await
+            .context("TLS")?;
+        let server_id = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| DeviceId::from_cert_der(c.as_ref()))
+            .context("no server certificate")?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        Ok(Self { send, server_id })
+    }
+
+    /// Sends one request on the connection; `headers` are added as they
+    /// are.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<Reply> {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "discovery");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send.ready().await?;
+        let resp = self
+            .send
+            .send_request(req.body(Full::new(bytes::Bytes::from(body)))?)
+            .await?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    v.to_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let body = resp.into_body().collect().await?.to_bytes().to_vec();
+        Ok(Reply {
+            status,
+            headers,
+            body,
+            server_id: self.server_id,
+        })
+    }
+}
+
 /// Sends one request over a new TLS connection, presenting `cert` if
 /// given; `headers` are added as they are.
 pub async fn request(
@@ -104,64 +191,10 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> anyhow::Result<Reply> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(proto::tls::PeerVerifier::new(
-        provider.signature_verification_algorithms,
-    ));
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier);
-    let mut config = match cert {
-        Some(c) => builder.with_client_auth_cert(
-            vec![CertificateDer::from_pem_slice(c.cert_pem.as_bytes())?],
-            PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes())?,
-        )?,
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("discovery")?, tcp)
+    Connection::open(addr, cert)
+        .await?
+        .request(method, path, headers, body)
         .await
-        .context("TLS")?;
-    let server_id = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| DeviceId::from_cert_der(c.as_ref()))
-        .context("no server certificate")?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "discovery");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = send
-        .send_request(req.body(Full::new(bytes::Bytes::from(body)))?)
-        .await?;
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                v.to_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    let body = resp.into_body().collect().await?.to_bytes().to_vec();
-    Ok(Reply {
-        status,
-        headers,
-        body,
-        server_id,
-    })
 }
 
 /// Announces `addresses` as `cert`'s device.

@@ -111,7 +111,7 @@ impl FromStr for DeviceId {
                 '8' => 'B',
                 c => c,
             };
-            if !c.is_ascii() || !ALPHABET.contains(&(c as u8)) {
+            if value_of(c).is_none() {
                 return Err(DeviceIdError::Character(c));
             }
             chars.push(c as u8);
@@ -146,13 +146,24 @@ impl fmt::Display for ShortId {
     }
 }
 
+/// A base32 character's value (`A`–`Z` 0–25, `2`–`7` 26–31): arithmetic,
+/// not a search of [`ALPHABET`] (a discovery server parses an ID per
+/// lookup).
+fn value_of(c: char) -> Option<u8> {
+    match c {
+        'A'..='Z' => Some(c as u8 - b'A'),
+        '2'..='7' => Some(c as u8 - b'2' + 26),
+        _ => None,
+    }
+}
+
 /// Syncthing's "Luhn mod 32" check character (not textbook Luhn: the factor
 /// starts at 1 on the first character).
 fn luhn32(group: &[u8]) -> u8 {
     let mut factor = 1;
     let mut sum = 0u32;
     for &c in group {
-        let cp = ALPHABET.iter().position(|&a| a == c).unwrap_or(0) as u32;
+        let cp = value_of(c as char).unwrap_or(0) as u32;
         let a = factor * cp;
         factor = if factor == 2 { 1 } else { 2 };
         sum += a / 32 + a % 32;

@@ -1,6 +1,7 @@
-//! Our servers run as real processes: `ferrosync-discovery` on a data
-//! directory, on loopback or inside a lab host; stopped with SIGTERM (it
-//! flushes its store) by [`DiscoveryProcess::stop`], killed on drop.
+//! Servers as real processes: `ferrosync-discovery` on a data directory,
+//! on loopback or inside a lab host (stopped with SIGTERM, so it flushes
+//! its store, by [`DiscoveryProcess::stop`]); Syncthing's `stdiscosrv` in
+//! a lab host; a `redis-server` on loopback. Each is killed on drop.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -20,10 +21,16 @@ impl DiscoveryProcess {
     /// Starts it on `data`, listening on `listen` (port 0: any), inside
     /// `host`'s namespace if given; waits until it prints its URL.
     pub fn start(data: &Path, listen: &str, host: Option<&Host>, extra: &[&str]) -> Self {
-        let mut cmd = match host {
+        let cmd = match host {
             Some(h) => h.command(bin("ferrosync-discovery")),
             None => Command::new(bin("ferrosync-discovery")),
         };
+        Self::start_with(cmd, data, listen, extra)
+    }
+
+    /// The same with `cmd` as the program to run (a wrapper such as
+    /// `taskset -c 1 ferrosync-discovery`).
+    pub fn start_with(mut cmd: Command, data: &Path, listen: &str, extra: &[&str]) -> Self {
         let mut child = cmd
             .arg("--data")
             .arg(data)
@@ -52,6 +59,11 @@ impl DiscoveryProcess {
             .next()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("not a server URL: {}", self.url))
+    }
+
+    /// Its process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Stops it with SIGTERM and checks it exited cleanly.
@@ -121,5 +133,51 @@ impl Drop for StDiscosrv {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A real redis-server on a free loopback port, stopped on drop.
+pub struct Redis(Child, u16);
+
+impl Redis {
+    /// Starts one; `None` (the caller skips) if `redis-server` is not
+    /// installed outside CI.
+    pub fn start() -> Option<Self> {
+        let program = crate::require("redis-server", "redis-server")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(program)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let up = crate::poll(std::time::Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(up.is_some(), "redis-server did not start");
+        Some(Self(child, port))
+    }
+
+    /// Its URL, for `--store`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.1)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

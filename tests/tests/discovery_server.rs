@@ -2,13 +2,13 @@
 //! Syncthing's clients do them, every kind of bad request, the rate limit,
 //! metrics, restarts (sled) and two front ends on one real Redis.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use ferrosync_discovery::limit::RateLimit;
 use ferrosync_discovery::store::StoreConfig;
 use ferrosync_discovery::testing::{announce, lookup, request, spawn, spawn_with, ClientCert};
-use ferrosync_tests::servers::DiscoveryProcess;
+use ferrosync_tests::servers::{DiscoveryProcess, Redis};
 use ferrosync_tests::{bin, describe, poll, require};
 
 fn rt() -> tokio::runtime::Runtime {
@@ -269,51 +269,12 @@ fn the_binary_prints_its_url_and_keeps_announcements_across_restarts() {
     server.stop();
 }
 
-/// A real redis-server on a free loopback port, stopped on drop.
-struct Redis(Child, u16);
-
-impl Redis {
-    fn start() -> Option<Self> {
-        let program = require("redis-server", "redis-server")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new(program)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let up = poll(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        assert!(up.is_some(), "redis-server did not start");
-        Some(Self(child, port))
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Two front ends on one Redis: what one stores the other finds, and a
 /// third started later too (the front ends keep no state).
 #[test]
 fn two_front_ends_on_one_redis_share_announcements() {
     let Some(redis) = Redis::start() else { return };
-    let store = StoreConfig::Redis(format!("redis://127.0.0.1:{}", redis.1));
+    let store = StoreConfig::Redis(redis.url());
     rt().block_on(async {
         let a = spawn_with(|c| c.store = store.clone()).await;
         let b = spawn_with(|c| c.store = store.clone()).await;

@@ -211,9 +211,9 @@ impl Lan {
             // The directed broadcast from address and mask: if-addrs 0.13
             // reports a veth's own address as its broadcast address.
             .filter_map(|i| match &i.addr {
-                if_addrs::IfAddr::V4(a) if a.prefixlen < 31 => Some(Ipv4Addr::from(
-                    u32::from(a.ip) | !u32::from(a.netmask),
-                )),
+                if_addrs::IfAddr::V4(a) if a.prefixlen < 31 => {
+                    Some(Ipv4Addr::from(u32::from(a.ip) | !u32::from(a.netmask)))
+                }
                 _ => None,
             })
             .collect();
