@@ -365,3 +365,47 @@ fn syncthing_on_the_lan_hears_us_and_syncs() {
     }
     da.stop();
 }
+
+/// A device added by ID while the daemon runs is found (here on the LAN)
+/// and connected without a restart.
+#[test]
+fn a_device_added_by_id_while_running_is_found_without_a_restart() {
+    let Some(mut lab) = Lab::new() else { return };
+    let mut seg = lab.segment();
+    let (ha, hb) = (lab.host(&mut seg, "a"), lab.host(&mut seg, "b"));
+    let (a, a_id) = Device::in_netns("alpha", &ha);
+    let (b, b_id) = Device::in_netns("bravo", &hb);
+    let (ra, rb) = (a.scratch().join("data"), b.scratch().join("data"));
+    for d in [&a, &b] {
+        d.ok(&["config", "set", "discovery.local", "true"]);
+    }
+    a.ok(&[
+        "folder",
+        "add",
+        "f",
+        ra.to_str().expect("utf-8"),
+        "--create",
+    ]);
+    b.ok(&[
+        "folder",
+        "add",
+        "f",
+        rb.to_str().expect("utf-8"),
+        "--create",
+    ]);
+    std::fs::write(ra.join("late.txt"), "added while running").expect("write");
+    let (da, db) = (a.start(), b.start());
+    // Both running, neither knows the other: now each is told.
+    for (d, peer) in [(&a, &b_id), (&b, &a_id)] {
+        d.ok(&["device", "add", peer, "--name", "peer"]);
+        d.ok(&["folder", "share", "f", peer]);
+    }
+    wait_equal(
+        &[&ra, &rb],
+        &[&da, &db],
+        Duration::from_secs(60),
+        "added while running",
+    );
+    da.stop();
+    db.stop();
+}
