@@ -409,3 +409,64 @@ fn a_device_added_by_id_while_running_is_found_without_a_restart() {
     da.stop();
     db.stop();
 }
+
+/// Where beacons are filtered (UDP 21027 dropped on both hosts), two
+/// ferrosync devices still find each other on the LAN through mDNS.
+#[test]
+fn devices_meet_through_mdns_when_beacons_are_filtered() {
+    let Some(mut lab) = Lab::new() else { return };
+    let mut seg = lab.segment();
+    let (ha, hb) = (lab.host(&mut seg, "a"), lab.host(&mut seg, "b"));
+    for h in [&ha, &hb] {
+        let out = h
+            .command("iptables")
+            .args([
+                "-A", "OUTPUT", "-p", "udp", "--dport", "21027", "-j", "DROP",
+            ])
+            .output()
+            .expect("iptables");
+        assert!(out.status.success(), "iptables: {out:?}");
+    }
+    let (a, a_id) = Device::in_netns("alpha", &ha);
+    let (b, b_id) = Device::in_netns("bravo", &hb);
+    let (ra, rb) = (a.scratch().join("data"), b.scratch().join("data"));
+    for (d, root, peer) in [(&a, &ra, &b_id), (&b, &rb, &a_id)] {
+        d.ok(&["config", "set", "discovery.local", "true"]);
+        d.ok(&["device", "add", peer, "--name", "peer"]);
+        d.ok(&[
+            "folder",
+            "add",
+            "f",
+            root.to_str().expect("utf-8"),
+            "--create",
+            "--share",
+            peer,
+        ]);
+    }
+    std::fs::write(ra.join("mdns.txt"), "found by mDNS").expect("write");
+    let started = Instant::now();
+    let (da, db) = (a.start(), b.start());
+    wait_equal(&[&ra, &rb], &[&da, &db], Duration::from_secs(60), "mDNS");
+    eprintln!(
+        "connected and synced {:?} after both daemons started",
+        started.elapsed()
+    );
+    // The beacons were sent, and dropped: it was mDNS.
+    for h in [&ha, &hb] {
+        let out = h
+            .command("iptables")
+            .args(["-L", "OUTPUT", "-v", "-n", "-x"])
+            .output()
+            .expect("iptables");
+        let table = String::from_utf8_lossy(&out.stdout).to_string();
+        let dropped: u64 = table
+            .lines()
+            .find(|l| l.contains("dpt:21027"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(dropped > 0, "no beacon was dropped:\n{table}");
+    }
+    da.stop();
+    db.stop();
+}

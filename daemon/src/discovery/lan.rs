@@ -5,12 +5,17 @@
 //! restarted one: a new instance ID) speaks up. What others announce is
 //! kept 90 s, with unspecified hosts filled in from the packet's source
 //! and port-0 addresses dropped (`proto::local_discovery::fill_in`).
+//! Beside the beacons, an mDNS service (`_ferrosync._tcp.local.`, the only
+//! use of mdns-sd) advertises our device ID and ports, and what other
+//! ferrosync devices advertise goes into the same cache (Syncthing speaks
+//! no mDNS: this helps where broadcasts are filtered but mDNS is not).
 //! Addresses heard here are hints only: the TLS handshake decides who
 //! answers.
 //!
 //! ```text
 //! Lan::spawn ── one task: follows discovery.local; while on, binds the
-//!               receivers, hears beacons and sends ours
+//!               receivers, hears beacons and sends ours, and runs the
+//!               mDNS daemon (its own thread, shut down when off)
 //! ```
 
 use std::collections::HashMap;
@@ -130,8 +135,14 @@ impl Lan {
         }
     }
 
+    /// Hears and sends beacons, and runs mDNS, until the task is dropped.
+    async fn serve(self: &Arc<Self>) {
+        let _mdns = Mdns::start(self);
+        self.beacons().await
+    }
+
     /// Hears and sends beacons until the task is dropped.
-    async fn serve(&self) {
+    async fn beacons(&self) {
         let v4 = match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).await {
             Ok(s) => Some(s),
             Err(e) => {
@@ -267,6 +278,46 @@ impl Lan {
         }
     }
 
+    /// Records where a device was heard; prompts our beacon if it is new
+    /// (or restarted) and wakes the dial loops if it moved.
+    /// `instance` is the beacon's; `None` (mDNS, which has none) keeps
+    /// the one last heard.
+    fn record(&self, id: DeviceId, instance: Option<i64>, addresses: Vec<String>) {
+        if id == self.own || addresses.is_empty() {
+            return;
+        }
+        let mut heard = self.heard.lock().unwrap_or_else(|e| e.into_inner());
+        let instance = instance
+            .or_else(|| heard.get(&id).map(|h| h.instance))
+            .unwrap_or(0);
+        let known = heard
+            .get(&id)
+            .is_some_and(|h| h.instance == instance && h.at.elapsed() < LIFETIME);
+        let moved = heard.get(&id).is_none_or(|h| h.addresses != addresses);
+        if heard.len() >= MAX_HEARD && !heard.contains_key(&id) {
+            if let Some(oldest) = heard.iter().min_by_key(|(_, h)| h.at).map(|(d, _)| *d) {
+                heard.remove(&oldest);
+            }
+        }
+        heard.insert(
+            id,
+            Heard {
+                addresses: addresses.clone(),
+                instance,
+                at: Instant::now(),
+            },
+        );
+        drop(heard);
+        if !known {
+            tracing::debug!(device = %id, ?addresses, "heard on the LAN");
+            // Let it hear us at once, as Syncthing does.
+            self.prompt.notify_one();
+        }
+        if moved {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
     /// Takes in one datagram.
     fn hear(&self, packet: &[u8], from: SocketAddr) {
         let a = match Announce::decode(packet) {
@@ -280,38 +331,112 @@ impl Lan {
             return;
         }
         let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-        let addresses = fill_in(&a.addresses, from);
-        if addresses.is_empty() {
-            return;
-        }
-        let mut heard = self.heard.lock().unwrap_or_else(|e| e.into_inner());
-        let known = heard
-            .get(&a.id)
-            .is_some_and(|h| h.instance == a.instance_id && h.at.elapsed() < LIFETIME);
-        let moved = heard.get(&a.id).is_none_or(|h| h.addresses != addresses);
-        if heard.len() >= MAX_HEARD && !heard.contains_key(&a.id) {
-            if let Some(oldest) = heard.iter().min_by_key(|(_, h)| h.at).map(|(d, _)| *d) {
-                heard.remove(&oldest);
+        self.record(a.id, Some(a.instance_id), fill_in(&a.addresses, from));
+    }
+}
+
+/// The mDNS service type ferrosync devices advertise.
+const MDNS_SERVICE: &str = "_ferrosync._tcp.local.";
+
+/// A running mDNS daemon: our service registered, others' browsed; shut
+/// down on drop.
+struct Mdns {
+    daemon: mdns_sd::ServiceDaemon,
+    browser: tokio::task::JoinHandle<()>,
+}
+
+impl Mdns {
+    /// Registers our service (TXT: `id`, and the `tcp` and `quic` ports we
+    /// listen on) and browses for others; `None` (logged) if mDNS cannot
+    /// start here.
+    fn start(lan: &Arc<Lan>) -> Option<Self> {
+        let ports = |scheme: &str| {
+            lan.addresses
+                .borrow()
+                .iter()
+                .filter_map(|a| proto::addr::parse(a).ok())
+                .find(|a| a.transport.as_str() == scheme)
+                .and_then(|a| a.port)
+        };
+        let (tcp, quic) = (ports("tcp"), ports("quic"));
+        let daemon = mdns_sd::ServiceDaemon::new()
+            .map_err(|e| tracing::info!("mDNS is not available: {e}"))
+            .ok()?;
+        let id = lan.own.to_string();
+        // A DNS label holds 63 bytes: the ID's first two groups name us.
+        let instance = &id[..15];
+        let mut props = vec![("id".to_string(), id.clone())];
+        for (k, p) in [("tcp", tcp), ("quic", quic)] {
+            if let Some(p) = p {
+                props.push((k.to_string(), p.to_string()));
             }
         }
-        heard.insert(
-            a.id,
-            Heard {
-                addresses: addresses.clone(),
-                instance: a.instance_id,
-                at: Instant::now(),
-            },
-        );
-        drop(heard);
-        if !known {
-            tracing::debug!(device = %a.id, ?addresses, "heard on the LAN");
-            // Let it hear us at once, as Syncthing does.
-            self.prompt.notify_one();
+        let info = mdns_sd::ServiceInfo::new(
+            MDNS_SERVICE,
+            instance,
+            &format!("{instance}.local."),
+            "",
+            tcp.or(quic).unwrap_or(proto::addr::DEFAULT_PORT),
+            &props[..],
+        )
+        .map(mdns_sd::ServiceInfo::enable_addr_auto);
+        if let Err(e) = info.and_then(|i| daemon.register(i)) {
+            tracing::info!("mDNS: registering our service: {e}");
         }
-        if moved {
-            self.changed.send_modify(|n| *n += 1);
+        let events = match daemon.browse(MDNS_SERVICE) {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::info!("mDNS: browsing: {e}");
+                let _ = daemon.shutdown();
+                return None;
+            }
+        };
+        let lan = lan.clone();
+        let browser = tokio::spawn(async move {
+            while let Ok(event) = events.recv_async().await {
+                if let mdns_sd::ServiceEvent::ServiceResolved(info) = event {
+                    if let Some((id, addresses)) = advertised(&info) {
+                        lan.record(id, None, addresses);
+                    }
+                }
+            }
+        });
+        Some(Self { daemon, browser })
+    }
+}
+
+impl Drop for Mdns {
+    fn drop(&mut self) {
+        self.browser.abort();
+        let _ = self.daemon.shutdown();
+    }
+}
+
+/// The device and addresses a resolved mDNS service advertises.
+fn advertised(info: &mdns_sd::ServiceInfo) -> Option<(DeviceId, Vec<String>)> {
+    let id: DeviceId = info.get_property_val_str("id")?.parse().ok()?;
+    let port = |k: &str| {
+        info.get_property_val_str(k)
+            .and_then(|p| p.parse::<u16>().ok())
+            .filter(|&p| p != 0)
+    };
+    let mut out = Vec::new();
+    for ip in info.get_addresses() {
+        let ip = ip.to_canonical();
+        // A link-local IPv6 address needs its interface, which a URL
+        // cannot carry.
+        let link_local_v6 = matches!(ip, std::net::IpAddr::V6(v6) if v6.is_unicast_link_local());
+        if ip.is_loopback() || ip.is_unspecified() || link_local_v6 {
+            continue;
+        }
+        for scheme in ["tcp", "quic"] {
+            if let Some(p) = port(scheme) {
+                out.push(format!("{scheme}://{}", SocketAddr::new(ip, p)));
+            }
         }
     }
+    out.sort();
+    Some((id, out))
 }
 
 async fn wait_off(
