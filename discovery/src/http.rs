@@ -33,7 +33,7 @@ pub const MAX_BODY: usize = 64 << 10;
 
 /// Who made a connection: its address and, if it sent a certificate, the
 /// device ID that certificate hashes to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
     /// The TCP peer.
     pub addr: SocketAddr,
@@ -49,6 +49,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The per-IP limit, if any.
     pub limiter: Option<Limiter>,
+    /// The reverse proxy that speaks for clients (`--behind-proxy`).
+    pub proxy: Option<std::net::IpAddr>,
 }
 
 /// The API. Each request must carry a [`Peer`] extension (the server adds
@@ -86,10 +88,25 @@ async fn root(
     State(app): State<Arc<App>>,
     Extension(peer): Extension<Peer>,
     method: Method,
+    headers: axum::http::HeaderMap,
     query: Result<Query<LookupQuery>, axum::extract::rejection::QueryRejection>,
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let peer = match app.proxy {
+        None => peer,
+        Some(proxy) => match crate::proxy::client(proxy, peer, &headers) {
+            Ok(p) => p,
+            Err(crate::proxy::Refused::NotTheProxy(ip)) => {
+                tracing::debug!(%ip, "a request not through the proxy");
+                return StatusCode::FORBIDDEN.into_response();
+            }
+            Err(crate::proxy::Refused::NoClientAddress) => {
+                return (StatusCode::BAD_REQUEST, "no X-Forwarded-For from the proxy")
+                    .into_response();
+            }
+        },
+    };
     let response = answer(&app, peer, method, query.ok().map(|q| q.0), body).await;
     app.metrics.observe(started.elapsed());
     response

@@ -7,6 +7,7 @@
 //! - [`fixup`]: what announced addresses become
 //! - [`store`]: sled or Redis (the only module that knows either)
 //! - [`limit`]: the per-IP request limit
+//! - [`proxy`]: who the client is, behind a reverse proxy
 //! - [`metrics`]: counters and their Prometheus text
 //!
 //! `main.rs` only parses the command line and calls [`run`].
@@ -16,6 +17,7 @@ pub mod fixup;
 pub mod http;
 pub mod limit;
 pub mod metrics;
+pub mod proxy;
 pub mod server;
 pub mod store;
 #[cfg(feature = "test-utils")]
@@ -69,6 +71,11 @@ pub enum Command {
         /// burst of ten seconds' worth is allowed.
         #[arg(long, default_value_t = 10.0, value_name = "N")]
         rate_limit: f64,
+        /// Serve plain HTTP to a TLS-terminating reverse proxy at this IP
+        /// address: only it may connect, and its X-Forwarded-For and
+        /// client-certificate headers say who the client is.
+        #[arg(long, value_name = "ADDR")]
+        behind_proxy: Option<std::net::IpAddr>,
     },
 }
 
@@ -86,6 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             metrics,
             store,
             rate_limit,
+            behind_proxy,
         } => {
             if !(rate_limit >= 0.0 && rate_limit.is_finite()) {
                 anyhow::bail!("--rate-limit must be a number of requests per second, 0 or more");
@@ -96,6 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 store,
                 metrics,
                 rate_limit: (rate_limit > 0.0).then(|| limit::RateLimit::per_second(rate_limit)),
+                behind_proxy,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -110,8 +119,15 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let proxied = config.behind_proxy.is_some();
     let server = Server::bind(config).await?;
     println!("{}", server.url());
+    if proxied {
+        eprintln!(
+            "serving plain HTTP to the proxy; clients use the proxy's https:// URL \
+             (with ?id= of the proxy's certificate, or a CA-signed one)"
+        );
+    }
     if let Some(m) = server.metrics_addr() {
         eprintln!("metrics on http://{m}/metrics");
     }

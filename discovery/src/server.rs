@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub metrics: Option<SocketAddr>,
     /// The per-IP request limit, if any.
     pub rate_limit: Option<RateLimit>,
+    /// Plain HTTP for a reverse proxy at this address (see [`crate::proxy`]).
+    pub behind_proxy: Option<std::net::IpAddr>,
 }
 
 /// The server's identity, made in `data` on first use.
@@ -103,6 +105,7 @@ pub struct Server {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     id: DeviceId,
+    proxied: bool,
     store: Store,
     tasks: JoinSet<()>,
 }
@@ -124,6 +127,7 @@ impl Server {
             store: store.clone(),
             metrics: metrics.clone(),
             limiter: config.rate_limit.map(Limiter::new),
+            proxy: config.behind_proxy,
         });
         let mut tasks = JoinSet::new();
         let metrics_addr = match config.metrics {
@@ -157,16 +161,17 @@ impl Server {
             }
             None => None,
         };
-        tasks.spawn(accept_loop(
-            listener,
-            tokio_rustls::TlsAcceptor::from(tls),
-            http::router(app),
-        ));
+        let tls = config
+            .behind_proxy
+            .is_none()
+            .then(|| tokio_rustls::TlsAcceptor::from(tls));
+        tasks.spawn(accept_loop(listener, tls, http::router(app)));
         tasks.spawn(purge_loop(store.clone(), metrics));
         Ok(Self {
             addr,
             metrics_addr,
             id: identity.id,
+            proxied: config.behind_proxy.is_some(),
             store,
             tasks,
         })
@@ -189,8 +194,13 @@ impl Server {
 
     /// The URL to put in a client's `discovery.global` (Syncthing's
     /// `globalAnnounceServers`), with the server pinned by `?id=`.
+    /// Behind a proxy: `http://ADDR/`, where the proxy sends requests.
     pub fn url(&self) -> String {
-        format!("https://{}/?id={}", self.addr, self.id)
+        if self.proxied {
+            format!("http://{}/", self.addr)
+        } else {
+            format!("https://{}/?id={}", self.addr, self.id)
+        }
     }
 
     /// Stops serving and makes the store durable.
@@ -222,7 +232,11 @@ fn tls_config(identity: &Identity) -> anyhow::Result<Arc<rustls::ServerConfig>> 
     Ok(Arc::new(c))
 }
 
-async fn accept_loop(listener: TcpListener, tls: tokio_rustls::TlsAcceptor, router: axum::Router) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: axum::Router,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -243,13 +257,18 @@ async fn accept_loop(listener: TcpListener, tls: tokio_rustls::TlsAcceptor, rout
 }
 
 /// One connection: the TLS handshake (each on its own task, so a silent
-/// client holds up no one), then HTTP/1.1 with keep-alive.
+/// client holds up no one), then HTTP/1.1 with keep-alive; plain HTTP
+/// behind a proxy.
 async fn connection(
     tcp: tokio::net::TcpStream,
     addr: SocketAddr,
-    tls: tokio_rustls::TlsAcceptor,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     router: axum::Router,
 ) {
+    let Some(tls) = tls else {
+        serve_http(TokioIo::new(tcp), Peer { addr, device: None }, router).await;
+        return;
+    };
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -267,7 +286,15 @@ async fn connection(
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| DeviceId::from_cert_der(c.as_ref()));
-    let peer = Peer { addr, device };
+    serve_http(TokioIo::new(stream), Peer { addr, device }, router).await;
+}
+
+/// HTTP/1.1 on an established stream, every request tagged with `peer`.
+async fn serve_http<S>(io: TokioIo<S>, peer: Peer, router: axum::Router)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let addr = peer.addr;
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(peer);
@@ -277,7 +304,7 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(HANDSHAKE_TIMEOUT)
         .max_buf_size(16 << 10)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(io, service)
         .await;
     if let Err(e) = served {
         tracing::debug!(%addr, "connection: {e}");

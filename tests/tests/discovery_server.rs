@@ -344,3 +344,74 @@ fn a_syncthing_device_announces_to_our_server_and_is_found() {
     assert!(st.stop().success(), "{}", st.log_tail(40));
     rt.block_on(t.server.shutdown());
 }
+
+/// Behind a reverse proxy (`--behind-proxy`), the proxy and only the proxy
+/// says who the client is: the last `X-Forwarded-For` entry (the one it
+/// added) and its client-certificate header. A server whose proxy is
+/// elsewhere refuses whatever does not come through it.
+#[test]
+fn behind_a_proxy_only_the_proxy_speaks_for_clients() {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let rt = rt();
+    let t = rt.block_on(spawn_with(|c| c.behind_proxy = Some([127, 0, 0, 1].into())));
+    let url = format!("http://{}/v2/", t.server.addr());
+    let dev = ClientCert::generate();
+    // nginx's $ssl_client_escaped_cert: the PEM, URL-escaped.
+    let escaped = dev.cert_pem.trim().replace('\n', "%0A");
+    let body = r#"{"addresses":["tcp://0.0.0.0:22000"]}"#;
+    let post = |headers: &[(&str, &str)]| {
+        let mut req = agent.post(&url).header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send(body).expect("post").status().as_u16()
+    };
+    let spoofed_then_real = "203.0.113.66, 198.51.100.5";
+    assert_eq!(
+        post(&[
+            ("x-forwarded-for", spoofed_then_real),
+            ("x-client-port", "4000"),
+            ("x-ssl-cert", &escaped)
+        ]),
+        204
+    );
+    let mut r = agent
+        .get(&format!("{url}?device={}", dev.id))
+        .header("x-forwarded-for", "198.51.100.9")
+        .call()
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 200);
+    let j: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().expect("body")).expect("json");
+    assert_eq!(
+        j["addresses"],
+        serde_json::json!(["tcp://198.51.100.5:22000"]),
+        "the proxy's entry is the source"
+    );
+    assert_eq!(
+        post(&[("x-forwarded-for", "198.51.100.5")]),
+        403,
+        "no certificate header"
+    );
+    assert_eq!(post(&[("x-ssl-cert", &escaped)]), 400, "no client address");
+    rt.block_on(t.server.shutdown());
+
+    let t = rt.block_on(spawn_with(|c| {
+        c.behind_proxy = Some([192, 0, 2, 99].into())
+    }));
+    let url = format!("http://{}/v2/", t.server.addr());
+    let status = agent
+        .post(&url)
+        .header("x-forwarded-for", "198.51.100.5")
+        .header("x-ssl-cert", &escaped)
+        .send(body)
+        .expect("post")
+        .status()
+        .as_u16();
+    assert_eq!(status, 403, "not from the proxy");
+    rt.block_on(t.server.shutdown());
+}
