@@ -209,6 +209,19 @@ impl Lab {
         Host { ns, ip }
     }
 
+    /// Three segments joined by a router, with one host (named `names`) on
+    /// each: devices that can reach each other only through the router.
+    pub fn three_subnets(&mut self, names: [&str; 3]) -> [Host; 3] {
+        let mut segs = [self.segment(), self.segment(), self.segment()];
+        self.router(&[&segs[0], &segs[1], &segs[2]]);
+        let [s0, s1, s2] = &mut segs;
+        [
+            self.host(s0, names[0]),
+            self.host(s1, names[1]),
+            self.host(s2, names[2]),
+        ]
+    }
+
     /// A router at `.254` on each of `segs`, forwarding between them.
     pub fn router(&mut self, segs: &[&Segment]) {
         let ns = self.namespace("rt");

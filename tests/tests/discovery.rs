@@ -4,10 +4,63 @@
 
 use std::time::{Duration, Instant};
 
-use ferrosync_tests::netns::Lab;
+use ferrosync_tests::daemon::Daemon;
+use ferrosync_tests::netns::{Host, Lab};
 use ferrosync_tests::servers::DiscoveryProcess;
 use ferrosync_tests::trees::wait_equal;
 use ferrosync_tests::Device;
+
+/// Two devices in lab hosts, each told only the other's ID, with
+/// `key = value` set on both, sharing folder "f".
+struct Pair {
+    a: Device,
+    b: Device,
+    ra: std::path::PathBuf,
+    rb: std::path::PathBuf,
+}
+
+impl Pair {
+    /// `says` is what `device add` must print about how the peer will
+    /// be found.
+    fn new(ha: &Host, hb: &Host, key: &str, value: &str, says: &str) -> Self {
+        let (a, a_id) = Device::in_netns("alpha", ha);
+        let (b, b_id) = Device::in_netns("bravo", hb);
+        let (ra, rb) = (a.scratch().join("data"), b.scratch().join("data"));
+        for (d, root, peer) in [(&a, &ra, &b_id), (&b, &rb, &a_id)] {
+            d.ok(&["config", "set", key, value]);
+            let out = d.ok(&["device", "add", peer, "--name", "peer"]);
+            assert!(out.contains(says), "device add: {out}");
+            d.ok(&[
+                "folder",
+                "add",
+                "f",
+                root.to_str().expect("utf-8"),
+                "--create",
+                "--share",
+                peer,
+            ]);
+        }
+        Self { a, b, ra, rb }
+    }
+
+    /// Writes a file on A, starts both daemons and waits until B has it.
+    fn sync(&self, what: &str) -> (Daemon<'_>, Daemon<'_>) {
+        std::fs::write(self.ra.join("hello.txt"), what).expect("write");
+        let started = Instant::now();
+        let (da, db) = (self.a.start(), self.b.start());
+        wait_equal(
+            &[&self.ra, &self.rb],
+            &[&da, &db],
+            Duration::from_secs(60),
+            what,
+        );
+        eprintln!(
+            "{what}: connected and synced {:?} after both daemons started",
+            started.elapsed()
+        );
+        (da, db)
+    }
+}
 
 /// Two devices on different subnets (a router between them), LAN
 /// discovery off, each given only the other's ID and a discovery server
@@ -16,45 +69,12 @@ use ferrosync_tests::Device;
 #[test]
 fn devices_known_by_id_alone_meet_through_the_discovery_server() {
     let Some(mut lab) = Lab::new() else { return };
-    let (mut sa, mut sb, mut sc) = (lab.segment(), lab.segment(), lab.segment());
-    lab.router(&[&sa, &sb, &sc]);
-    let (ha, hb, hs) = (
-        lab.host(&mut sa, "a"),
-        lab.host(&mut sb, "b"),
-        lab.host(&mut sc, "disco"),
-    );
+    let [ha, hb, hs] = lab.three_subnets(["a", "b", "disco"]);
     let data = tempfile::tempdir().expect("tempdir");
     let server = DiscoveryProcess::start(data.path(), &format!("{}:0", hs.ip), Some(&hs), &[]);
 
-    let (a, a_id) = Device::in_netns("alpha", &ha);
-    let (b, b_id) = Device::in_netns("bravo", &hb);
-    let (ra, rb) = (a.scratch().join("data"), b.scratch().join("data"));
-    for (d, root, peer) in [(&a, &ra, &b_id), (&b, &rb, &a_id)] {
-        d.ok(&["config", "set", "discovery.global", &server.url]);
-        let out = d.ok(&["device", "add", peer, "--name", "peer"]);
-        assert!(
-            out.contains("discovery"),
-            "device add by ID alone says how it is found: {out}"
-        );
-        d.ok(&[
-            "folder",
-            "add",
-            "f",
-            root.to_str().expect("utf-8"),
-            "--create",
-            "--share",
-            peer,
-        ]);
-    }
-    std::fs::write(ra.join("hello.txt"), "found by ID alone").expect("write");
-
-    let started = Instant::now();
-    let (da, db) = (a.start(), b.start());
-    wait_equal(&[&ra, &rb], &[&da, &db], Duration::from_secs(60), "by ID");
-    eprintln!(
-        "connected and synced {:?} after both daemons started",
-        started.elapsed()
-    );
+    let p = Pair::new(&ha, &hb, "discovery.global", &server.url, "discovery");
+    let (da, db) = p.sync("found by ID alone");
     // Status says where the address in use came from, and that the
     // server works.
     let mut sources = Vec::new();
@@ -210,13 +230,7 @@ fn meet_syncthing(
 #[test]
 fn a_ferrosync_device_finds_syncthing_through_ferrosync_discovery() {
     let Some(mut lab) = Lab::new() else { return };
-    let (mut sa, mut sb, mut sc) = (lab.segment(), lab.segment(), lab.segment());
-    lab.router(&[&sa, &sb, &sc]);
-    let (ha, hb, hs) = (
-        lab.host(&mut sa, "a"),
-        lab.host(&mut sb, "st"),
-        lab.host(&mut sc, "disco"),
-    );
+    let [ha, hb, hs] = lab.three_subnets(["a", "st", "disco"]);
     let data = tempfile::tempdir().expect("tempdir");
     let server = DiscoveryProcess::start(data.path(), &format!("{}:0", hs.ip), Some(&hs), &[]);
     let url = server.url.replace("/?id=", "/v2/?id=");
@@ -232,13 +246,7 @@ fn syncthing_finds_a_ferrosync_device_through_stdiscosrv() {
         return;
     };
     let Some(mut lab) = Lab::new() else { return };
-    let (mut sa, mut sb, mut sc) = (lab.segment(), lab.segment(), lab.segment());
-    lab.router(&[&sa, &sb, &sc]);
-    let (ha, hb, hs) = (
-        lab.host(&mut sa, "a"),
-        lab.host(&mut sb, "st"),
-        lab.host(&mut sc, "disco"),
-    );
+    let [ha, hb, hs] = lab.three_subnets(["a", "st", "disco"]);
     let server = ferrosync_tests::servers::StDiscosrv::start(&program, &hs);
     let url = server.url.clone();
     meet_syncthing((ha, hb), &url, Finder::Syncthing);
@@ -251,36 +259,8 @@ fn devices_known_by_id_alone_meet_on_the_lan() {
     let Some(mut lab) = Lab::new() else { return };
     let mut seg = lab.segment();
     let (ha, hb) = (lab.host(&mut seg, "a"), lab.host(&mut seg, "b"));
-    let (a, a_id) = Device::in_netns("alpha", &ha);
-    let (b, b_id) = Device::in_netns("bravo", &hb);
-    let (ra, rb) = (a.scratch().join("data"), b.scratch().join("data"));
-    for (d, root, peer) in [(&a, &ra, &b_id), (&b, &rb, &a_id)] {
-        d.ok(&["config", "set", "discovery.local", "true"]);
-        let out = d.ok(&["device", "add", peer, "--name", "peer"]);
-        assert!(out.contains("on the LAN"), "{out}");
-        d.ok(&[
-            "folder",
-            "add",
-            "f",
-            root.to_str().expect("utf-8"),
-            "--create",
-            "--share",
-            peer,
-        ]);
-    }
-    std::fs::write(ra.join("hello.txt"), "heard on the LAN").expect("write");
-    let started = Instant::now();
-    let (da, db) = (a.start(), b.start());
-    wait_equal(
-        &[&ra, &rb],
-        &[&da, &db],
-        Duration::from_secs(60),
-        "on the LAN",
-    );
-    eprintln!(
-        "connected and synced {:?} after both daemons started",
-        started.elapsed()
-    );
+    let p = Pair::new(&ha, &hb, "discovery.local", "true", "on the LAN");
+    let (da, db) = p.sync("heard on the LAN");
     let mut sources = Vec::new();
     for d in [&da, &db] {
         let s = d.status().expect("status");
@@ -427,30 +407,8 @@ fn devices_meet_through_mdns_when_beacons_are_filtered() {
             .expect("iptables");
         assert!(out.status.success(), "iptables: {out:?}");
     }
-    let (a, a_id) = Device::in_netns("alpha", &ha);
-    let (b, b_id) = Device::in_netns("bravo", &hb);
-    let (ra, rb) = (a.scratch().join("data"), b.scratch().join("data"));
-    for (d, root, peer) in [(&a, &ra, &b_id), (&b, &rb, &a_id)] {
-        d.ok(&["config", "set", "discovery.local", "true"]);
-        d.ok(&["device", "add", peer, "--name", "peer"]);
-        d.ok(&[
-            "folder",
-            "add",
-            "f",
-            root.to_str().expect("utf-8"),
-            "--create",
-            "--share",
-            peer,
-        ]);
-    }
-    std::fs::write(ra.join("mdns.txt"), "found by mDNS").expect("write");
-    let started = Instant::now();
-    let (da, db) = (a.start(), b.start());
-    wait_equal(&[&ra, &rb], &[&da, &db], Duration::from_secs(60), "mDNS");
-    eprintln!(
-        "connected and synced {:?} after both daemons started",
-        started.elapsed()
-    );
+    let p = Pair::new(&ha, &hb, "discovery.local", "true", "on the LAN");
+    let (da, db) = p.sync("found by mDNS");
     // The beacons were sent, and dropped: it was mDNS.
     for h in [&ha, &hb] {
         let out = h
