@@ -21,7 +21,7 @@ use axum::routing::any;
 use axum::{Extension, Router};
 use http_body_util::BodyExt;
 use proto::DeviceId;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::fixup;
 use crate::limit::Limiter;
@@ -69,13 +69,6 @@ async fn ping() -> StatusCode {
 #[derive(Deserialize)]
 struct LookupQuery {
     device: Option<String>,
-}
-
-/// A lookup's answer.
-#[derive(Serialize)]
-struct Found<'a> {
-    seen: &'a str,
-    addresses: &'a [String],
 }
 
 #[derive(Deserialize)]
@@ -144,17 +137,9 @@ async fn lookup(app: &App, query: Option<LookupQuery>) -> Response {
         app.metrics.lookup(Lookup::BadRequest);
         return with_retry(StatusCode::BAD_REQUEST, retry_after_error());
     };
-    match app.store.get(&device).await {
-        Ok(Some(r)) => {
+    match app.store.answer(&device).await {
+        Ok(Some(body)) => {
             app.metrics.lookup(Lookup::Success);
-            let seen = chrono::DateTime::from_timestamp_millis(r.seen_ms as i64)
-                .unwrap_or_default()
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            let body = serde_json::to_string(&Found {
-                seen: &seen,
-                addresses: &r.addresses,
-            })
-            .unwrap_or_default();
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],

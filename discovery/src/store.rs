@@ -31,9 +31,39 @@ impl Record {
         }
     }
 
-    fn expired(&self, now_ms: u64) -> bool {
-        now_ms >= self.seen_ms.saturating_add(LIFETIME.as_millis() as u64)
+    /// The lookup answer for this record, as served:
+    /// `{"seen":"<RFC 3339>","addresses":[…]}`. Stored rendered, so a
+    /// lookup sends bytes without decoding or encoding anything.
+    pub fn answer(&self) -> Vec<u8> {
+        let seen = chrono::DateTime::from_timestamp_millis(self.seen_ms as i64)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        serde_json::to_vec(&Answer {
+            seen,
+            addresses: self.addresses.clone(),
+        })
+        .unwrap_or_default()
     }
+
+    /// The record an answer was rendered from.
+    fn from_answer(answer: &[u8]) -> Result<Self, StoreError> {
+        let a: Answer = serde_json::from_slice(answer)?;
+        let seen_ms = chrono::DateTime::parse_from_rfc3339(&a.seen)
+            .map(|t| t.timestamp_millis().max(0) as u64)
+            .unwrap_or(0);
+        Ok(Self {
+            addresses: a.addresses,
+            seen_ms,
+        })
+    }
+
+}
+
+/// A lookup's answer (the wire shape of global discovery v3).
+#[derive(Serialize, Deserialize)]
+struct Answer {
+    seen: String,
+    addresses: Vec<String>,
 }
 
 fn now_ms() -> u64 {
@@ -113,12 +143,17 @@ impl Store {
         }
     }
 
-    /// Replaces `device`'s record.
+    /// Replaces `device`'s record. sled keeps the time it was seen (8
+    /// bytes, big-endian milliseconds) before the rendered answer, Redis
+    /// the answer alone (its TTL does the expiry).
     pub async fn put(&self, device: &DeviceId, record: &Record) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(record)?;
+        let value = record.answer();
         match self {
             Self::Sled(t) => {
-                t.insert(device.as_bytes(), value)?;
+                let mut v = Vec::with_capacity(8 + value.len());
+                v.extend_from_slice(&record.seen_ms.to_be_bytes());
+                v.extend_from_slice(&value);
+                t.insert(device.as_bytes(), v)?;
             }
             Self::Redis(c) => {
                 let mut c = c.clone();
@@ -134,21 +169,30 @@ impl Store {
         Ok(())
     }
 
-    /// `device`'s record, if it has one that has not expired.
-    pub async fn get(&self, device: &DeviceId) -> Result<Option<Record>, StoreError> {
-        let raw: Option<Vec<u8>> = match self {
-            Self::Sled(t) => t.get(device.as_bytes())?.map(|v| v.to_vec()),
+    /// The lookup answer for `device`, if it has a record that has not
+    /// expired.
+    pub async fn answer(&self, device: &DeviceId) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Self::Sled(t) => Ok(t.get(device.as_bytes())?.and_then(|v| {
+                let (seen, answer) = split_sled(&v)?;
+                (!expired(seen, now_ms())).then(|| answer.to_vec())
+            })),
             Self::Redis(c) => {
                 let mut c = c.clone();
-                redis::cmd("GET")
+                Ok(redis::cmd("GET")
                     .arg(redis_key(device))
                     .query_async(&mut c)
-                    .await?
+                    .await?)
             }
-        };
-        let Some(raw) = raw else { return Ok(None) };
-        let record: Record = serde_json::from_slice(&raw)?;
-        Ok((!record.expired(now_ms())).then_some(record))
+        }
+    }
+
+    /// `device`'s record, if it has one that has not expired.
+    pub async fn get(&self, device: &DeviceId) -> Result<Option<Record>, StoreError> {
+        self.answer(device)
+            .await?
+            .map(|a| Record::from_answer(&a))
+            .transpose()
     }
 
     /// Removes expired records (Redis expires its own); returns how many
@@ -161,8 +205,8 @@ impl Store {
         let mut left = 0;
         for kv in t.iter() {
             let (k, v) = kv?;
-            match serde_json::from_slice::<Record>(&v) {
-                Ok(r) if !r.expired(now) => left += 1,
+            match split_sled(&v) {
+                Some((seen, _)) if !expired(seen, now) => left += 1,
                 _ => {
                     t.remove(k)?;
                 }
@@ -178,6 +222,17 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Whether a record seen at `seen_ms` has expired by `now_ms`.
+fn expired(seen_ms: u64, now_ms: u64) -> bool {
+    now_ms >= seen_ms.saturating_add(LIFETIME.as_millis() as u64)
+}
+
+/// A sled value's seen time and answer.
+fn split_sled(v: &[u8]) -> Option<(u64, &[u8])> {
+    let (seen, answer) = v.split_at_checked(8)?;
+    Some((u64::from_be_bytes(seen.try_into().ok()?), answer))
 }
 
 fn redis_key(device: &DeviceId) -> String {

@@ -169,6 +169,11 @@ impl Redis {
         Some(Self(child, port))
     }
 
+    /// Its process ID.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// Its URL, for `--store`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.1)

@@ -24,7 +24,8 @@
 //! variant needs `redis-server`. With two cores or more the load generator
 //! is pinned to CPU 0 and each server starts pinned to CPU 1, so the
 //! figures are the server's on one core, not how it shares cores with the
-//! client; `--no-pin` lets them share (Redis itself is not pinned).
+//! client (Redis shares the client's core, as if it had a machine of its
+//! own); `--no-pin` lets them share.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -115,7 +116,13 @@ fn start(
     match kind {
         "ferrosync" | "ferrosync-redis" => {
             let redis = if kind == "ferrosync-redis" {
-                Some(Redis::start().ok_or("redis-server is not installed")?)
+                let r = Redis::start().ok_or("redis-server is not installed")?;
+                // Beside the load generator, as if on a machine of its
+                // own: the server's core is the server's.
+                if pinned {
+                    pin(r.pid(), CLIENT_CPU);
+                }
+                Some(r)
             } else {
                 None
             };
