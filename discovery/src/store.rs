@@ -56,7 +56,6 @@ impl Record {
             seen_ms,
         })
     }
-
 }
 
 /// A lookup's answer (the wire shape of global discovery v3).
