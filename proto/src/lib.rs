@@ -16,6 +16,7 @@ pub mod frame;
 pub mod local_discovery;
 pub mod message;
 pub mod name;
+pub mod relay;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod version;
