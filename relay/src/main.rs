@@ -3,8 +3,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let args = ferrosync_relay::Args::parse();
-    match ferrosync_relay::run(&args) {
+    match ferrosync_relay::run(ferrosync_relay::Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

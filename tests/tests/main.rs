@@ -13,6 +13,7 @@
 //! - `interop_sync`: a folder shared with the real Syncthing converges both ways.
 //! - `mesh`: three devices (TCP and QUIC), edits, a conflict; resume after SIGKILL.
 //! - `net_interop`: our TLS/TCP and QUIC connections to and from Syncthing.
+//! - `relay_server`: the relay: sessions, one-use keys, bad clients, limits, status.
 //! - `run`: the daemon starts on a fresh home and stops on a signal.
 //! - `scan`: the daemon indexes folders, reports status, survives SIGKILL.
 //! - `sync`: two daemons converge over TCP and over QUIC; unknown devices are pending.
@@ -29,6 +30,7 @@ mod ignores;
 mod interop_sync;
 mod mesh;
 mod net_interop;
+mod relay_server;
 mod run;
 mod scan;
 mod servers;

@@ -1,0 +1,330 @@
+//! The relay server over real sockets: joins, invitations, sessions that
+//! pipe bytes, one-use keys, bad input, silent connections, limits,
+//! status and metrics.
+
+use std::time::{Duration, Instant};
+
+use ferrosync_relay::testing::{protocol, session, spawn, spawn_with, Device};
+use proto::relay::{code, Message};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const T: Duration = Duration::from_secs(5);
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn status(server: &ferrosync_relay::Server) -> serde_json::Value {
+    let url = format!("http://{}/status", server.status_addr().expect("status"));
+    let body = ureq::get(&url)
+        .call()
+        .expect("status")
+        .body_mut()
+        .read_to_string()
+        .expect("body");
+    serde_json::from_str(&body).expect("json")
+}
+
+fn metrics(server: &ferrosync_relay::Server) -> String {
+    let url = format!("http://{}/metrics", server.status_addr().expect("status"));
+    ureq::get(&url)
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("body")
+}
+
+/// A invites B's session through the relay: both get invitations with
+/// the other's ID and one key each, join in session mode, and bytes flow
+/// both ways, untouched. A key used once is no longer known.
+#[test]
+fn a_session_pipes_bytes_between_the_two_invited_devices() {
+    rt().block_on(async {
+        let t = spawn().await;
+        let addr = t.server.addr();
+        let (a, b) = (Device::generate(), Device::generate());
+        let mut joined = protocol(addr, &a).await.expect("tls");
+        joined
+            .send(&Message::JoinRelayRequest {
+                token: String::new(),
+            })
+            .await
+            .expect("join");
+        assert_eq!(
+            joined.recv(T).await.expect("joined"),
+            Message::response(code::SUCCESS)
+        );
+
+        let mut dialer = protocol(addr, &b).await.expect("tls");
+        dialer
+            .send(&Message::ConnectRequest {
+                id: a.id.as_bytes().to_vec(),
+            })
+            .await
+            .expect("connect");
+        let Message::SessionInvitation {
+            from,
+            key: kb,
+            address,
+            port,
+            server_socket,
+        } = dialer.recv(T).await.expect("invitation")
+        else {
+            panic!("no invitation");
+        };
+        assert_eq!(
+            (from.as_slice(), server_socket, port),
+            (a.id.as_bytes().as_slice(), false, addr.port())
+        );
+        assert_eq!(address.len(), 16, "the relay's address, IPv4-mapped");
+        let Message::SessionInvitation {
+            from,
+            key: ka,
+            server_socket,
+            ..
+        } = joined.recv(T).await.expect("invitation")
+        else {
+            panic!("no invitation for the joined device");
+        };
+        assert_eq!(
+            (from.as_slice(), server_socket),
+            (b.id.as_bytes().as_slice(), true)
+        );
+        assert_ne!(ka, kb);
+
+        let mut sa = session(addr).await.expect("session");
+        sa.send(&Message::JoinSessionRequest { key: ka.clone() })
+            .await
+            .expect("join");
+        assert_eq!(
+            sa.recv(T).await.expect("ok"),
+            Message::response(code::SUCCESS)
+        );
+        let mut sb = session(addr).await.expect("session");
+        sb.send(&Message::JoinSessionRequest { key: kb.clone() })
+            .await
+            .expect("join");
+        assert_eq!(
+            sb.recv(T).await.expect("ok"),
+            Message::response(code::SUCCESS)
+        );
+        let (mut pa, _) = sa.into_inner();
+        let (mut pb, _) = sb.into_inner();
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7) as u8).collect();
+        pa.write_all(&big).await.expect("write");
+        let mut got = vec![0u8; big.len()];
+        tokio::time::timeout(T, pb.read_exact(&mut got))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert!(got == big, "bytes changed on the way");
+        pb.write_all(b"and back").await.expect("write");
+        let mut back = [0u8; 8];
+        tokio::time::timeout(T, pa.read_exact(&mut back))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert_eq!(&back, b"and back");
+
+        // Each key is good once.
+        let mut again = session(addr).await.expect("session");
+        again
+            .send(&Message::JoinSessionRequest { key: ka })
+            .await
+            .expect("join");
+        assert_eq!(
+            again.recv(T).await.expect("answer"),
+            Message::response(code::NOT_FOUND)
+        );
+        let s = status(&t.server);
+        assert_eq!(s["numActiveSessions"], 1, "{s}");
+        assert_eq!(s["numProxies"], 1, "{s}");
+        assert!(s["bytesProxied"].as_u64() >= Some(1_000_008), "{s}");
+        let m = metrics(&t.server);
+        assert!(m.contains("ferrosync_relay_sessions_total 1\n"), "{m}");
+        assert!(
+            m.contains("ferrosync_relay_refusals_total{reason=\"unknown_key\"} 1\n"),
+            "{m}"
+        );
+        t.server.shutdown().await;
+    });
+}
+
+/// Garbage, oversized frames, unknown keys, a device asking for one that
+/// is not there, a wrong token, 500 silent connections and a client that
+/// never finishes: each gets its answer or is dropped, and the relay goes
+/// on serving others at once.
+#[test]
+fn bad_clients_get_answers_or_are_dropped_and_others_are_served() {
+    rt().block_on(async {
+        let t = spawn_with(|c| {
+            c.token = "sesame".into();
+            c.message_timeout = Duration::from_secs(2);
+        })
+        .await;
+        let addr = t.server.addr();
+        // 500 connections that never send a byte.
+        let mut silent = Vec::new();
+        for _ in 0..500 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        }
+        let a = Device::generate();
+        let started = Instant::now();
+        let mut c = protocol(addr, &a)
+            .await
+            .expect("tls despite 500 silent connections");
+        c.send(&Message::JoinRelayRequest {
+            token: "wrong".into(),
+        })
+        .await
+        .expect("send");
+        assert_eq!(
+            c.recv(T).await.expect("answer"),
+            Message::response(code::WRONG_TOKEN)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+
+        // An oversized frame: the connection is closed.
+        let mut c = protocol(addr, &a).await.expect("tls");
+        let mut huge = vec![0x9e, 0x79, 0xbc, 0x40, 0, 0, 0, 2, 0, 0, 0x13, 0x88];
+        huge.extend(std::iter::repeat_n(0u8, 5000));
+        c.send_raw(&huge).await.expect("send");
+        assert!(c.recv(T).await.is_err(), "closed");
+        // Garbage in session mode: closed.
+        let mut g = session(addr).await.expect("connect");
+        g.send_raw(b"GET / HTTP/1.1\r\n\r\n").await.expect("send");
+        assert!(g.recv(T).await.is_err(), "closed");
+        // An unknown key.
+        let mut u = session(addr).await.expect("connect");
+        u.send(&Message::JoinSessionRequest { key: vec![9; 32] })
+            .await
+            .expect("send");
+        assert_eq!(
+            u.recv(T).await.expect("answer"),
+            Message::response(code::NOT_FOUND)
+        );
+        // A device that is not joined.
+        let mut c = protocol(addr, &a).await.expect("tls");
+        c.send(&Message::ConnectRequest { id: vec![3; 32] })
+            .await
+            .expect("send");
+        assert_eq!(
+            c.recv(T).await.expect("answer"),
+            Message::response(code::NOT_FOUND)
+        );
+        // A client that starts TLS and never finishes: dropped after the
+        // message timeout.
+        let mut stuck = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stuck.write_all(&[0x16, 3, 1]).await.expect("write");
+        let mut one = [0u8; 1];
+        let r = tokio::time::timeout(Duration::from_secs(10), stuck.read(&mut one)).await;
+        assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "not dropped: {r:?}");
+        // Still serving: the right token joins.
+        let mut c = protocol(addr, &a).await.expect("tls");
+        c.send(&Message::JoinRelayRequest {
+            token: "sesame".into(),
+        })
+        .await
+        .expect("send");
+        assert_eq!(
+            c.recv(T).await.expect("answer"),
+            Message::response(code::SUCCESS)
+        );
+        let m = metrics(&t.server);
+        for line in [
+            "ferrosync_relay_refusals_total{reason=\"wrong_token\"} 1",
+            "ferrosync_relay_refusals_total{reason=\"unknown_key\"} 1",
+            "ferrosync_relay_refusals_total{reason=\"not_found\"} 1",
+            "ferrosync_relay_joined_clients 1",
+        ] {
+            assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+        }
+        drop(silent);
+        t.server.shutdown().await;
+    });
+}
+
+/// Past its session limit the relay answers RelayFull, and a second join
+/// of the same device is "already connected".
+#[test]
+fn limits_are_enforced_and_reported() {
+    rt().block_on(async {
+        let t = spawn_with(|c| {
+            c.max_sessions = 1;
+            c.max_clients = 1;
+        })
+        .await;
+        let addr = t.server.addr();
+        let (a, b, x) = (Device::generate(), Device::generate(), Device::generate());
+        let mut joined = protocol(addr, &a).await.expect("tls");
+        joined
+            .send(&Message::JoinRelayRequest {
+                token: String::new(),
+            })
+            .await
+            .expect("join");
+        assert_eq!(
+            joined.recv(T).await.expect("ok"),
+            Message::response(code::SUCCESS)
+        );
+        let mut twice = protocol(addr, &a).await.expect("tls");
+        twice
+            .send(&Message::JoinRelayRequest {
+                token: String::new(),
+            })
+            .await
+            .expect("join");
+        assert_eq!(
+            twice.recv(T).await.expect("answer"),
+            Message::response(code::ALREADY_CONNECTED)
+        );
+        let mut other = protocol(addr, &x).await.expect("tls");
+        other
+            .send(&Message::JoinRelayRequest {
+                token: String::new(),
+            })
+            .await
+            .expect("join");
+        assert_eq!(
+            other.recv(T).await.expect("answer"),
+            Message::RelayFull,
+            "client limit"
+        );
+        let mut first = protocol(addr, &b).await.expect("tls");
+        first
+            .send(&Message::ConnectRequest {
+                id: a.id.as_bytes().to_vec(),
+            })
+            .await
+            .expect("send");
+        assert!(matches!(
+            first.recv(T).await.expect("answer"),
+            Message::SessionInvitation { .. }
+        ));
+        let mut second = protocol(addr, &b).await.expect("tls");
+        second
+            .send(&Message::ConnectRequest {
+                id: a.id.as_bytes().to_vec(),
+            })
+            .await
+            .expect("send");
+        assert_eq!(
+            second.recv(T).await.expect("answer"),
+            Message::RelayFull,
+            "session limit"
+        );
+        let s = status(&t.server);
+        assert_eq!(s["options"]["max-sessions"], 1, "{s}");
+        assert!(metrics(&t.server).contains("ferrosync_relay_refusals_total{reason=\"full\"} 2\n"));
+        t.server.shutdown().await;
+    });
+}
