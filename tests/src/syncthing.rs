@@ -123,6 +123,8 @@ pub struct Options {
     pub global_discovery: Option<String>,
     /// Send and hear local discovery beacons.
     pub local_discovery: bool,
+    /// Join this relay (`relay://…`), with relays enabled.
+    pub relay: Option<String>,
 }
 
 impl Default for Options {
@@ -138,6 +140,7 @@ impl Default for Options {
             netns: None,
             global_discovery: None,
             local_discovery: false,
+            relay: None,
         }
     }
 }
@@ -681,6 +684,9 @@ fn configure(xml: &mut String, opts: &Options, my_id: &str, port: u16, gui_port:
     if opts.listen.quic() {
         listen.push(format!("quic://{host}:{port}"));
     }
+    if let Some(r) = &opts.relay {
+        listen.push(xml_escape(r));
+    }
     let listen = listen
         .iter()
         .map(|a| format!("<listenAddress>{a}</listenAddress>"))
@@ -710,7 +716,14 @@ fn configure(xml: &mut String, opts: &Options, my_id: &str, port: u16, gui_port:
                 "false"
             },
         ),
-        ("relaysEnabled", "false"),
+        (
+            "relaysEnabled",
+            if opts.relay.is_some() {
+                "true"
+            } else {
+                "false"
+            },
+        ),
         ("natEnabled", "false"),
         ("crashReportingEnabled", "false"),
         ("startBrowser", "false"),
