@@ -712,34 +712,28 @@ async fn copy(
     session: Option<Arc<Bucket>>,
     state: &Arc<State>,
 ) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 64 << 10];
-    let mut pending = early;
+    let limits: Vec<&Bucket> = [session.as_deref(), state.global.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut n = early.len().min(buf.len());
+    buf[..n].copy_from_slice(&early[..n]);
     loop {
-        if !pending.is_empty() {
-            let wait = [session.as_deref(), state.global.as_ref()]
-                .into_iter()
-                .flatten()
-                .map(|b| b.take(pending.len()))
-                .max()
-                .unwrap_or_default();
-            if !wait.is_zero() {
+        if n > 0 {
+            if let Some(wait) = limits.iter().map(|b| b.take(n)).max().filter(|w| !w.is_zero()) {
                 tokio::time::sleep(wait).await;
             }
-            to.write_all(&pending).await?;
-            state
-                .counters
-                .bytes
-                .fetch_add(pending.len() as u64, Ordering::Relaxed);
-            pending.clear();
+            to.write_all(&buf[..n]).await?;
+            state.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
         }
-        let n = tokio::time::timeout(state.config.network_timeout, from.read(&mut buf))
+        n = tokio::time::timeout(state.config.network_timeout, from.read(&mut buf))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "idle"))??;
         if n == 0 {
             let _ = to.shutdown().await;
             return Ok(());
         }
-        pending.extend_from_slice(&buf[..n]);
     }
 }
 

@@ -605,6 +605,49 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
+/// The core a benchmark's load generator runs on ([`pin`]).
+pub const CLIENT_CPU: u32 = 0;
+/// The core a benchmarked server runs on ([`on_cpu`]).
+pub const SERVER_CPU: u32 = 1;
+
+/// Whether the machine has the two cores that pinning needs.
+pub fn can_pin() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+}
+
+/// Moves every thread of `pid` onto `cpu` (threads made later inherit
+/// it); warns if `taskset` cannot.
+pub fn pin(pid: u32, cpu: u32) {
+    let ok = Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("warning: could not pin process {pid} to CPU {cpu} (taskset)");
+    }
+}
+
+/// `program`, started on `cpu` if given: it starts there, so its runtime
+/// sizes itself for one core (tokio's workers, Go's GOMAXPROCS).
+pub fn on_cpu(program: &Path, cpu: Option<u32>) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string()]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// `program` on `PATH`, if it is there.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
 /// The machine's load averages (`/proc/loadavg`, first three fields).
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")

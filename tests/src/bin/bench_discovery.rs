@@ -27,13 +27,14 @@
 //! client (Redis shares the client's core, as if it had a machine of its
 //! own); `--no-pin` lets them share.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrosync_discovery::testing::{ClientCert, Connection};
+use ferrosync_tests::bench::{can_pin, cpu_time, on_cpu, pin, which, CLIENT_CPU, SERVER_CPU};
 use ferrosync_tests::servers::{DiscoveryProcess, Redis};
 use ferrosync_tests::syncthing::peak_rss_kib;
 
@@ -95,19 +96,6 @@ enum Running {
     Theirs(Child, tempfile::TempDir),
 }
 
-/// `program`, pinned to the server's CPU when `pinned`: it starts there,
-/// so its runtime sizes itself for one core (tokio's workers, Go's
-/// GOMAXPROCS).
-fn command(program: &Path, pinned: bool) -> Command {
-    if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", &SERVER_CPU.to_string()]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
 fn start(
     kind: &str,
     data: &Path,
@@ -133,7 +121,7 @@ fn start(
             }
             let program = ferrosync_tests::bin("ferrosync-discovery");
             let p = DiscoveryProcess::start_with(
-                command(&program, pinned),
+                on_cpu(&program, pinned.then_some(SERVER_CPU)),
                 data,
                 "127.0.0.1:0",
                 &extra,
@@ -149,7 +137,7 @@ fn start(
                 .map_err(|e| e.to_string())?
                 .port();
             let d = dir.path();
-            let child = command(&program, pinned)
+            let child = on_cpu(&program, pinned.then_some(SERVER_CPU))
                 .arg(format!("-listen=127.0.0.1:{port}"))
                 .arg(format!("-db-dir={}", d.join("db").display()))
                 .arg(format!("-cert={}", d.join("cert.pem").display()))
@@ -167,36 +155,6 @@ fn start(
             Ok((Running::Theirs(child, dir), addr, pid))
         }
     }
-}
-
-const CLIENT_CPU: u32 = 0;
-const SERVER_CPU: u32 = 1;
-
-/// Moves every thread of `pid` onto `cpu` (threads made later inherit it).
-fn pin(pid: u32, cpu: u32) {
-    let ok = Command::new("taskset")
-        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("warning: could not pin process {pid} to CPU {cpu} (taskset)");
-    }
-}
-
-/// CPU time `pid` has used (user + system), in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = s.rfind(')').map_or("", |i| &s[i + 2..]);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / 100.0
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
 }
 
 /// One phase's figures.
@@ -326,7 +284,7 @@ fn main() {
     };
     // The load generator on one core, each server on the other: what is
     // measured is the server, not how the two share the cores.
-    let pinned = o.pin && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    let pinned = o.pin && can_pin();
     if pinned {
         pin(std::process::id(), CLIENT_CPU);
     }
@@ -362,9 +320,9 @@ fn main() {
             }
         };
         let mut a = rt.block_on(announce_all(addr, certs.clone(), o.concurrency));
-        let cpu0 = cpu_seconds(pid);
+        let cpu0 = cpu_time(pid).unwrap_or_default().as_secs_f64();
         let mut l = rt.block_on(lookup_all(addr, ids.clone(), o.lookups, o.concurrency));
-        let busy = cpu_seconds(pid) - cpu0;
+        let busy = cpu_time(pid).unwrap_or_default().as_secs_f64() - cpu0;
         let cpu = format!("{:.0}%", 100.0 * busy / l.wall.as_secs_f64());
         let rss =
             peak_rss_kib(pid).map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
