@@ -721,7 +721,12 @@ async fn copy(
     buf[..n].copy_from_slice(&early[..n]);
     loop {
         if n > 0 {
-            if let Some(wait) = limits.iter().map(|b| b.take(n)).max().filter(|w| !w.is_zero()) {
+            if let Some(wait) = limits
+                .iter()
+                .map(|b| b.take(n))
+                .max()
+                .filter(|w| !w.is_zero())
+            {
                 tokio::time::sleep(wait).await;
             }
             to.write_all(&buf[..n]).await?;

@@ -153,3 +153,49 @@ pub async fn session(addr: SocketAddr) -> std::io::Result<Conn<TcpStream>> {
         decoder: Decoder::new(),
     })
 }
+
+/// Sets up one session as devices do (a new device joins, another asks
+/// for a session with it, both join with their keys); returns the joined
+/// device's end and the asking device's end.
+pub async fn session_pair(addr: SocketAddr) -> std::io::Result<(TcpStream, TcpStream)> {
+    let (a, b) = (Device::generate(), Device::generate());
+    let t = Duration::from_secs(30);
+    let mut joined = protocol(addr, &a).await?;
+    joined
+        .send(&Message::JoinRelayRequest {
+            token: String::new(),
+        })
+        .await?;
+    expect_success(joined.recv(t).await?)?;
+    let mut dialer = protocol(addr, &b).await?;
+    dialer
+        .send(&Message::ConnectRequest {
+            id: a.id.as_bytes().to_vec(),
+        })
+        .await?;
+    let key = |m: Message| match m {
+        Message::SessionInvitation { key, .. } => Ok(key),
+        other => Err(std::io::Error::other(format!(
+            "expected an invitation, got {other}"
+        ))),
+    };
+    let kb = key(dialer.recv(t).await?)?;
+    let ka = key(joined.recv(t).await?)?;
+    let mut ends = Vec::new();
+    for k in [ka, kb] {
+        let mut s = session(addr).await?;
+        s.send(&Message::JoinSessionRequest { key: k }).await?;
+        expect_success(s.recv(t).await?)?;
+        ends.push(s.into_inner().0);
+    }
+    let dialer_end = ends.pop().ok_or_else(|| std::io::Error::other("no end"))?;
+    let joined_end = ends.pop().ok_or_else(|| std::io::Error::other("no end"))?;
+    Ok((joined_end, dialer_end))
+}
+
+fn expect_success(m: Message) -> std::io::Result<()> {
+    match m {
+        Message::Response { code: 0, .. } => Ok(()),
+        other => Err(std::io::Error::other(format!("refused: {other:?}"))),
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferrosync_relay::testing::{protocol, session, spawn, spawn_with, Device};
+use ferrosync_relay::testing::{protocol, session, session_pair, spawn, spawn_with, Device};
 use proto::relay::{code, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -380,4 +380,56 @@ fn two_syncthing_devices_sync_through_our_relay() {
     a.stop();
     b.stop();
     rt.block_on(t.server.shutdown());
+}
+
+/// The per-session rate limit holds a session to its rate (after a burst
+/// of one second's worth), and 200 sessions at once all carry their bytes.
+#[test]
+fn the_rate_limit_holds_and_200_sessions_run_at_once() {
+    rt().block_on(async {
+        const RATE: u64 = 2 << 20;
+        let t = spawn_with(|c| c.per_session_rate = RATE).await;
+        let addr = t.server.addr();
+        let (mut a, mut b) = session_pair(addr).await.expect("session");
+        let data = vec![1u8; 6 << 20];
+        let started = Instant::now();
+        let w = tokio::spawn(async move { a.write_all(&data).await.map(|_| a) });
+        let mut got = vec![0u8; 6 << 20];
+        tokio::time::timeout(Duration::from_secs(30), b.read_exact(&mut got))
+            .await
+            .expect("in time")
+            .expect("read");
+        let took = started.elapsed();
+        let _ = w.await;
+        let rate = (6u64 << 20) as f64 / took.as_secs_f64() / (1 << 20) as f64;
+        eprintln!("6 MiB through a 2 MiB/s session: {took:?} ({rate:.2} MiB/s)");
+        // 2 MiB of burst, then 4 MiB at 2 MiB/s: at least 2 s.
+        assert!(
+            took >= Duration::from_millis(1900),
+            "limit not enforced: {took:?}"
+        );
+        t.server.shutdown().await;
+
+        let t = spawn().await;
+        let addr = t.server.addr();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..200u32 {
+            tasks.spawn(async move {
+                let (mut a, mut b) = session_pair(addr).await.expect("session");
+                let msg = format!("session {i}").into_bytes();
+                a.write_all(&msg).await.expect("write");
+                let mut got = vec![0u8; msg.len()];
+                b.read_exact(&mut got).await.expect("read");
+                assert_eq!(got, msg);
+                (a, b)
+            });
+        }
+        let mut open = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            open.push(r.expect("session"));
+        }
+        assert_eq!(status(&t.server)["numActiveSessions"], 200);
+        drop(open);
+        t.server.shutdown().await;
+    });
 }

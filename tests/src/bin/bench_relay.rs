@@ -22,15 +22,13 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use ferrosync_relay::testing::{protocol, session, Device};
+use ferrosync_relay::testing::session_pair;
 use ferrosync_tests::bench::{can_pin, cpu_time, on_cpu, pin, which, CLIENT_CPU, SERVER_CPU};
 use ferrosync_tests::syncthing::peak_rss_kib;
-use proto::relay::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const USAGE: &str = "usage: bench-relay [--size MIB] [--sessions N] [--session-size MIB] \
 [--server ferrosync|strelaysrv|all] [--no-pin]";
-const T: Duration = Duration::from_secs(30);
 
 struct Opts {
     size: u64,
@@ -119,39 +117,8 @@ fn start(
 /// Sets up one session and carries `bytes` through it; returns the time
 /// from the first byte written to the last byte read.
 async fn one_session(addr: std::net::SocketAddr, bytes: u64) -> Result<Duration, String> {
+    let (mut rx, mut tx) = session_pair(addr).await.map_err(|e| e.to_string())?;
     let e = |e: std::io::Error| e.to_string();
-    let (a, b) = (Device::generate(), Device::generate());
-    let mut joined = protocol(addr, &a).await.map_err(e)?;
-    joined
-        .send(&Message::JoinRelayRequest {
-            token: String::new(),
-        })
-        .await
-        .map_err(e)?;
-    joined.recv(T).await.map_err(e)?;
-    let mut dialer = protocol(addr, &b).await.map_err(e)?;
-    dialer
-        .send(&Message::ConnectRequest {
-            id: a.id.as_bytes().to_vec(),
-        })
-        .await
-        .map_err(e)?;
-    let key = |m: Message| match m {
-        Message::SessionInvitation { key, .. } => Ok(key),
-        other => Err(format!("expected an invitation, got {other}")),
-    };
-    let kb = key(dialer.recv(T).await.map_err(e)?)?;
-    let ka = key(joined.recv(T).await.map_err(e)?)?;
-    let mut ends = Vec::new();
-    for k in [ka, kb] {
-        let mut s = session(addr).await.map_err(e)?;
-        s.send(&Message::JoinSessionRequest { key: k })
-            .await
-            .map_err(e)?;
-        s.recv(T).await.map_err(e)?;
-        ends.push(s.into_inner().0);
-    }
-    let (mut rx, mut tx) = (ends.remove(0), ends.remove(0));
     let started = Instant::now();
     let writer = tokio::spawn(async move {
         let chunk = vec![0x5au8; 256 << 10];
