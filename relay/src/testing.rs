@@ -154,10 +154,21 @@ pub async fn session(addr: SocketAddr) -> std::io::Result<Conn<TcpStream>> {
     })
 }
 
+/// One session's two ends, and the joined device's protocol connection,
+/// which must stay open: strelaysrv ends a device's sessions when it
+/// leaves.
+pub struct SessionPair {
+    /// The joined device's end.
+    pub joined: TcpStream,
+    /// The asking device's end.
+    pub dialer: TcpStream,
+    /// The joined device's connection in protocol mode.
+    pub control: Conn<tokio_rustls::client::TlsStream<TcpStream>>,
+}
+
 /// Sets up one session as devices do (a new device joins, another asks
-/// for a session with it, both join with their keys); returns the joined
-/// device's end and the asking device's end.
-pub async fn session_pair(addr: SocketAddr) -> std::io::Result<(TcpStream, TcpStream)> {
+/// for a session with it, both join with their keys).
+pub async fn session_pair(addr: SocketAddr) -> std::io::Result<SessionPair> {
     let (a, b) = (Device::generate(), Device::generate());
     let t = Duration::from_secs(30);
     let mut joined = protocol(addr, &a).await?;
@@ -190,7 +201,11 @@ pub async fn session_pair(addr: SocketAddr) -> std::io::Result<(TcpStream, TcpSt
     }
     let dialer_end = ends.pop().ok_or_else(|| std::io::Error::other("no end"))?;
     let joined_end = ends.pop().ok_or_else(|| std::io::Error::other("no end"))?;
-    Ok((joined_end, dialer_end))
+    Ok(SessionPair {
+        joined: joined_end,
+        dialer: dialer_end,
+        control: joined,
+    })
 }
 
 fn expect_success(m: Message) -> std::io::Result<()> {

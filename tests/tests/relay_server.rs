@@ -390,7 +390,8 @@ fn the_rate_limit_holds_and_200_sessions_run_at_once() {
         const RATE: u64 = 2 << 20;
         let t = spawn_with(|c| c.per_session_rate = RATE).await;
         let addr = t.server.addr();
-        let (mut a, mut b) = session_pair(addr).await.expect("session");
+        let p = session_pair(addr).await.expect("session");
+        let (mut a, mut b) = (p.joined, p.dialer);
         let data = vec![1u8; 6 << 20];
         let started = Instant::now();
         let w = tokio::spawn(async move { a.write_all(&data).await.map(|_| a) });
@@ -415,13 +416,14 @@ fn the_rate_limit_holds_and_200_sessions_run_at_once() {
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..200u32 {
             tasks.spawn(async move {
-                let (mut a, mut b) = session_pair(addr).await.expect("session");
+                let p = session_pair(addr).await.expect("session");
+                let (mut a, mut b, control) = (p.joined, p.dialer, p.control);
                 let msg = format!("session {i}").into_bytes();
                 a.write_all(&msg).await.expect("write");
                 let mut got = vec![0u8; msg.len()];
                 b.read_exact(&mut got).await.expect("read");
                 assert_eq!(got, msg);
-                (a, b)
+                (a, b, control)
             });
         }
         let mut open = Vec::new();

@@ -117,7 +117,8 @@ fn start(
 /// Sets up one session and carries `bytes` through it; returns the time
 /// from the first byte written to the last byte read.
 async fn one_session(addr: std::net::SocketAddr, bytes: u64) -> Result<Duration, String> {
-    let (mut rx, mut tx) = session_pair(addr).await.map_err(|e| e.to_string())?;
+    let p = session_pair(addr).await.map_err(|e| e.to_string())?;
+    let (mut rx, mut tx, _control) = (p.joined, p.dialer, p.control);
     let e = |e: std::io::Error| e.to_string();
     let started = Instant::now();
     let writer = tokio::spawn(async move {
