@@ -146,6 +146,22 @@ pub async fn protocol(
     })
 }
 
+/// Protocol mode as `device`, with a `JoinRelayRequest` carrying `token`
+/// sent; returns the connection and the relay's answer.
+pub async fn join(
+    addr: SocketAddr,
+    device: &Device,
+    token: &str,
+) -> std::io::Result<(Conn<tokio_rustls::client::TlsStream<TcpStream>>, Message)> {
+    let mut c = protocol(addr, device).await?;
+    c.send(&Message::JoinRelayRequest {
+        token: token.to_string(),
+    })
+    .await?;
+    let answer = c.recv(Duration::from_secs(30)).await?;
+    Ok((c, answer))
+}
+
 /// Session mode: a plain connection (send `JoinSessionRequest` on it).
 pub async fn session(addr: SocketAddr) -> std::io::Result<Conn<TcpStream>> {
     Ok(Conn {
@@ -171,13 +187,8 @@ pub struct SessionPair {
 pub async fn session_pair(addr: SocketAddr) -> std::io::Result<SessionPair> {
     let (a, b) = (Device::generate(), Device::generate());
     let t = Duration::from_secs(30);
-    let mut joined = protocol(addr, &a).await?;
-    joined
-        .send(&Message::JoinRelayRequest {
-            token: String::new(),
-        })
-        .await?;
-    expect_success(joined.recv(t).await?)?;
+    let (mut joined, answer) = join(addr, &a, "").await?;
+    expect_success(answer)?;
     let mut dialer = protocol(addr, &b).await?;
     dialer
         .send(&Message::ConnectRequest {

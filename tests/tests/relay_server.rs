@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferrosync_relay::testing::{protocol, session, session_pair, spawn, spawn_with, Device};
+use ferrosync_relay::testing::{join, protocol, session, session_pair, spawn, spawn_with, Device};
 use proto::relay::{code, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -48,17 +48,8 @@ fn a_session_pipes_bytes_between_the_two_invited_devices() {
         let t = spawn().await;
         let addr = t.server.addr();
         let (a, b) = (Device::generate(), Device::generate());
-        let mut joined = protocol(addr, &a).await.expect("tls");
-        joined
-            .send(&Message::JoinRelayRequest {
-                token: String::new(),
-            })
-            .await
-            .expect("join");
-        assert_eq!(
-            joined.recv(T).await.expect("joined"),
-            Message::response(code::SUCCESS)
-        );
+        let (mut joined, answer) = join(addr, &a, "").await.expect("join");
+        assert_eq!(answer, Message::response(code::SUCCESS));
 
         let mut dialer = protocol(addr, &b).await.expect("tls");
         dialer
@@ -175,18 +166,8 @@ fn bad_clients_get_answers_or_are_dropped_and_others_are_served() {
         }
         let a = Device::generate();
         let started = Instant::now();
-        let mut c = protocol(addr, &a)
-            .await
-            .expect("tls despite 500 silent connections");
-        c.send(&Message::JoinRelayRequest {
-            token: "wrong".into(),
-        })
-        .await
-        .expect("send");
-        assert_eq!(
-            c.recv(T).await.expect("answer"),
-            Message::response(code::WRONG_TOKEN)
-        );
+        let (_refused, answer) = join(addr, &a, "wrong").await.expect("join");
+        assert_eq!(answer, Message::response(code::WRONG_TOKEN));
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "{:?}",
@@ -229,16 +210,8 @@ fn bad_clients_get_answers_or_are_dropped_and_others_are_served() {
         let r = tokio::time::timeout(Duration::from_secs(10), stuck.read(&mut one)).await;
         assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "not dropped: {r:?}");
         // Still serving: the right token joins.
-        let mut c = protocol(addr, &a).await.expect("tls");
-        c.send(&Message::JoinRelayRequest {
-            token: "sesame".into(),
-        })
-        .await
-        .expect("send");
-        assert_eq!(
-            c.recv(T).await.expect("answer"),
-            Message::response(code::SUCCESS)
-        );
+        let (_joined, answer) = join(addr, &a, "sesame").await.expect("join");
+        assert_eq!(answer, Message::response(code::SUCCESS));
         let m = metrics(&t.server);
         for line in [
             "ferrosync_relay_refusals_total{reason=\"wrong_token\"} 1",
@@ -265,40 +238,12 @@ fn limits_are_enforced_and_reported() {
         .await;
         let addr = t.server.addr();
         let (a, b, x) = (Device::generate(), Device::generate(), Device::generate());
-        let mut joined = protocol(addr, &a).await.expect("tls");
-        joined
-            .send(&Message::JoinRelayRequest {
-                token: String::new(),
-            })
-            .await
-            .expect("join");
-        assert_eq!(
-            joined.recv(T).await.expect("ok"),
-            Message::response(code::SUCCESS)
-        );
-        let mut twice = protocol(addr, &a).await.expect("tls");
-        twice
-            .send(&Message::JoinRelayRequest {
-                token: String::new(),
-            })
-            .await
-            .expect("join");
-        assert_eq!(
-            twice.recv(T).await.expect("answer"),
-            Message::response(code::ALREADY_CONNECTED)
-        );
-        let mut other = protocol(addr, &x).await.expect("tls");
-        other
-            .send(&Message::JoinRelayRequest {
-                token: String::new(),
-            })
-            .await
-            .expect("join");
-        assert_eq!(
-            other.recv(T).await.expect("answer"),
-            Message::RelayFull,
-            "client limit"
-        );
+        let (_joined, answer) = join(addr, &a, "").await.expect("join");
+        assert_eq!(answer, Message::response(code::SUCCESS));
+        let (_twice, answer) = join(addr, &a, "").await.expect("join");
+        assert_eq!(answer, Message::response(code::ALREADY_CONNECTED));
+        let (_other, answer) = join(addr, &x, "").await.expect("join");
+        assert_eq!(answer, Message::RelayFull, "client limit");
         let mut first = protocol(addr, &b).await.expect("tls");
         first
             .send(&Message::ConnectRequest {
