@@ -380,3 +380,40 @@ fn the_rate_limit_holds_and_200_sessions_run_at_once() {
         t.server.shutdown().await;
     });
 }
+
+/// The global rate limit holds two sessions together to its rate.
+#[test]
+fn the_global_rate_limit_holds_all_sessions_together() {
+    rt().block_on(async {
+        const RATE: u64 = 2 << 20;
+        let t = spawn_with(|c| c.global_rate = RATE).await;
+        let addr = t.server.addr();
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..2 {
+            tasks.spawn(async move {
+                let p = session_pair(addr).await.expect("session");
+                let (mut a, mut b, _control) = (p.joined, p.dialer, p.control);
+                let data = vec![2u8; 3 << 20];
+                let w = tokio::spawn(async move { a.write_all(&data).await.map(|_| a) });
+                let mut got = vec![0u8; 3 << 20];
+                tokio::time::timeout(Duration::from_secs(30), b.read_exact(&mut got))
+                    .await
+                    .expect("in time")
+                    .expect("read");
+                let _ = w.await;
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.expect("session");
+        }
+        let took = started.elapsed();
+        eprintln!("2 x 3 MiB through a 2 MiB/s relay: {took:?}");
+        // 2 MiB of burst, then 4 MiB at 2 MiB/s over both: at least 2 s.
+        assert!(
+            took >= Duration::from_millis(1900),
+            "limit not enforced: {took:?}"
+        );
+        t.server.shutdown().await;
+    });
+}
