@@ -180,9 +180,15 @@ impl Global {
         {
             return c.addresses.clone();
         }
+        let servers: Vec<ServerUrl> = self.servers().into_iter().filter(|s| s.lookup).collect();
+        if servers.is_empty() {
+            // Nothing to ask: no request, and nothing cached that would
+            // hold off a server added later.
+            return Vec::new();
+        }
         let mut found = Vec::new();
         let mut retry = NOT_FOUND_MAX;
-        for s in self.servers().into_iter().filter(|s| s.lookup) {
+        for s in servers {
             let url = format!("{}?device={device}", s.base);
             match self
                 .https
