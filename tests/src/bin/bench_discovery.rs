@@ -167,6 +167,22 @@ struct Phase {
 }
 
 impl Phase {
+    /// Gathers the workers' latencies and error counts; the wall time runs
+    /// from `started` to the last worker's end.
+    async fn collect(
+        mut tasks: tokio::task::JoinSet<(Vec<Duration>, usize)>,
+        started: Instant,
+    ) -> Self {
+        let mut phase = Phase::default();
+        while let Some(Ok((lat, errors))) = tasks.join_next().await {
+            phase.latencies.extend(lat);
+            phase.errors += errors;
+        }
+        phase.wall = started.elapsed();
+        phase.requests = phase.latencies.len();
+        phase
+    }
+
     fn rate(&self) -> f64 {
         self.requests as f64 / self.wall.as_secs_f64()
     }
@@ -213,14 +229,7 @@ async fn announce_all(addr: std::net::SocketAddr, certs: Arc<Vec<ClientCert>>, c
             (lat, errors)
         });
     }
-    let mut phase = Phase::default();
-    while let Some(Ok((lat, errors))) = tasks.join_next().await {
-        phase.latencies.extend(lat);
-        phase.errors += errors;
-    }
-    phase.wall = started.elapsed();
-    phase.requests = phase.latencies.len();
-    phase
+    Phase::collect(tasks, started).await
 }
 
 async fn lookup_all(
@@ -264,14 +273,7 @@ async fn lookup_all(
             (lat, errors)
         });
     }
-    let mut phase = Phase::default();
-    while let Some(Ok((lat, errors))) = tasks.join_next().await {
-        phase.latencies.extend(lat);
-        phase.errors += errors;
-    }
-    phase.wall = started.elapsed();
-    phase.requests = phase.latencies.len();
-    phase
+    Phase::collect(tasks, started).await
 }
 
 fn main() {
