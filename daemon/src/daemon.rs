@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! run ─┬─ identity, config, index (sled)
-//!      ├─ net: listeners ──▶ accept loop ──▶ peer sessions (Peers::run_link)
+//!      ├─ net: listeners and the relay client ──▶ accept loop ──▶ peer sessions (Peers::run_link)
+//!      ├─ our addresses (listeners + joined relays) ──▶ LAN and global discovery announce them
 //!      ├─ connect: the dialler (a dial loop per configured device, addresses from discovery's Finder)
 //!      ├─ one runner per folder (model::folder): scans and pulls
 //!      ├─ local API (api) on the configured address
@@ -113,8 +114,8 @@ async fn serve(
     };
     let folders = Arc::new(RwLock::new(HashMap::new()));
     let https = crate::net::https::Https::new(identity).context("the HTTPS client")?;
-    // Only the listeners so far; port mappings and relays will add theirs.
-    let (_own_tx, own_rx) = tokio::sync::watch::channel(net.listen_urls());
+    let relays = net.relays(live.clone(), https.clone());
+    let (own_rx, own_task) = own_addresses(net.listen_urls(), relays.joined());
     let lan = Lan::new(device_id, live.clone(), own_rx.clone());
     let lan_task = lan.spawn();
     let global = Global::new(https, live.clone(), own_rx);
@@ -166,6 +167,7 @@ async fn serve(
         sources: dialler.sources.clone(),
         global: global.clone(),
         lan: lan.clone(),
+        relays: relays.clone(),
     });
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(api::serve(listener, state.clone(), async {
@@ -185,6 +187,8 @@ async fn serve(
     // Stop in reverse order of dependence: connections, then scans and
     // pulls (they write the index), then the API that reads them.
     dialler.stop();
+    relays.stop();
+    own_task.abort();
     global_task.abort();
     lan_task.abort();
     net.shutdown();
@@ -202,6 +206,30 @@ async fn serve(
     let _ = std::fs::remove_file(home.api_address_path());
     let _ = std::fs::remove_file(home.listen_urls_path());
     Ok(())
+}
+
+/// What we announce: the listen URLs, then the relays joined now. The
+/// watch changes when a relay is joined or lost.
+fn own_addresses(
+    listen: Vec<String>,
+    mut relays: tokio::sync::watch::Receiver<Vec<String>>,
+) -> (
+    tokio::sync::watch::Receiver<Vec<String>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let all = move |relays: &[String]| listen.iter().chain(relays).cloned().collect::<Vec<_>>();
+    let (tx, rx) = tokio::sync::watch::channel(all(&relays.borrow_and_update()));
+    let task = tokio::spawn(async move {
+        while relays.changed().await.is_ok() {
+            let now = all(&relays.borrow_and_update());
+            tx.send_if_modified(|old| {
+                let changed = *old != now;
+                *old = now;
+                changed
+            });
+        }
+    });
+    (rx, task)
 }
 
 /// Re-reads the config file and applies it; returns notes for the user.

@@ -79,6 +79,7 @@ fn connect(a: (&Arc<Peers>, DeviceId), b: (&Arc<Peers>, DeviceId)) {
         transport: "tcp",
         remote_addr: addr,
         outgoing,
+        relay: None,
         reader: r,
         writer: w,
         keepalive: None,

@@ -222,6 +222,64 @@ impl Lab {
         ]
     }
 
+    /// A home NAT router between `wan` and a LAN segment of its own (at
+    /// `.254` there, which its hosts route through): what goes out is
+    /// masqueraded (MASQUERADE keeps source ports where it can), and
+    /// nothing from the WAN gets in, to the LAN or to the router, but
+    /// answers to what went out. Unsolicited packets are dropped, not
+    /// refused, as home routers do (a refusal would also leave conntrack
+    /// entries that make MASQUERADE change ports). Returns the router
+    /// (its address is its WAN address) and the LAN.
+    pub fn nat(&mut self, wan: &mut Segment, name: &str) -> (Host, Segment) {
+        let lan = self.segment();
+        let ns = self.namespace(name);
+        let host = wan.next_host;
+        wan.next_host += 1;
+        let wan_ip = self.plug(&ns, wan, host, "eth0");
+        self.plug(&ns, &lan, 254, "eth1");
+        let router = Host {
+            ns: ns.clone(),
+            ip: wan_ip,
+        };
+        let run = |args: &[&str]| {
+            let out = router
+                .command(args[0])
+                .args(&args[1..])
+                .output()
+                .expect(args[0]);
+            assert!(out.status.success(), "{}: {out:?}", args.join(" "));
+        };
+        run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        run(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "eth0",
+            "-j",
+            "MASQUERADE",
+        ]);
+        for chain in ["FORWARD", "INPUT"] {
+            run(&[
+                "iptables",
+                "-A",
+                chain,
+                "-i",
+                "eth0",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ]);
+            run(&["iptables", "-A", chain, "-i", "eth0", "-j", "DROP"]);
+        }
+        (router, lan)
+    }
+
     /// A router at `.254` on each of `segs`, forwarding between them.
     pub fn router(&mut self, segs: &[&Segment]) {
         let ns = self.namespace("rt");

@@ -1,7 +1,9 @@
 //! Servers as real processes: `ferrosync-discovery` on a data directory,
 //! on loopback or inside a lab host (stopped with SIGTERM, so it flushes
 //! its store, by [`DiscoveryProcess::stop`]); Syncthing's `stdiscosrv` in
-//! a lab host; a `redis-server` on loopback. Each is killed on drop.
+//! a lab host; `ferrosync-relay` and Syncthing's `strelaysrv` (never in a
+//! pool) on loopback or in a lab host; a `redis-server` on loopback. Each
+//! is killed on drop.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -130,6 +132,100 @@ impl StDiscosrv {
 }
 
 impl Drop for StDiscosrv {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running relay: `ferrosync-relay run` or `strelaysrv -pools=""`.
+pub struct RelayProcess {
+    child: Child,
+    /// The URI it printed (`relay://ADDR/?id=ID&…`).
+    pub uri: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RelayProcess {
+    /// `ferrosync-relay` listening on `listen` (port 0: any), inside
+    /// `host` if given; waits until it prints its URI.
+    pub fn start(listen: &str, host: Option<&Host>, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = match host {
+            Some(h) => h.command(bin("ferrosync-relay")),
+            None => Command::new(bin("ferrosync-relay")),
+        };
+        let mut child = cmd
+            .arg("--data")
+            .arg(dir.path())
+            .args(["run", "--listen", listen])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ferrosync-relay");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the URI");
+        assert!(line.starts_with("relay://"), "no URI printed: {line:?}");
+        Self {
+            child,
+            uri: line.trim().to_string(),
+            _dir: dir,
+        }
+    }
+
+    /// Syncthing's `strelaysrv` (`program`) on port 22067 of `host`'s
+    /// address, or of loopback (a free port); never in a public pool.
+    pub fn strelaysrv(program: &Path, host: Option<&Host>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let listen = match host {
+            Some(h) => format!("{}:22067", h.ip),
+            None => {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("free port")
+                    .port();
+                format!("127.0.0.1:{port}")
+            }
+        };
+        let mut cmd = match host {
+            Some(h) => h.command(program),
+            None => Command::new(program),
+        };
+        let log = d.join("strelaysrv.log");
+        let child = cmd
+            .arg(format!("-listen={listen}"))
+            .args(["-pools=", "-status-srv="])
+            .arg(format!("-keys={}", d.display()))
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(std::fs::File::create(d.join("strelaysrv.err")).expect("log"))
+            .spawn()
+            .expect("spawn strelaysrv");
+        let uri = crate::poll(std::time::Duration::from_secs(20), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default()
+                + &std::fs::read_to_string(d.join("strelaysrv.err")).unwrap_or_default();
+            text.lines()
+                .find_map(|l| l.split("URI: ").nth(1))
+                .map(|u| u.trim().to_string())
+        })
+        .expect("strelaysrv printed no URI");
+        Self {
+            child,
+            uri,
+            _dir: dir,
+        }
+    }
+
+    /// Its process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RelayProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

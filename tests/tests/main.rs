@@ -14,6 +14,7 @@
 //! - `mesh`: three devices (TCP and QUIC), edits, a conflict; resume after SIGKILL.
 //! - `net_interop`: our TLS/TCP and QUIC connections to and from Syncthing.
 //! - `relay_server`: the relay: sessions, one-use keys, bad clients, limits, status.
+//! - `relayed`: devices that meet through a relay (loopback; behind two NATs, then punched through).
 //! - `run`: the daemon starts on a fresh home and stops on a signal.
 //! - `scan`: the daemon indexes folders, reports status, survives SIGKILL.
 //! - `sync`: two daemons converge over TCP and over QUIC; unknown devices are pending.
@@ -31,6 +32,7 @@ mod interop_sync;
 mod mesh;
 mod net_interop;
 mod relay_server;
+mod relayed;
 mod run;
 mod scan;
 mod servers;

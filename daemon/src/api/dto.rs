@@ -20,6 +20,24 @@ pub struct Status {
     pub devices: Vec<DeviceStatus>,
     /// Every discovery source and whether it works.
     pub discovery: Vec<DiscoveryStatus>,
+    /// Every configured relay entry and whether we are joined.
+    #[serde(default)]
+    pub relays: Vec<RelayStatus>,
+}
+
+/// One configured relay entry in [`Status`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelayStatus {
+    /// As configured: `relay://…` or a `dynamic+https://…` pool.
+    pub entry: String,
+    /// The relay joined or last tried (for a pool, the one it picked).
+    pub relay: Option<String>,
+    /// Whether we are joined to it now (peers can reach us through it).
+    pub joined: bool,
+    /// Its measured connect time in milliseconds (pool entries).
+    pub latency_ms: Option<u64>,
+    /// What went wrong last.
+    pub error: Option<String>,
 }
 
 /// One discovery source in [`Status`].
@@ -127,6 +145,9 @@ pub struct DeviceStatus {
     pub address: Option<String>,
     /// `quic`, `tcp` or `relay` when connected.
     pub transport: Option<String>,
+    /// The relay's URI, when relayed.
+    #[serde(default)]
+    pub relay: Option<String>,
     /// Where the address in use came from when connected: `static`,
     /// `lan` or `global` when we dialled it, `incoming` when it dialled us.
     pub source: Option<String>,

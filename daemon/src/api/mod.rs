@@ -32,6 +32,8 @@ pub struct ApiState {
     pub peers: Arc<Peers>,
     /// Asks the daemon to re-read and apply its configuration file.
     pub reload: mpsc::Sender<Reload>,
+    /// The relay client.
+    pub relays: Arc<crate::net::relay::listen::Relays>,
     /// Where dialled connections' addresses came from.
     pub sources: Arc<crate::connect::Sources>,
     /// The global discovery client.
@@ -132,7 +134,8 @@ async fn status(State(s): State<Arc<ApiState>>) -> Response {
                 name: d.name.clone(),
                 connected: session.is_some(),
                 address: session.as_ref().map(|x| x.address.to_string()),
-                transport: session.map(|x| x.transport.to_string()),
+                transport: session.as_ref().map(|x| x.transport.to_string()),
+                relay: session.and_then(|x| x.relay),
                 source,
             }
         })
@@ -165,6 +168,18 @@ async fn status(State(s): State<Arc<ApiState>>) -> Response {
             )
             .collect()
         },
+        relays: s
+            .relays
+            .status()
+            .into_iter()
+            .map(|r| dto::RelayStatus {
+                entry: r.entry,
+                relay: r.relay,
+                joined: r.joined,
+                latency_ms: r.latency_ms,
+                error: r.error,
+            })
+            .collect(),
     })
     .into_response()
 }

@@ -106,10 +106,16 @@ impl TransportPrefer {
         }
     }
 
-    /// Rank of a transport under this policy (lower is better).
+    /// Rank of a transport under this policy (lower is better): the
+    /// preferred direct transport, the other, then a relay (always the
+    /// last resort: it adds a hop and shares the relay's bandwidth).
     pub fn rank(self, transport: &str) -> u8 {
         let preferred = if self == Self::Quic { "quic" } else { "tcp" };
-        u8::from(transport != preferred)
+        if transport == "relay" {
+            2
+        } else {
+            u8::from(transport != preferred)
+        }
     }
 }
 

@@ -59,7 +59,7 @@ pub struct SourceStatus {
 /// One address to try for a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
-    /// A sync address (`tcp://…`, `quic://…`).
+    /// A sync address (`tcp://…`, `quic://…`, `relay://…`).
     pub url: String,
     /// Where it came from.
     pub source: Source,
@@ -128,6 +128,13 @@ impl Finder {
         out
     }
 
+    /// [`Finder::candidates`] with nothing cached: the servers are asked
+    /// again (for what a device announced a moment ago).
+    pub async fn fresh(&self, device: &DeviceId) -> Vec<Candidate> {
+        self.failed(device);
+        self.candidates(device).await
+    }
+
     /// None of `device`'s candidates could be dialled: what discovery
     /// said of it is looked up again next time.
     pub fn failed(&self, device: &DeviceId) {
@@ -152,7 +159,7 @@ fn push(out: &mut Vec<Candidate>, url: &str, source: Source) {
     let Ok(Address::Url(a)) = proto::addr::parse_address(url) else {
         return;
     };
-    if a.transport == Transport::Relay || out.iter().any(|c| c.url == url) {
+    if out.iter().any(|c| c.url == url) {
         return;
     }
     out.push(Candidate {
@@ -162,9 +169,16 @@ fn push(out: &mut Vec<Candidate>, url: &str, source: Source) {
     });
 }
 
-/// Sorts by source, then transport preference, keeping the order within.
+/// Sorts relays last, then by source, then transport preference, keeping
+/// the order within.
 fn order(out: &mut [Candidate], prefer: TransportPrefer) {
-    out.sort_by_key(|c| (c.source, prefer.rank(c.transport.as_str())));
+    out.sort_by_key(|c| {
+        (
+            c.transport == Transport::Relay,
+            c.source,
+            prefer.rank(c.transport.as_str()),
+        )
+    });
 }
 
 #[cfg(test)]

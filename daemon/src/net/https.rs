@@ -1,4 +1,5 @@
-//! One-shot HTTPS requests for the global discovery client: HTTP/1.1 over
+//! One-shot HTTPS requests for the global discovery client (and relay
+//! pools, which may also be plain HTTP): HTTP/1.1 over
 //! TLS 1.3 (1.2 allowed towards CA-verified servers), our device
 //! certificate presented when asked for (an announce is authenticated by
 //! it). A server is either pinned by its device ID (`?id=`, checked after
@@ -93,8 +94,9 @@ impl Https {
         })
     }
 
-    /// Sends one request to `url` (`https://host[:port]/path?query`) and
-    /// reads the answer, all within `timeout`.
+    /// Sends one request to `url` (`https://host[:port]/path?query`, or
+    /// plain `http://` where no secret is at stake, such as a relay pool's
+    /// public list) and reads the answer, all within `timeout`.
     pub async fn request(
         &self,
         method: &str,
@@ -107,15 +109,21 @@ impl Https {
             url: url.to_string(),
             reason: reason.to_string(),
         };
-        let rest = url
-            .strip_prefix("https://")
-            .ok_or_else(|| bad("not an https:// URL"))?;
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(bad("not an https:// or http:// URL"));
+        };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
             Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
             None => (rest, "/".to_string()),
         };
-        let (host, port) = split_host_port(authority).ok_or_else(|| bad("bad host or port"))?;
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) =
+            split_host_port(authority, default_port).ok_or_else(|| bad("bad host or port"))?;
         let work = async {
             let io = |e: std::io::Error| NetError::Io {
                 context: format!("connecting to {authority}"),
@@ -125,6 +133,16 @@ impl Https {
                 .await
                 .map_err(io)?;
             let peer = tcp.peer_addr().map_err(io)?;
+            let exchange = Exchange {
+                method,
+                authority,
+                path: &path,
+                body,
+                peer,
+            };
+            if !tls {
+                return exchange.run(tcp).await;
+            }
             let config = match trust {
                 Trust::Public => self.public.clone(),
                 Trust::Pinned(_) | Trust::Anything => self.any_cert.clone(),
@@ -151,55 +169,7 @@ impl Https {
                     });
                 }
             }
-            let http = |e: hyper::Error| NetError::Tls {
-                peer,
-                reason: format!("HTTP: {e}"),
-            };
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                .await
-                .map_err(http)?;
-            let conn = tokio::spawn(conn);
-            let mut req = hyper::Request::builder()
-                .method(method)
-                .uri(path.as_str())
-                .header("host", authority)
-                .header(
-                    "user-agent",
-                    concat!("ferrosync/", env!("CARGO_PKG_VERSION")),
-                );
-            if body.is_some() {
-                req = req.header("content-type", "application/json");
-            }
-            let req = req
-                .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))
-                .map_err(|e| bad(&e.to_string()))?;
-            let resp = send.send_request(req).await.map_err(http)?;
-            let status = resp.status().as_u16();
-            let headers = resp
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        v.to_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect();
-            let body = Limited::new(resp.into_body(), MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| NetError::Tls {
-                    peer,
-                    reason: format!("reading the answer: {e}"),
-                })?
-                .to_bytes()
-                .to_vec();
-            conn.abort();
-            Ok(Reply {
-                status,
-                headers,
-                body,
-            })
+            exchange.run(tls).await
         };
         tokio::time::timeout(timeout, work)
             .await
@@ -210,13 +180,83 @@ impl Https {
     }
 }
 
-/// `host`, `host:port`, `[v6]` or `[v6]:port` (443 by default).
-fn split_host_port(authority: &str) -> Option<(String, u16)> {
+/// One HTTP/1.1 request and its answer on a connected stream.
+struct Exchange<'a> {
+    method: &'a str,
+    authority: &'a str,
+    path: &'a str,
+    body: Option<Vec<u8>>,
+    peer: std::net::SocketAddr,
+}
+
+impl Exchange<'_> {
+    async fn run<S>(self, stream: S) -> Result<Reply, NetError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = self.peer;
+        let http = |e: hyper::Error| NetError::Tls {
+            peer,
+            reason: format!("HTTP: {e}"),
+        };
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http)?;
+        let conn = tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(self.method)
+            .uri(self.path)
+            .header("host", self.authority)
+            .header(
+                "user-agent",
+                concat!("ferrosync/", env!("CARGO_PKG_VERSION")),
+            );
+        if self.body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(Full::new(bytes::Bytes::from(self.body.unwrap_or_default())))
+            .map_err(|e| NetError::BadUrl {
+                url: self.path.to_string(),
+                reason: e.to_string(),
+            })?;
+        let resp = send.send_request(req).await.map_err(http)?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    v.to_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let body = Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| NetError::Tls {
+                peer,
+                reason: format!("reading the answer: {e}"),
+            })?
+            .to_bytes()
+            .to_vec();
+        conn.abort();
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port` (`default` port if none).
+fn split_host_port(authority: &str, default: u16) -> Option<(String, u16)> {
     if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().ok()?,
-            None if after.is_empty() => 443,
+            None if after.is_empty() => default,
             None => return None,
         };
         return Some((host.to_string(), port));
@@ -224,7 +264,7 @@ fn split_host_port(authority: &str) -> Option<(String, u16)> {
     match authority.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => Some((h.to_string(), p.parse().ok()?)),
         Some(_) => None,
-        None if !authority.is_empty() => Some((authority.to_string(), 443)),
+        None if !authority.is_empty() => Some((authority.to_string(), default)),
         None => None,
     }
 }
@@ -236,23 +276,23 @@ mod tests {
     #[test]
     fn authorities_split() {
         assert_eq!(
-            split_host_port("198.51.100.1:8443"),
+            split_host_port("198.51.100.1:8443", 443),
             Some(("198.51.100.1".into(), 8443))
         );
         assert_eq!(
-            split_host_port("discovery.example.org"),
+            split_host_port("discovery.example.org", 443),
             Some(("discovery.example.org".into(), 443))
         );
         assert_eq!(
-            split_host_port("[2001:db8::1]:9"),
+            split_host_port("[2001:db8::1]:9", 443),
             Some(("2001:db8::1".into(), 9))
         );
         assert_eq!(
-            split_host_port("[2001:db8::1]"),
+            split_host_port("[2001:db8::1]", 443),
             Some(("2001:db8::1".into(), 443))
         );
-        assert_eq!(split_host_port("2001:db8::1"), None);
-        assert_eq!(split_host_port("host:notaport"), None);
-        assert_eq!(split_host_port(""), None);
+        assert_eq!(split_host_port("2001:db8::1", 443), None);
+        assert_eq!(split_host_port("host:notaport", 443), None);
+        assert_eq!(split_host_port("", 443), None);
     }
 }

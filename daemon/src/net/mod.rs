@@ -8,12 +8,15 @@
 //! ```text
 //! Net::start ─┬─ tcp accept loop ──┐ one task per handshake (10 s limit)
 //!             └─ quic accept loop ─┴──▶ mpsc::Receiver<Connection>
+//!             └─ relay client (Net::relays): invitations ──▶ the same channel
 //! Net::dial(url, expected ID) ──────────▶ Connection (or WrongDevice)
+//!            relay://… ─ relay::dial: a session through the relay, TLS end to end
 //! ```
 
 mod admission;
 pub mod https;
 mod quic;
+pub mod relay;
 mod tcp;
 mod tls;
 
@@ -63,8 +66,10 @@ pub struct Connection {
     pub transport: Transport,
     /// The peer's address (IPv4-mapped IPv6 addresses shown as IPv4).
     pub remote_addr: SocketAddr,
-    /// Whether we dialed.
+    /// Whether we dialed (on a relay: whether we are the TLS client).
     pub outgoing: bool,
+    /// The relay carrying it (its URI), when relayed.
+    pub relay: Option<String>,
     /// Bytes from the peer.
     pub reader: Box<dyn AsyncRead + Send + Unpin>,
     /// Bytes to the peer.
@@ -90,6 +95,7 @@ impl fmt::Debug for Connection {
             .field("transport", &self.transport)
             .field("remote_addr", &self.remote_addr)
             .field("outgoing", &self.outgoing)
+            .field("relay", &self.relay)
             .finish_non_exhaustive()
     }
 }
@@ -153,6 +159,14 @@ pub enum NetError {
         what: String,
         /// The limit.
         after: Duration,
+    },
+    /// A relay refused, failed, or said something it should not.
+    #[error("relay {relay}: {reason}")]
+    Relay {
+        /// The relay's `host:port`.
+        relay: String,
+        /// What happened.
+        reason: String,
     },
     /// Our own certificate or key is unusable.
     #[error("our certificate or key is unusable: {0}")]
@@ -335,7 +349,10 @@ impl Drop for Tasks {
 
 struct Inner {
     my_id: DeviceId,
-    tls: tls::TlsConfigs,
+    tls: Arc<tls::TlsConfigs>,
+    /// Where relayed incoming connections go: the accept channel, until
+    /// `shutdown`.
+    accept_tx: Mutex<Option<mpsc::Sender<Connection>>>,
     quic: quic::Endpoints,
     listen_urls: Vec<String>,
     /// TCP accept loops: aborted by `shutdown` (closing the listeners).
@@ -378,6 +395,7 @@ impl Net {
         let tls = tls::TlsConfigs::new(identity)?;
         let quic_configs = quic::Configs::new(&tls)?;
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+        let accept_tx = Mutex::new(Some(tx.clone()));
         let acceptor = Arc::new(Acceptor {
             my_id: identity.device_id,
             tls: tls.server.clone(),
@@ -426,7 +444,8 @@ impl Net {
         }
         let inner = Inner {
             my_id: identity.device_id,
-            tls,
+            tls: Arc::new(tls),
+            accept_tx,
             quic: quic::Endpoints::new(quic_configs, endpoints),
             listen_urls: urls,
             tcp_tasks: Mutex::new(tcp_tasks),
@@ -461,6 +480,12 @@ impl Net {
     /// learns of the stream when the first bytes arrive, so write the BEP
     /// Hello at once (Syncthing waits 10 s for it).
     pub async fn dial(&self, url: &str, expect: DeviceId) -> Result<Connection, NetError> {
+        if proto::addr::parse(url)?.transport == Transport::Relay {
+            let uri = relay::RelayUri::parse(url)?;
+            let conn = relay::dial(&uri, expect, &self.inner.tls, self.inner.my_id).await?;
+            tracing::debug!(%url, device = %conn.device_id, "dialed through the relay");
+            return check_expected(conn, expect);
+        }
         let target = parse_url(url)?;
         let addrs = resolve(&target, url).await?;
         let mut last = None;
@@ -486,6 +511,30 @@ impl Net {
         Err(last.unwrap_or_else(|| NetError::bad_url(url, "no address to dial")))
     }
 
+    /// Starts the relay client: it joins the relays in the live config's
+    /// `relays` and sends the connections it is invited to down the
+    /// accept channel. Stop it with [`relay::listen::Relays::stop`]
+    /// before [`Net::shutdown`].
+    pub fn relays(
+        &self,
+        config: crate::config::live::Live,
+        https: https::Https,
+    ) -> Arc<relay::listen::Relays> {
+        let accept = self
+            .inner
+            .accept_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            // After shutdown nothing may arrive; a closed channel says so.
+            .unwrap_or_else(|| mpsc::channel(1).0);
+        let ctx = Arc::new(relay::Ctx {
+            my_id: self.inner.my_id,
+            tls: self.inner.tls.clone(),
+        });
+        relay::listen::spawn(ctx, https, config, accept)
+    }
+
     /// Remembers `source` as an address of a configured device: its
     /// handshakes may use places unknown sources cannot take.
     pub fn trust(&self, source: std::net::IpAddr) {
@@ -503,6 +552,11 @@ impl Net {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         drop(std::mem::take(&mut *tcp));
+        self.inner
+            .accept_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         self.inner.stop.send_replace(true);
     }
 }

@@ -385,6 +385,7 @@ fn connection(
         reader: Box::new(recv),
         writer: Box::new(Writer { send, acked: None }),
         _quic: Some(Keep { _conn: conn }),
+        relay: None,
         admitted: None,
     }
 }

@@ -75,6 +75,17 @@ async fn accept_one(
             after: PRE_HELLO,
         })?
         .map_err(NetError::io(format!("waiting for {peer}")))?;
+    server_handshake(stream, peer, tls, my_id).await
+}
+
+/// The TLS server side on a connected stream (an accepted one, or a
+/// relayed pipe whose invitation says we are the server).
+pub(super) async fn server_handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: TlsAcceptor,
+    my_id: DeviceId,
+) -> Result<Connection, NetError> {
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream))
         .await
         .map_err(|_| timeout(peer))?
@@ -98,9 +109,20 @@ pub(super) async fn dial(
         .map_err(NetError::io(format!("connecting to {addr}")))?;
     let peer = canonical(addr);
     set_nodelay(&stream, peer);
+    client_handshake(stream, peer, config, my_id).await
+}
+
+/// The TLS client side on a connected stream (a dialled one, or a
+/// relayed pipe whose invitation says we are the client).
+pub(super) async fn client_handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    my_id: DeviceId,
+) -> Result<Connection, NetError> {
     // An IP-address server name makes rustls send no SNI, like
     // Syncthing's TCP dialer; our verifier ignores the name anyway.
-    let name = ServerName::IpAddress(addr.ip().into());
+    let name = ServerName::IpAddress(peer.ip().into());
     let connector = TlsConnector::from(config.clone());
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream))
         .await
@@ -129,11 +151,12 @@ fn connection(
         reader: Box::new(reader),
         writer: Box::new(writer),
         _quic: None,
+        relay: None,
         admitted: None,
     })
 }
 
-fn set_nodelay(stream: &TcpStream, peer: SocketAddr) {
+pub(super) fn set_nodelay(stream: &TcpStream, peer: SocketAddr) {
     // Without it a small message (a Ping, a Request) can sit in Nagle's
     // buffer waiting for an ACK that is itself delayed.
     if let Err(e) = stream.set_nodelay(true) {

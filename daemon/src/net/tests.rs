@@ -260,10 +260,8 @@ async fn dial_errors_say_what_is_wrong() {
     let some = identity().device_id;
     for (url, want) in [
         ("http://127.0.0.1:80", "scheme \"http\" is not one of"),
-        (
-            "relay://127.0.0.1:22067",
-            "not a direct listen or dial address",
-        ),
+        ("relay://127.0.0.1:1", "connecting to relay 127.0.0.1:1"),
+        ("relay://127.0.0.1:1/?id=NOPE", "is not a device ID"),
         ("127.0.0.1:22000", "expected scheme://host:port"),
         ("tcp://127.0.0.1:http", "not a port number"),
         ("tcp://127.0.0.1:99999", "not a port number"),

@@ -25,6 +25,10 @@ pub(crate) struct TlsConfigs {
     pub(crate) client: Arc<ClientConfig>,
     /// For accepting (TCP and QUIC).
     pub(crate) server: Arc<ServerConfig>,
+    /// For a relay's protocol mode: ALPN `bep-relay`; the relay's one
+    /// self-signed certificate is checked like a peer's, and its ID
+    /// against the URI's `id=` by the relay client.
+    pub(crate) relay: Arc<ClientConfig>,
 }
 
 impl TlsConfigs {
@@ -57,15 +61,18 @@ impl TlsConfigs {
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(vec![cert], key)
             .map_err(identity_err)?;
-        client.alpn_protocols = vec![ALPN.to_vec()];
         client.resumption = Resumption::disabled();
         // Syncthing's TCP dialer sends no SNI; we dial IP addresses, for
         // which rustls sends none anyway.
         client.enable_sni = false;
+        let mut relay = client.clone();
+        relay.alpn_protocols = vec![proto::relay::ALPN.to_vec()];
+        client.alpn_protocols = vec![ALPN.to_vec()];
 
         Ok(Self {
             client: Arc::new(client),
             server: Arc::new(server),
+            relay: Arc::new(relay),
         })
     }
 }

@@ -42,6 +42,8 @@ pub struct Link {
     pub remote_addr: SocketAddr,
     /// Whether we dialled.
     pub outgoing: bool,
+    /// The relay's URI, when relayed.
+    pub relay: Option<String>,
     /// Bytes from the peer.
     pub reader: Box<dyn AsyncRead + Send + Unpin>,
     /// Bytes to the peer.
@@ -90,6 +92,8 @@ pub struct SessionHandle {
     pub transport: &'static str,
     /// Whether we dialled.
     pub outgoing: bool,
+    /// The relay's URI, when relayed.
+    pub relay: Option<String>,
     out: mpsc::Sender<Outgoing>,
     inflight: Arc<Mutex<Inflight>>,
     next_id: Arc<AtomicI32>,

@@ -1,0 +1,219 @@
+//! Devices that cannot reach each other directly meet through a relay:
+//! on loopback (one side has no listener at all), and in network
+//! namespaces behind two NAT routers, where they must then find the
+//! direct QUIC path through both NATs.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ferrosync_tests::netns::Lab;
+use ferrosync_tests::servers::{DiscoveryProcess, RelayProcess};
+use ferrosync_tests::trees::wait_equal;
+use ferrosync_tests::Device;
+use serde_json::Value;
+
+/// Writes `small` files of a few KiB and one file of `big` bytes under
+/// `root` (contents differ per file and per `seed`).
+fn fill(root: &Path, small: usize, big: usize, seed: u8) {
+    std::fs::create_dir_all(root.join("docs")).expect("mkdir");
+    for i in 0..small {
+        let body: Vec<u8> = (0..(1024 + i * 97))
+            .map(|j| (j as u8).wrapping_mul(31) ^ seed ^ i as u8)
+            .collect();
+        std::fs::write(root.join("docs").join(format!("{seed}-{i}.txt")), body).expect("write");
+    }
+    if big > 0 {
+        let mut x = 0x9E37_79B9_u32 ^ u32::from(seed);
+        let body: Vec<u8> = (0..big)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        std::fs::write(root.join(format!("big-{seed}.bin")), body).expect("write");
+    }
+}
+
+/// The status entry of the one configured device.
+fn peer(s: &Value) -> &Value {
+    &s["devices"][0]
+}
+
+/// A device joined to a loopback relay and listening nowhere is dialled
+/// through the relay by a device that has the relay URI as its address:
+/// the folder syncs both ways, status says `relay` and which one on both
+/// sides, and the joined side lists the relay as joined.
+#[test]
+fn a_device_with_no_listener_is_reached_through_a_relay() {
+    let relay = RelayProcess::start("127.0.0.1:0", None, &[]);
+    let (a, a_id) = Device::init("hidden");
+    a.isolate();
+    let (b, b_id) = Device::on_loopback("dialler");
+    a.ok(&["config", "set", "relays", &relay.uri]);
+    a.ok(&["device", "add", &b_id, "--name", "peer"]);
+    b.ok(&[
+        "device",
+        "add",
+        &a_id,
+        "--name",
+        "peer",
+        "--address",
+        &relay.uri,
+    ]);
+    let (ra, rb) = (a.scratch().join("data"), b.scratch().join("data"));
+    for (d, root, other) in [(&a, &ra, &b_id), (&b, &rb, &a_id)] {
+        d.ok(&[
+            "folder",
+            "add",
+            "f",
+            root.to_str().expect("utf-8"),
+            "--create",
+            "--share",
+            other,
+        ]);
+    }
+    fill(&ra, 5, 3 << 20, 1);
+    fill(&rb, 5, 0, 2);
+    let started = Instant::now();
+    let (mut da, mut db) = (a.start(), b.start());
+    let sb = db.wait_until(
+        "connected through the relay",
+        Duration::from_secs(20),
+        |s| peer(s)["transport"] == "relay",
+    );
+    eprintln!("relayed session up {:?} after start", started.elapsed());
+    assert_eq!(peer(&sb)["relay"], relay.uri.as_str(), "{sb:#}");
+    assert_eq!(peer(&sb)["source"], "static", "{sb:#}");
+    wait_equal(&[&ra, &rb], &[&da, &db], Duration::from_secs(60), "relayed");
+    let sa = da.wait_until("connected", Duration::from_secs(5), |s| {
+        peer(s)["transport"] == "relay"
+    });
+    assert_eq!(peer(&sa)["source"], "incoming", "{sa:#}");
+    assert_eq!(peer(&sa)["relay"], relay.uri.as_str(), "{sa:#}");
+    assert_eq!(sa["relays"][0]["entry"], relay.uri.as_str(), "{sa:#}");
+    assert_eq!(sa["relays"][0]["joined"], true, "{sa:#}");
+    da.stop();
+    db.stop();
+}
+
+/// Two devices, each behind its own NAT router (MASQUERADE, nothing in
+/// but answers), given only each other's ID, a `ferrosync-discovery` and
+/// a `ferrosync-relay` on the WAN. With UDP blocked at one router (no
+/// punching possible) they connect through the relay within 10 s of
+/// starting and sync 40 files and 16 MiB; once UDP passes again, they
+/// punch a direct QUIC path through both NATs within 30 s, which replaces
+/// the relayed session.
+#[test]
+fn devices_behind_two_nats_meet_through_the_relay_then_punch_through() {
+    let Some(mut lab) = Lab::new() else { return };
+    let mut wan = lab.segment();
+    let server = lab.host(&mut wan, "srv");
+    let (nat_a, mut lan_a) = lab.nat(&mut wan, "nata");
+    let (_nat_b, mut lan_b) = lab.nat(&mut wan, "natb");
+    let (ha, hb) = (lab.host(&mut lan_a, "a"), lab.host(&mut lan_b, "b"));
+    let disco_data = tempfile::tempdir().expect("tempdir");
+    let disco = DiscoveryProcess::start(
+        disco_data.path(),
+        &format!("{}:8443", server.ip),
+        Some(&server),
+        &[],
+    );
+    let relay = RelayProcess::start(&format!("{}:22067", server.ip), Some(&server), &[]);
+
+    let (a, a_id) = Device::in_netns("alpha", &ha);
+    let (b, b_id) = Device::in_netns("bravo", &hb);
+    let (ra, rb): (PathBuf, PathBuf) = (a.scratch().join("data"), b.scratch().join("data"));
+    for (d, root, other) in [(&a, &ra, &b_id), (&b, &rb, &a_id)] {
+        d.ok(&["config", "set", "discovery.global", &disco.url]);
+        d.ok(&["config", "set", "relays", &relay.uri]);
+        d.ok(&["device", "add", other, "--name", "peer"]);
+        d.ok(&[
+            "folder",
+            "add",
+            "f",
+            root.to_str().expect("utf-8"),
+            "--create",
+            "--share",
+            other,
+        ]);
+    }
+    fill(&ra, 39, 16 << 20, 3);
+    let udp = |op: &str| {
+        let out = nat_a
+            .command("iptables")
+            .args([op, "FORWARD", "-p", "udp", "-j", "DROP"])
+            .output()
+            .expect("iptables");
+        assert!(out.status.success(), "iptables {op}: {out:?}");
+    };
+    udp("-I");
+    let started = Instant::now();
+    let (mut da, mut db) = (a.start(), b.start());
+    let mut connected = Duration::ZERO;
+    for d in [&mut da, &mut db] {
+        let s = d.wait_until(
+            "connected through the relay",
+            Duration::from_secs(30),
+            |s| peer(s)["transport"] == "relay",
+        );
+        connected = connected.max(started.elapsed());
+        assert_eq!(peer(&s)["relay"], relay.uri.as_str(), "{s:#}");
+    }
+    eprintln!("relayed session up on both sides {connected:?} after start");
+    wait_equal(
+        &[&ra, &rb],
+        &[&da, &db],
+        Duration::from_secs(120),
+        "behind NAT",
+    );
+    eprintln!(
+        "synced 40 files + 16 MiB {:?} after start",
+        started.elapsed()
+    );
+    for d in [&da, &db] {
+        let s = d.status().expect("status");
+        assert_eq!(
+            peer(&s)["transport"],
+            "relay",
+            "synced through the relay: {s:#}"
+        );
+    }
+    assert!(
+        connected <= Duration::from_secs(10),
+        "the relayed session took {connected:?} (goal: 10 s)\nA:\n{}\nB:\n{}",
+        da.log(),
+        db.log()
+    );
+    udp("-D");
+    let t = Instant::now();
+    let punched = ferrosync_tests::poll(Duration::from_secs(30), || {
+        let both: Vec<Value> = [&da, &db].iter().filter_map(|d| d.status()).collect();
+        (both.len() == 2 && both.iter().all(|s| peer(s)["transport"] == "quic")).then_some(both)
+    });
+    let Some(punched) = punched else {
+        panic!(
+            "no direct QUIC path within 30 s\nA: {}\n{}\nB: {}\n{}",
+            da.status()
+                .map(|s| peer(&s).to_string())
+                .unwrap_or_default(),
+            da.log(),
+            db.status()
+                .map(|s| peer(&s).to_string())
+                .unwrap_or_default(),
+            db.log()
+        );
+    };
+    for s in &punched {
+        assert_eq!(peer(s)["relay"], Value::Null, "{s:#}");
+    }
+    eprintln!("moved to direct QUIC {:?} after the sync", t.elapsed());
+    // The direct path carries new changes.
+    std::fs::write(rb.join("after.txt"), "over the punched path").expect("write");
+    b.ok(&["folder", "rescan", "f"]);
+    wait_equal(&[&ra, &rb], &[&da, &db], Duration::from_secs(30), "punched");
+    da.stop();
+    db.stop();
+    disco.stop();
+}
