@@ -1,11 +1,13 @@
 //! Devices that cannot reach each other directly meet through a relay:
 //! on loopback (one side has no listener at all), and in network
 //! namespaces behind two NAT routers, where they must then find the
-//! direct QUIC path through both NATs.
+//! direct QUIC path through both NATs; and with the real Syncthing,
+//! through our relay and through its own `strelaysrv`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ferrosync_tests::daemon::Daemon;
 use ferrosync_tests::netns::Lab;
 use ferrosync_tests::servers::{DiscoveryProcess, RelayProcess};
 use ferrosync_tests::trees::wait_equal;
@@ -216,4 +218,170 @@ fn devices_behind_two_nats_meet_through_the_relay_then_punch_through() {
     da.stop();
     db.stop();
     disco.stop();
+}
+
+/// Waits until `files` exist under both roots; on failure shows both
+/// sides' logs.
+fn wait_files(roots: [&Path; 2], files: &[&str], ours: &Daemon, theirs: &str) {
+    let both = ferrosync_tests::poll(Duration::from_secs(120), || {
+        files
+            .iter()
+            .all(|f| roots.iter().all(|r| r.join(f).exists()))
+            .then_some(())
+    });
+    if both.is_none() {
+        panic!(
+            "not synced\nferrosync:\n{}\nSyncthing:\n{theirs}",
+            ours.log()
+        );
+    }
+}
+
+/// A real Syncthing behind a NAT router, configured with our relay and
+/// our discovery server, and a ferrosync device behind another: knowing
+/// only each other's IDs, they sync through `ferrosync-relay`.
+#[test]
+fn syncthing_behind_a_nat_syncs_with_us_through_our_relay() {
+    use ferrosync_tests::syncthing::{FolderType, Listen, Options, Syncthing};
+    let Some(binary) = ferrosync_tests::require("syncthing", "syncthing") else {
+        return;
+    };
+    let Some(mut lab) = Lab::new() else { return };
+    let mut wan = lab.segment();
+    let server = lab.host(&mut wan, "srv");
+    let (_nat_f, mut lan_f) = lab.nat(&mut wan, "natf");
+    let (_nat_s, mut lan_s) = lab.nat(&mut wan, "nats");
+    let (hf, hs) = (lab.host(&mut lan_f, "f"), lab.host(&mut lan_s, "st"));
+    let disco_data = tempfile::tempdir().expect("tempdir");
+    let disco = DiscoveryProcess::start(
+        disco_data.path(),
+        &format!("{}:8443", server.ip),
+        Some(&server),
+        &[],
+    );
+    let relay = RelayProcess::start(&format!("{}:22067", server.ip), Some(&server), &[]);
+    let mut st = Syncthing::start(Options {
+        binary,
+        listen: Listen::Tcp,
+        netns: Some(hs),
+        global_discovery: Some(disco.url.replace("/?id=", "/v2/?id=")),
+        relay: Some(relay.uri.clone()),
+        ..Options::default()
+    });
+    let (a, a_id) = Device::in_netns("ferro", &hf);
+    let (ra, rs) = (a.scratch().join("data"), st.scratch().join("data"));
+    std::fs::create_dir_all(&rs).expect("mkdir");
+    std::fs::write(rs.join("from-syncthing.txt"), "Syncthing's").expect("write");
+    st.add_device(&a_id, "ferro", &[]);
+    st.add_folder("f", &rs, &[&a_id], FolderType::SendReceive);
+    a.ok(&["config", "set", "discovery.global", &disco.url]);
+    a.ok(&["config", "set", "relays", &relay.uri]);
+    a.ok(&["device", "add", st.device_id(), "--name", "st"]);
+    a.ok(&[
+        "folder",
+        "add",
+        "f",
+        ra.to_str().expect("utf-8"),
+        "--create",
+        "--share",
+        st.device_id(),
+    ]);
+    std::fs::write(ra.join("from-ferrosync.txt"), "ferrosync's").expect("write");
+    // Syncthing dials its devices as it starts, and waits minutes after a
+    // failed relay dial: start it again once we are there to be found.
+    let started = Instant::now();
+    let mut da = a.start();
+    st.restart();
+    let s = da.wait_until("connected to Syncthing", Duration::from_secs(120), |s| {
+        peer(s)["connected"] == true
+    });
+    eprintln!(
+        "connected to Syncthing {:?} after start: {:#}",
+        started.elapsed(),
+        peer(&s)
+    );
+    assert_eq!(peer(&s)["transport"], "relay", "{s:#}");
+    assert_eq!(peer(&s)["relay"], relay.uri.as_str(), "{s:#}");
+    wait_files(
+        [&ra, &rs],
+        &["from-ferrosync.txt", "from-syncthing.txt"],
+        &da,
+        &st.log_tail(80),
+    );
+    da.stop();
+    disco.stop();
+}
+
+/// On loopback, a ferrosync device that listens nowhere and a real
+/// Syncthing both join Syncthing's own `strelaysrv` (no pool), each with
+/// the relay's URI as the other's address: they sync through it.
+#[test]
+fn we_sync_with_syncthing_through_strelaysrv() {
+    use ferrosync_tests::syncthing::{FolderType, Listen, Options, Syncthing};
+    let Some(binary) = ferrosync_tests::require("syncthing", "syncthing") else {
+        return;
+    };
+    let Some(program) = ferrosync_tests::require("strelaysrv", "syncthing-relaysrv") else {
+        return;
+    };
+    let relay = RelayProcess::strelaysrv(&program, None);
+    let st = Syncthing::start(Options {
+        binary,
+        listen: Listen::Tcp,
+        relay: Some(relay.uri.clone()),
+        ..Options::default()
+    });
+    let (a, a_id) = Device::init("ferro");
+    a.isolate();
+    a.ok(&["config", "set", "relays", &relay.uri]);
+    let (ra, rs) = (a.scratch().join("data"), st.scratch().join("data"));
+    std::fs::create_dir_all(&rs).expect("mkdir");
+    std::fs::write(rs.join("from-syncthing.txt"), "Syncthing's").expect("write");
+    st.add_device(&a_id, "ferro", &[&relay.uri]);
+    st.add_folder("f", &rs, &[&a_id], FolderType::SendReceive);
+    a.ok(&[
+        "device",
+        "add",
+        st.device_id(),
+        "--name",
+        "st",
+        "--address",
+        &relay.uri,
+    ]);
+    a.ok(&[
+        "folder",
+        "add",
+        "f",
+        ra.to_str().expect("utf-8"),
+        "--create",
+        "--share",
+        st.device_id(),
+    ]);
+    std::fs::write(ra.join("from-ferrosync.txt"), "ferrosync's").expect("write");
+    let started = Instant::now();
+    let mut da = a.start();
+    let s = da.wait_until("connected to Syncthing", Duration::from_secs(60), |s| {
+        peer(s)["connected"] == true
+    });
+    eprintln!(
+        "connected through strelaysrv {:?} after start",
+        started.elapsed()
+    );
+    assert_eq!(peer(&s)["transport"], "relay", "{s:#}");
+    assert_eq!(peer(&s)["relay"], relay.uri.as_str(), "{s:#}");
+    wait_files(
+        [&ra, &rs],
+        &["from-ferrosync.txt", "from-syncthing.txt"],
+        &da,
+        &st.log_tail(80),
+    );
+    let c = st.connections();
+    let entry = &c["connections"][a_id.as_str()];
+    assert!(
+        entry["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("relay")),
+        "Syncthing's side: {entry}"
+    );
+    da.stop();
 }
