@@ -4,7 +4,7 @@
 //! ```text
 //! run ─┬─ identity, config, index (sled)
 //!      ├─ net: listeners and the relay client ──▶ accept loop ──▶ peer sessions (Peers::run_link)
-//!      ├─ our addresses (listeners + joined relays) ──▶ LAN and global discovery announce them
+//!      ├─ our addresses (listeners, router mappings, STUN, joined relays) ──▶ LAN and global discovery announce them
 //!      ├─ connect: the dialler (a dial loop per configured device, addresses from discovery's Finder)
 //!      ├─ one runner per folder (model::folder): scans and pulls
 //!      ├─ local API (api) on the configured address
@@ -115,7 +115,12 @@ async fn serve(
     let folders = Arc::new(RwLock::new(HashMap::new()));
     let https = crate::net::https::Https::new(identity).context("the HTTPS client")?;
     let relays = net.relays(live.clone(), https.clone());
-    let (own_rx, own_task) = own_addresses(net.listen_urls(), relays.joined());
+    let nat = crate::net::nat::spawn(&net.listen_urls(), live.clone());
+    let stun = net.stun(live.clone());
+    let mut sources = vec![nat.external()];
+    sources.extend(stun.as_ref().map(|s| s.external()));
+    sources.push(relays.joined());
+    let (own_rx, mut own_tasks) = own_addresses(net.listen_urls(), sources);
     let lan = Lan::new(device_id, live.clone(), own_rx.clone());
     let lan_task = lan.spawn();
     let global = Global::new(https, live.clone(), own_rx);
@@ -168,6 +173,8 @@ async fn serve(
         global: global.clone(),
         lan: lan.clone(),
         relays: relays.clone(),
+        nat: nat.clone(),
+        stun: stun.clone(),
     });
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(api::serve(listener, state.clone(), async {
@@ -188,7 +195,10 @@ async fn serve(
     // pulls (they write the index), then the API that reads them.
     dialler.stop();
     relays.stop();
-    own_task.abort();
+    if let Some(s) = &stun {
+        s.stop();
+    }
+    own_tasks.abort_all();
     global_task.abort();
     lan_task.abort();
     net.shutdown();
@@ -203,33 +213,57 @@ async fn serve(
     {
         tracing::warn!("the API did not stop within 5 s");
     }
+    // After the sessions: a mapping removed first would cut them off.
+    nat.stop().await;
     let _ = std::fs::remove_file(home.api_address_path());
     let _ = std::fs::remove_file(home.listen_urls_path());
     Ok(())
 }
 
-/// What we announce: the listen URLs, then the relays joined now. The
-/// watch changes when a relay is joined or lost.
+/// What we announce: the listen URLs, then what each of `sources` knows
+/// now (the router's mappings, the STUN mapping, the relays joined), in
+/// that order, each address once. The watch changes with any source.
 fn own_addresses(
     listen: Vec<String>,
-    mut relays: tokio::sync::watch::Receiver<Vec<String>>,
+    sources: Vec<tokio::sync::watch::Receiver<Vec<String>>>,
 ) -> (
     tokio::sync::watch::Receiver<Vec<String>>,
-    tokio::task::JoinHandle<()>,
+    tokio::task::JoinSet<()>,
 ) {
-    let all = move |relays: &[String]| listen.iter().chain(relays).cloned().collect::<Vec<_>>();
-    let (tx, rx) = tokio::sync::watch::channel(all(&relays.borrow_and_update()));
-    let task = tokio::spawn(async move {
-        while relays.changed().await.is_ok() {
-            let now = all(&relays.borrow_and_update());
-            tx.send_if_modified(|old| {
-                let changed = *old != now;
-                *old = now;
-                changed
-            });
+    let parts: Arc<std::sync::Mutex<Vec<Vec<String>>>> = Arc::new(std::sync::Mutex::new(
+        sources.iter().map(|s| s.borrow().clone()).collect(),
+    ));
+    let all = move |parts: &[Vec<String>]| {
+        let mut out = listen.clone();
+        for a in parts.iter().flatten() {
+            if !out.contains(a) {
+                out.push(a.clone());
+            }
         }
-    });
-    (rx, task)
+        out
+    };
+    let (tx, rx) =
+        tokio::sync::watch::channel(all(&parts.lock().unwrap_or_else(|e| e.into_inner())));
+    let tx = Arc::new(tx);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, mut source) in sources.into_iter().enumerate() {
+        let (parts, tx, all) = (parts.clone(), tx.clone(), all.clone());
+        tasks.spawn(async move {
+            while source.changed().await.is_ok() {
+                let now = {
+                    let mut p = parts.lock().unwrap_or_else(|e| e.into_inner());
+                    p[i] = source.borrow_and_update().clone();
+                    all(&p)
+                };
+                tx.send_if_modified(|old| {
+                    let changed = *old != now;
+                    *old = now;
+                    changed
+                });
+            }
+        });
+    }
+    (rx, tasks)
 }
 
 /// Re-reads the config file and applies it; returns notes for the user.

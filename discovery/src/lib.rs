@@ -9,6 +9,7 @@
 //! - [`limit`]: the per-IP request limit
 //! - [`proxy`]: who the client is, behind a reverse proxy
 //! - [`metrics`]: counters and their Prometheus text
+//! - [`stun`]: the STUN responder (what a NAT maps a QUIC port to)
 //!
 //! `main.rs` only parses the command line and calls [`run`].
 #![deny(missing_docs)]
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod store;
+pub mod stun;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 
@@ -76,6 +78,11 @@ pub enum Command {
         /// client-certificate headers say who the client is.
         #[arg(long, value_name = "ADDR")]
         behind_proxy: Option<std::net::IpAddr>,
+        /// Also answer STUN Binding requests on this UDP address (e.g.
+        /// 0.0.0.0:3478), so devices learn what their NAT maps their QUIC
+        /// port to; put it in their `stun` setting.
+        #[arg(long, value_name = "ADDR")]
+        stun: Option<SocketAddr>,
     },
 }
 
@@ -94,6 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             store,
             rate_limit,
             behind_proxy,
+            stun,
         } => {
             if !(rate_limit >= 0.0 && rate_limit.is_finite()) {
                 anyhow::bail!("--rate-limit must be a number of requests per second, 0 or more");
@@ -105,6 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 metrics,
                 rate_limit: (rate_limit > 0.0).then(|| limit::RateLimit::per_second(rate_limit)),
                 behind_proxy,
+                stun,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -130,6 +139,9 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     }
     if let Some(m) = server.metrics_addr() {
         eprintln!("metrics on http://{m}/metrics");
+    }
+    if let Some(s) = server.stun_addr() {
+        eprintln!("STUN on udp {s}");
     }
     tokio::select! {
         _ = term.recv() => {}

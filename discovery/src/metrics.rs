@@ -42,6 +42,8 @@ pub struct Metrics {
     lookups: [AtomicU64; 4],
     rate_limited: AtomicU64,
     too_large: AtomicU64,
+    stun_answered: AtomicU64,
+    stun_limited: AtomicU64,
     devices: AtomicU64,
     latency: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
@@ -57,6 +59,16 @@ impl Metrics {
     /// Counts a lookup.
     pub fn lookup(&self, r: Lookup) {
         self.lookups[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a STUN Binding request: answered, or refused by the limit.
+    pub fn stun(&self, answered: bool) {
+        let c = if answered {
+            &self.stun_answered
+        } else {
+            &self.stun_limited
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request refused by the rate limit.
@@ -104,6 +116,21 @@ impl Metrics {
                 s,
                 "ferrosync_discovery_announces_total{{result=\"{r}\"}} {}",
                 get(&self.announces[i])
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP ferrosync_discovery_stun_requests_total STUN Binding requests by result."
+        );
+        let _ = writeln!(s, "# TYPE ferrosync_discovery_stun_requests_total counter");
+        for (r, c) in [
+            ("answered", &self.stun_answered),
+            ("rate_limited", &self.stun_limited),
+        ] {
+            let _ = writeln!(
+                s,
+                "ferrosync_discovery_stun_requests_total{{result=\"{r}\"}} {}",
+                get(c)
             );
         }
         let _ = writeln!(

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub rate_limit: Option<RateLimit>,
     /// Plain HTTP for a reverse proxy at this address (see [`crate::proxy`]).
     pub behind_proxy: Option<std::net::IpAddr>,
+    /// Where to answer STUN Binding requests (UDP), if anywhere.
+    pub stun: Option<SocketAddr>,
 }
 
 /// The server's identity, made in `data` on first use.
@@ -104,6 +106,7 @@ fn write_new(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
 pub struct Server {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    stun_addr: Option<SocketAddr>,
     id: DeviceId,
     proxied: bool,
     store: Store,
@@ -161,6 +164,21 @@ impl Server {
             }
             None => None,
         };
+        let stun_addr = match config.stun {
+            Some(a) => {
+                let socket = tokio::net::UdpSocket::bind(a)
+                    .await
+                    .with_context(|| format!("listening for STUN on {a}"))?;
+                let bound = socket.local_addr()?;
+                tasks.spawn(crate::stun::serve(
+                    socket,
+                    config.rate_limit.map(Limiter::new),
+                    metrics.clone(),
+                ));
+                Some(bound)
+            }
+            None => None,
+        };
         let tls = config
             .behind_proxy
             .is_none()
@@ -170,6 +188,7 @@ impl Server {
         Ok(Self {
             addr,
             metrics_addr,
+            stun_addr,
             id: identity.id,
             proxied: config.behind_proxy.is_some(),
             store,
@@ -185,6 +204,11 @@ impl Server {
     /// Where `/metrics` is served, if anywhere.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Where STUN is answered (UDP), if anywhere.
+    pub fn stun_addr(&self) -> Option<SocketAddr> {
+        self.stun_addr
     }
 
     /// The server's device ID (what clients pin).

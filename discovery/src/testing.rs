@@ -39,6 +39,7 @@ pub async fn spawn_with(edit: impl FnOnce(&mut ServerConfig)) -> TestServer {
         metrics: Some("127.0.0.1:0".parse().expect("addr")),
         rate_limit: None,
         behind_proxy: None,
+        stun: None,
     };
     edit(&mut config);
     let server = Server::bind(config).await.expect("bind");

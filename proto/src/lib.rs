@@ -17,6 +17,7 @@ pub mod local_discovery;
 pub mod message;
 pub mod name;
 pub mod relay;
+pub mod stun;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod version;

@@ -54,6 +54,7 @@ impl Device {
             ("listen", ""),
             ("relays", ""),
             ("nat", "false"),
+            ("stun", ""),
             ("discovery.local", "false"),
             ("discovery.global", ""),
         ] {

@@ -415,3 +415,58 @@ fn behind_a_proxy_only_the_proxy_speaks_for_clients() {
     assert_eq!(status, 403, "not from the proxy");
     rt.block_on(t.server.shutdown());
 }
+
+/// The STUN responder answers a Binding request with the address it came
+/// from (what a NAT maps a QUIC port to), ignores anything else, stops
+/// answering a source over the rate limit, and counts both.
+#[test]
+fn stun_tells_a_client_where_it_is_seen_from() {
+    rt().block_on(async {
+        let t = spawn_with(|c| {
+            c.stun = Some("127.0.0.1:0".parse().expect("addr"));
+            c.metrics = Some("127.0.0.1:0".parse().expect("addr"));
+            c.rate_limit = Some(RateLimit::per_second(1.0));
+        })
+        .await;
+        let server = t.server.stun_addr().expect("STUN listening");
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let me = client.local_addr().expect("addr");
+        let mut buf = [0u8; 1500];
+        // Garbage and a QUIC-looking packet first: no answer to either, so
+        // the first answer is the Binding request's.
+        client.send_to(b"hello", server).await.expect("send");
+        let mut quic = proto::stun::binding_request(&[9; 12]);
+        quic[0] = 0xC0;
+        client.send_to(&quic, server).await.expect("send");
+        let mut answered = 0;
+        for i in 0..12u8 {
+            let tx = [i; 12];
+            client
+                .send_to(&proto::stun::binding_request(&tx), server)
+                .await
+                .expect("send");
+            let got = tokio::time::timeout(Duration::from_millis(500), client.recv(&mut buf)).await;
+            match got {
+                Ok(Ok(n)) => {
+                    assert_eq!(proto::stun::parse_binding_response(&buf[..n], &tx), Ok(me));
+                    answered += 1;
+                }
+                // Over the limit (a burst of 10): no answer.
+                _ => break,
+            }
+        }
+        assert_eq!(answered, 10);
+        let m = metrics(&t.server);
+        assert!(
+            m.contains("ferrosync_discovery_stun_requests_total{result=\"answered\"} 10\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("ferrosync_discovery_stun_requests_total{result=\"rate_limited\"} 1\n"),
+            "{m}"
+        );
+        t.server.shutdown().await;
+    });
+}

@@ -113,14 +113,15 @@ fn devices_behind_two_nats_meet_through_the_relay_then_punch_through() {
     let mut wan = lab.segment();
     let server = lab.host(&mut wan, "srv");
     let (nat_a, mut lan_a) = lab.nat(&mut wan, "nata");
-    let (_nat_b, mut lan_b) = lab.nat(&mut wan, "natb");
+    let (nat_b, mut lan_b) = lab.nat(&mut wan, "natb");
     let (ha, hb) = (lab.host(&mut lan_a, "a"), lab.host(&mut lan_b, "b"));
     let disco_data = tempfile::tempdir().expect("tempdir");
+    let stun = format!("{}:3478", server.ip);
     let disco = DiscoveryProcess::start(
         disco_data.path(),
         &format!("{}:8443", server.ip),
         Some(&server),
-        &[],
+        &["--stun", &stun],
     );
     let relay = RelayProcess::start(&format!("{}:22067", server.ip), Some(&server), &[]);
 
@@ -130,6 +131,7 @@ fn devices_behind_two_nats_meet_through_the_relay_then_punch_through() {
     for (d, root, other) in [(&a, &ra, &b_id), (&b, &rb, &a_id)] {
         d.ok(&["config", "set", "discovery.global", &disco.url]);
         d.ok(&["config", "set", "relays", &relay.uri]);
+        d.ok(&["config", "set", "stun", &stun]);
         d.ok(&["device", "add", other, "--name", "peer"]);
         d.ok(&[
             "folder",
@@ -164,6 +166,24 @@ fn devices_behind_two_nats_meet_through_the_relay_then_punch_through() {
         assert_eq!(peer(&s)["relay"], relay.uri.as_str(), "{s:#}");
     }
     eprintln!("relayed session up on both sides {connected:?} after start");
+    // STUN, asked from B's QUIC socket, saw B's NAT's address and kept
+    // port (MASQUERADE keeps it); A's is blocked for now.
+    let stun_seen = |d: &Daemon, nat: &ferrosync_tests::netns::Host| {
+        let port = d
+            .listen_url("quic")
+            .rsplit(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let want = format!("{}:{port}", nat.ip);
+        d.status()
+            .is_some_and(|s| s["stun"]["external"] == want.as_str())
+    };
+    assert!(
+        stun_seen(&db, &nat_b),
+        "B's STUN: {:#}",
+        db.status().map(|s| s["stun"].clone()).unwrap_or_default()
+    );
     wait_equal(
         &[&ra, &rb],
         &[&da, &db],
@@ -210,6 +230,15 @@ fn devices_behind_two_nats_meet_through_the_relay_then_punch_through() {
     for s in &punched {
         assert_eq!(peer(s)["relay"], Value::Null, "{s:#}");
     }
+    // A's STUN asks again (5 s, then 10 s) and now gets through.
+    let a_stun = ferrosync_tests::poll(Duration::from_secs(30), || {
+        stun_seen(&da, &nat_a).then_some(())
+    });
+    assert!(
+        a_stun.is_some(),
+        "A's STUN: {:#}",
+        da.status().map(|s| s["stun"].clone()).unwrap_or_default()
+    );
     eprintln!("moved to direct QUIC {:?} after the sync", t.elapsed());
     // The direct path carries new changes.
     std::fs::write(rb.join("after.txt"), "over the punched path").expect("write");

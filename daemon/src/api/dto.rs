@@ -23,6 +23,36 @@ pub struct Status {
     /// Every configured relay entry and whether we are joined.
     #[serde(default)]
     pub relays: Vec<RelayStatus>,
+    /// Port mapping on the router: the external addresses found, and how.
+    #[serde(default)]
+    pub nat: NatStatus,
+    /// What STUN says our QUIC port is behind a NAT.
+    #[serde(default)]
+    pub stun: StunStatus,
+}
+
+/// Port mapping in [`Status`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NatStatus {
+    /// `nat` in force.
+    pub enabled: bool,
+    /// The UPnP gateway found.
+    pub gateway: Option<String>,
+    /// The mapped addresses (announced).
+    pub external: Vec<String>,
+    /// What went wrong last.
+    pub error: Option<String>,
+}
+
+/// STUN in [`Status`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StunStatus {
+    /// The servers asked.
+    pub servers: Vec<String>,
+    /// Our QUIC port as they see it (announced as `quic://…`).
+    pub external: Option<String>,
+    /// What went wrong last.
+    pub error: Option<String>,
 }
 
 /// One configured relay entry in [`Status`].

@@ -34,6 +34,10 @@ pub struct ApiState {
     pub reload: mpsc::Sender<Reload>,
     /// The relay client.
     pub relays: Arc<crate::net::relay::listen::Relays>,
+    /// The router's port mappings.
+    pub nat: Arc<crate::net::nat::Nat>,
+    /// The STUN client (none without a QUIC listener).
+    pub stun: Option<Arc<crate::net::stun::Stun>>,
     /// Where dialled connections' addresses came from.
     pub sources: Arc<crate::connect::Sources>,
     /// The global discovery client.
@@ -180,6 +184,23 @@ async fn status(State(s): State<Arc<ApiState>>) -> Response {
                 error: r.error,
             })
             .collect(),
+        nat: {
+            let n = s.nat.status();
+            dto::NatStatus {
+                enabled: config.nat,
+                gateway: n.gateway,
+                external: n.external,
+                error: n.error,
+            }
+        },
+        stun: {
+            let st = s.stun.as_ref().map(|x| x.status()).unwrap_or_default();
+            dto::StunStatus {
+                servers: config.stun.clone(),
+                external: st.external,
+                error: st.error,
+            }
+        },
     })
     .into_response()
 }

@@ -13,6 +13,7 @@ pub const KEYS: &[&str] = &[
     "listen",
     "relays",
     "nat",
+    "stun",
     "api.address",
     "api.key",
     "discovery.local",
@@ -31,6 +32,7 @@ impl Config {
             "listen" => self.listen.join(","),
             "relays" => self.relays.join(","),
             "nat" => self.nat.to_string(),
+            "stun" => self.stun.join(","),
             "api.address" => self.api.address.clone(),
             "api.key" => self.api.key.clone(),
             "discovery.local" => self.discovery.local.to_string(),
@@ -61,7 +63,7 @@ impl Config {
                 // A relay, or a relay pool to choose one from.
                 self.relays = list(value, |s| {
                     if s.starts_with("dynamic+") {
-                        check_url(s, &["dynamic+https"])
+                        check_url(s, &["dynamic+https", "dynamic+http"])
                     } else {
                         check_sync_url(s, &[Transport::Relay])
                     }
@@ -69,6 +71,7 @@ impl Config {
                 .map_err(bad)?;
             }
             "nat" => self.nat = parse_bool(value).map_err(bad)?,
+            "stun" => self.stun = list(value, check_host_port).map_err(bad)?,
             "api.address" => {
                 let addr: SocketAddr = value.trim().parse().map_err(|_| {
                     bad(format!(
@@ -101,6 +104,25 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `host:port` (a name, an IPv4 address, or `[IPv6]`), as STUN servers
+/// are given.
+fn check_host_port(s: &str) -> Result<(), String> {
+    let bad = || format!("{s:?} is not host:port, e.g. stun.example.org:3478");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !host.is_empty() && !host.contains([':', '/', ' ', '[', ']']),
+    };
+    if !ok {
+        return Err(bad());
+    }
+    port.parse::<u16>()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(bad)?;
+    Ok(())
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -171,6 +193,7 @@ mod tests {
                 "relay://10.0.0.1:22067/?id=X,dynamic+https://relays.example.org/endpoint",
             ),
             ("nat", "false"),
+            ("stun", "stun.example.org:3478,[2001:db8::1]:3478"),
             ("api.address", "127.0.0.1:9000"),
             ("api.key", "0123456789abcdef0123"),
             ("discovery.local", "false"),
@@ -187,7 +210,7 @@ mod tests {
     #[test]
     fn empty_lists_mean_none() {
         let mut c = Config::new_for("a");
-        for k in ["relays", "discovery.global", "listen"] {
+        for k in ["relays", "discovery.global", "listen", "stun"] {
             c.set(k, "").expect("empty");
             assert_eq!(c.get(k).expect("get"), "");
         }
@@ -204,6 +227,9 @@ mod tests {
             ("listen", "not a url"),
             ("listen", "tcp://127.0.0.1:1,bogus"),
             ("nat", "maybe"),
+            ("stun", "stun.example.org"),
+            ("stun", "host:0"),
+            ("stun", "::1:3478"),
             ("api.address", "localhost"),
             ("api.key", "short"),
             ("name", "  "),

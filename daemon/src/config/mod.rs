@@ -37,6 +37,10 @@ pub struct Config {
     pub relays: Vec<String>,
     /// Port mapping on the router.
     pub nat: bool,
+    /// STUN servers (`host:port`) that tell us our QUIC port's address
+    /// behind a NAT (empty: none).
+    #[serde(default)]
+    pub stun: Vec<String>,
     /// The local control API.
     pub api: ApiConfig,
     /// Discovery settings.

@@ -15,8 +15,10 @@
 
 mod admission;
 pub mod https;
+pub mod nat;
 mod quic;
 pub mod relay;
+pub mod stun;
 mod tcp;
 mod tls;
 
@@ -533,6 +535,14 @@ impl Net {
             tls: self.inner.tls.clone(),
         });
         relay::listen::spawn(ctx, https, config, accept)
+    }
+
+    /// Starts the STUN client on the QUIC listener that reaches IPv4
+    /// (`None` without one): it learns the address our NAT maps the QUIC
+    /// port to, from the live config's `stun` servers.
+    pub fn stun(&self, config: crate::config::live::Live) -> Option<Arc<stun::Stun>> {
+        let (socket, answers) = self.inner.quic.take_stun()?;
+        Some(stun::spawn(socket, answers, config))
     }
 
     /// Remembers `source` as an address of a configured device: its

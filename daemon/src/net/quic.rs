@@ -20,6 +20,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::AsyncWrite;
 use tokio::sync::watch;
 
+use super::stun::StunSocket;
 use super::tls::{TlsConfigs, ALPN};
 use super::{canonical, peer_device, Acceptor, Connection, NetError, Transport, HANDSHAKE_TIMEOUT};
 
@@ -92,12 +93,14 @@ impl Configs {
         only_v6: bool,
         listen: bool,
     ) -> io::Result<Bound> {
-        let socket = udp_socket(addr, only_v6)?;
-        let mut endpoint = quinn::Endpoint::new(
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let socket = quinn::Runtime::wrap_udp_socket(&*runtime, udp_socket(addr, only_v6)?)?;
+        let (socket, stun_answers) = StunSocket::wrap(socket);
+        let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
             EndpointConfig::default(),
             listen.then(|| self.server.clone()),
-            socket,
-            Arc::new(quinn::TokioRuntime),
+            socket.clone(),
+            runtime,
         )?;
         endpoint.set_default_client_config(self.client.clone());
         let local = endpoint.local_addr()?;
@@ -105,6 +108,7 @@ impl Configs {
             endpoint,
             local,
             only_v6,
+            stun: Mutex::new(Some((socket, stun_answers))),
         })
     }
 }
@@ -139,7 +143,15 @@ pub(super) struct Bound {
     pub(super) endpoint: quinn::Endpoint,
     pub(super) local: SocketAddr,
     only_v6: bool,
+    /// The socket's STUN side, until a STUN client takes it.
+    stun: Mutex<Option<StunSide>>,
 }
+
+/// A socket's STUN side: to send Binding requests, and the answers.
+pub(super) type StunSide = (
+    Arc<StunSocket>,
+    tokio::sync::mpsc::Receiver<(SocketAddr, Vec<u8>)>,
+);
 
 impl Bound {
     fn can_reach(&self, target: SocketAddr) -> bool {
@@ -171,6 +183,15 @@ pub(super) struct Endpoints {
 }
 
 impl Endpoints {
+    /// The STUN side of the listening socket that reaches IPv4 (what NATs
+    /// map), once.
+    pub(super) fn take_stun(&self) -> Option<StunSide> {
+        self.listening
+            .iter()
+            .filter(|b| b.can_reach(SocketAddr::from(([192, 0, 2, 1], 1))))
+            .find_map(|b| b.stun.lock().unwrap_or_else(|e| e.into_inner()).take())
+    }
+
     pub(super) fn new(configs: Configs, mut listening: Vec<Bound>) -> Self {
         // Syncthing prefers a socket bound to every address for dialing:
         // it reaches anything its family allows.
