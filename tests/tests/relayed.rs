@@ -96,6 +96,87 @@ fn a_device_with_no_listener_is_reached_through_a_relay() {
     assert_eq!(peer(&sa)["relay"], relay.uri.as_str(), "{sa:#}");
     assert_eq!(sa["relays"][0]["entry"], relay.uri.as_str(), "{sa:#}");
     assert_eq!(sa["relays"][0]["joined"], true, "{sa:#}");
+    // The CLI says the same.
+    let out = a.ok(&["status"]);
+    assert!(
+        out.contains(&format!("relay {}: joined", relay.uri)),
+        "{out}"
+    );
+    let out = b.ok(&["status"]);
+    assert!(
+        out.contains(&format!("connected via relay {} (static)", relay.uri)),
+        "{out}"
+    );
+    da.stop();
+    db.stop();
+}
+
+/// Serves `body` as JSON to every HTTP request on a loopback port (a
+/// relay pool's endpoint), from a thread that ends with the process.
+fn serve_json(body: String) -> std::net::SocketAddr {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(&stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let _ = write!(
+                &stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+/// A `dynamic+http://` pool lists a relay that does not answer and one
+/// that does: the device probes both at once, joins the live one (status
+/// shows which, and its latency) and is reached through it.
+#[test]
+fn a_pool_is_probed_and_its_live_relay_joined() {
+    let relay = RelayProcess::start("127.0.0.1:0", None, &[]);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let pool = serve_json(
+        serde_json::json!({
+            "relays": [{ "url": format!("relay://{dead}") }, { "url": relay.uri }]
+        })
+        .to_string(),
+    );
+    let entry = format!("dynamic+http://{pool}/endpoint");
+    let (a, a_id) = Device::init("pooled");
+    a.isolate();
+    let (b, b_id) = Device::on_loopback("dialler");
+    a.ok(&["config", "set", "relays", &entry]);
+    a.ok(&["device", "add", &b_id, "--name", "peer"]);
+    b.ok(&[
+        "device",
+        "add",
+        &a_id,
+        "--name",
+        "peer",
+        "--address",
+        &relay.uri,
+    ]);
+    let (mut da, mut db) = (a.start(), b.start());
+    let s = da.wait_until("joined the pool's relay", Duration::from_secs(20), |s| {
+        s["relays"][0]["joined"] == true
+    });
+    let r = &s["relays"][0];
+    assert_eq!(r["entry"], entry.as_str(), "{r:#}");
+    assert_eq!(r["relay"], relay.uri.as_str(), "{r:#}");
+    assert!(r["latency_ms"].is_u64(), "{r:#}");
+    db.wait_until(
+        "connected through the pool's relay",
+        Duration::from_secs(20),
+        |s| peer(s)["transport"] == "relay",
+    );
     da.stop();
     db.stop();
 }

@@ -262,8 +262,12 @@ fn status(home: &Home, json: bool, watch: bool) -> Result<()> {
         }
     }
     for d in &st.devices {
-        let conn = match (&d.address, &d.transport) {
-            (Some(a), Some(t)) => format!(
+        let conn = match (&d.address, &d.transport, &d.relay) {
+            (Some(_), Some(t), Some(r)) => format!(
+                "connected via {t} {r} ({})",
+                d.source.as_deref().unwrap_or("?")
+            ),
+            (Some(a), Some(t), None) => format!(
                 "connected via {t} at {a} ({})",
                 d.source.as_deref().unwrap_or("?")
             ),
@@ -282,6 +286,35 @@ fn status(home: &Home, json: bool, watch: bool) -> Result<()> {
             s.source,
             s.server.as_deref().unwrap_or("")
         );
+    }
+    for r in &st.relays {
+        let state = match (r.joined, &r.relay, &r.error) {
+            (true, Some(uri), _) if uri != &r.entry => format!("joined {uri}"),
+            (true, _, _) => "joined".to_string(),
+            (false, _, Some(e)) => format!("failing: {e}"),
+            (false, _, None) => "joining".to_string(),
+        };
+        println!("relay {}: {state}", r.entry);
+    }
+    if st.nat.enabled {
+        let state = match (&st.nat.external[..], &st.nat.error) {
+            ([], Some(e)) => format!("failing: {e}"),
+            ([], None) => "looking for the router".to_string(),
+            (ext, _) => format!(
+                "mapped at {} by {}",
+                ext.join(", "),
+                st.nat.gateway.as_deref().unwrap_or("?")
+            ),
+        };
+        println!("port mapping: {state}");
+    }
+    if !st.stun.servers.is_empty() {
+        let state = match (&st.stun.external, &st.stun.error) {
+            (Some(a), _) => format!("QUIC port seen at {a}"),
+            (None, Some(e)) => format!("failing: {e}"),
+            (None, None) => "asking".to_string(),
+        };
+        println!("stun {}: {state}", st.stun.servers.join(", "));
     }
     Ok(())
 }
