@@ -231,6 +231,23 @@ impl Lab {
     /// entries that make MASQUERADE change ports). Returns the router
     /// (its address is its WAN address) and the LAN.
     pub fn nat(&mut self, wan: &mut Segment, name: &str) -> (Host, Segment) {
+        self.nat_router(wan, name, "iptables", false)
+    }
+
+    /// A NAT router as [`Lab::nat`] makes, ready for `miniupnpd` (its
+    /// iptables build): the rules in the legacy tables it writes to, and
+    /// its chains hooked in before the drops, so the ports it maps get in.
+    pub fn upnp_nat(&mut self, wan: &mut Segment, name: &str) -> (Host, Segment) {
+        self.nat_router(wan, name, "iptables-legacy", true)
+    }
+
+    fn nat_router(
+        &mut self,
+        wan: &mut Segment,
+        name: &str,
+        iptables: &str,
+        upnp: bool,
+    ) -> (Host, Segment) {
         let lan = self.segment();
         let ns = self.namespace(name);
         let host = wan.next_host;
@@ -250,8 +267,55 @@ impl Lab {
             assert!(out.status.success(), "{}: {out:?}", args.join(" "));
         };
         run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        if upnp {
+            for (table, chain) in [
+                ("nat", "MINIUPNPD"),
+                ("nat", "MINIUPNPD-POSTROUTING"),
+                ("filter", "MINIUPNPD"),
+            ] {
+                run(&[iptables, "-w", "-t", table, "-N", chain]);
+            }
+            run(&[
+                iptables,
+                "-w",
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-i",
+                "eth0",
+                "-j",
+                "MINIUPNPD",
+            ]);
+            run(&[
+                iptables,
+                "-w",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-o",
+                "eth0",
+                "-j",
+                "MINIUPNPD-POSTROUTING",
+            ]);
+            run(&[
+                iptables,
+                "-w",
+                "-A",
+                "FORWARD",
+                "-i",
+                "eth0",
+                "!",
+                "-o",
+                "eth0",
+                "-j",
+                "MINIUPNPD",
+            ]);
+        }
         run(&[
-            "iptables",
+            iptables,
+            "-w",
             "-t",
             "nat",
             "-A",
@@ -263,7 +327,8 @@ impl Lab {
         ]);
         for chain in ["FORWARD", "INPUT"] {
             run(&[
-                "iptables",
+                iptables,
+                "-w",
                 "-A",
                 chain,
                 "-i",
@@ -275,7 +340,7 @@ impl Lab {
                 "-j",
                 "ACCEPT",
             ]);
-            run(&["iptables", "-A", chain, "-i", "eth0", "-j", "DROP"]);
+            run(&[iptables, "-w", "-A", chain, "-i", "eth0", "-j", "DROP"]);
         }
         (router, lan)
     }

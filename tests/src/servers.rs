@@ -232,6 +232,97 @@ impl Drop for RelayProcess {
     }
 }
 
+/// A real `miniupnpd` (Debian's iptables build) in a router made by
+/// [`crate::netns::Lab::upnp_nat`], serving UPnP IGD and NAT-PMP to its
+/// LAN; killed on drop.
+pub struct MiniUpnpd {
+    child: Child,
+    router: Host,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl MiniUpnpd {
+    /// Starts `program` in `router` for the LAN `198.18.{lan}.0/24`.
+    /// miniupnpd refuses to map anything while its WAN address is in a
+    /// reserved range (198.18/15 is), unless a STUN server says the address
+    /// is public: `stun` (`host:port`, e.g. `ferrosync-discovery --stun`)
+    /// is asked. Waits until miniupnpd says it forwards ports.
+    pub fn start(program: &Path, router: &Host, lan: u8, stun: std::net::SocketAddr) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("miniupnpd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "ext_ifname=eth0\nlistening_ip=eth1\nhttp_port=5555\nenable_upnp=yes\n\
+                 enable_natpmp=yes\nsecure_mode=yes\nipv6_disable=yes\nsystem_uptime=yes\n\
+                 ext_perform_stun=yes\next_stun_host={}\next_stun_port={}\n\
+                 uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b\n\
+                 allow 1024-65535 198.18.{lan}.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
+                stun.ip(),
+                stun.port()
+            ),
+        )
+        .expect("miniupnpd.conf");
+        let log = dir.path().join("miniupnpd.log");
+        let child = router
+            .command(program)
+            .arg("-d")
+            .arg("-f")
+            .arg(&conf)
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(std::fs::File::create(dir.path().join("miniupnpd.err")).expect("log"))
+            .spawn()
+            .expect("spawn miniupnpd");
+        let mut me = Self {
+            child,
+            router: router.clone(),
+            log,
+            _dir: dir,
+        };
+        let up = crate::poll(std::time::Duration::from_secs(30), || {
+            me.log()
+                .contains("Port forwarding is now enabled")
+                .then_some(())
+        });
+        if up.is_none() {
+            let _ = me.child.kill();
+            panic!("miniupnpd did not enable port forwarding:\n{}", me.log());
+        }
+        me
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        let err = self.log.with_file_name("miniupnpd.err");
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+            + &std::fs::read_to_string(err).unwrap_or_default()
+    }
+
+    /// The port-forwarding (DNAT) rules it has in place now, one per
+    /// mapping, as `iptables-legacy -S` prints them.
+    pub fn mappings(&self) -> Vec<String> {
+        let out = self
+            .router
+            .command("iptables-legacy")
+            .args(["-w", "-t", "nat", "-S", "MINIUPNPD"])
+            .output()
+            .expect("iptables-legacy");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("-A MINIUPNPD"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for MiniUpnpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A real redis-server on a free loopback port, stopped on drop.
 pub struct Redis(Child, u16);
 

@@ -204,7 +204,29 @@ fn devices_behind_two_nats_meet_through_the_relay_then_punch_through() {
         Some(&server),
         &["--stun", &stun],
     );
-    let relay = RelayProcess::start(&format!("{}:22067", server.ip), Some(&server), &[]);
+    let relay_status = format!("{}:22070", server.ip);
+    let relay = RelayProcess::start(
+        &format!("{}:22067", server.ip),
+        Some(&server),
+        &["--status", &relay_status],
+    );
+    // The relay's counters: (sessions piping now, sessions ever).
+    let sessions = || {
+        let text = ureq::get(&format!("http://{relay_status}/metrics"))
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()?;
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+        };
+        Some((
+            value("ferrosync_relay_sessions")?,
+            value("ferrosync_relay_sessions_total")?,
+        ))
+    };
 
     let (a, a_id) = Device::in_netns("alpha", &ha);
     let (b, b_id) = Device::in_netns("bravo", &hb);
@@ -321,10 +343,25 @@ fn devices_behind_two_nats_meet_through_the_relay_then_punch_through() {
         da.status().map(|s| s["stun"].clone()).unwrap_or_default()
     );
     eprintln!("moved to direct QUIC {:?} after the sync", t.elapsed());
-    // The direct path carries new changes.
+    // The relayed session is closed once replaced ...
+    let (_, total) = ferrosync_tests::poll(Duration::from_secs(10), || {
+        sessions().filter(|(active, _)| *active == 0)
+    })
+    .expect("the relayed session was not closed");
+    // ... the direct path carries new changes ...
     std::fs::write(rb.join("after.txt"), "over the punched path").expect("write");
     b.ok(&["folder", "rescan", "f"]);
     wait_equal(&[&ra, &rb], &[&da, &db], Duration::from_secs(30), "punched");
+    // ... and while it is up, neither side dials through the relay again
+    // (a Syncthing 1.19.2 peer would let a newer relayed connection replace
+    // a direct one): watched for longer than the 5 s upgrade interval.
+    let redialled = ferrosync_tests::poll(Duration::from_secs(7), || {
+        sessions().filter(|(_, t)| *t > total)
+    });
+    assert!(
+        redialled.is_none(),
+        "a relayed session after the direct one: {redialled:?}"
+    );
     da.stop();
     db.stop();
     disco.stop();
