@@ -255,11 +255,7 @@ fn own_addresses(
                     p[i] = source.borrow_and_update().clone();
                     all(&p)
                 };
-                tx.send_if_modified(|old| {
-                    let changed = *old != now;
-                    *old = now;
-                    changed
-                });
+                crate::net::publish(&tx, now);
             }
         });
     }

@@ -18,6 +18,7 @@ pub mod netns;
 pub mod servers;
 pub mod syncthing;
 pub mod trees;
+pub mod wan;
 
 /// The path of one of our binaries (`ferrosync`, `ferrosync-relay`,
 /// `ferrosync-discovery`), built first if the tests run under cargo.

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use ferrosync_tests::netns::Lab;
-use ferrosync_tests::servers::{DiscoveryProcess, MiniUpnpd};
+use ferrosync_tests::servers::MiniUpnpd;
+use ferrosync_tests::wan::Wan;
 use ferrosync_tests::Device;
 
 /// A device behind a UPnP router maps its TCP and QUIC ports there and
@@ -17,21 +17,11 @@ fn a_device_behind_a_upnp_router_is_dialled_through_its_mapping() {
     let Some(program) = ferrosync_tests::require("miniupnpd", "miniupnpd-iptables") else {
         return;
     };
-    let Some(mut lab) = Lab::new() else { return };
-    let mut wan = lab.segment();
-    let server = lab.host(&mut wan, "srv");
-    let hb = lab.host(&mut wan, "b");
-    let (router, mut lan) = lab.upnp_nat(&mut wan, "upnp");
-    let ha = lab.host(&mut lan, "a");
-    let disco_data = tempfile::tempdir().expect("tempdir");
-    let stun: std::net::SocketAddr = format!("{}:3478", server.ip).parse().expect("addr");
-    let disco = DiscoveryProcess::start(
-        disco_data.path(),
-        &format!("{}:8443", server.ip),
-        Some(&server),
-        &["--stun", &stun.to_string()],
-    );
-    let upnp = MiniUpnpd::start(&program, &router, lan.n, stun);
+    let Some(mut wan) = Wan::new() else { return };
+    let hb = wan.host("b");
+    let (router, lan, ha) = wan.behind_upnp("a");
+    let upnp = MiniUpnpd::start(&program, &router, lan, wan.stun);
+    let disco = &wan.disco;
     assert!(upnp.mappings().is_empty(), "{:?}", upnp.mappings());
 
     let (a, a_id) = Device::in_netns("behind", &ha);
@@ -85,5 +75,4 @@ fn a_device_behind_a_upnp_router_is_dialled_through_its_mapping() {
         upnp.mappings(),
         upnp.log()
     );
-    disco.stop();
 }

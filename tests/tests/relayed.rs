@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferrosync_tests::daemon::Daemon;
-use ferrosync_tests::netns::Lab;
-use ferrosync_tests::servers::{DiscoveryProcess, RelayProcess};
+use ferrosync_tests::servers::RelayProcess;
 use ferrosync_tests::trees::wait_equal;
+use ferrosync_tests::wan::Wan;
 use ferrosync_tests::Device;
 use serde_json::Value;
 
@@ -190,43 +190,11 @@ fn a_pool_is_probed_and_its_live_relay_joined() {
 /// the relayed session.
 #[test]
 fn devices_behind_two_nats_meet_through_the_relay_then_punch_through() {
-    let Some(mut lab) = Lab::new() else { return };
-    let mut wan = lab.segment();
-    let server = lab.host(&mut wan, "srv");
-    let (nat_a, mut lan_a) = lab.nat(&mut wan, "nata");
-    let (nat_b, mut lan_b) = lab.nat(&mut wan, "natb");
-    let (ha, hb) = (lab.host(&mut lan_a, "a"), lab.host(&mut lan_b, "b"));
-    let disco_data = tempfile::tempdir().expect("tempdir");
-    let stun = format!("{}:3478", server.ip);
-    let disco = DiscoveryProcess::start(
-        disco_data.path(),
-        &format!("{}:8443", server.ip),
-        Some(&server),
-        &["--stun", &stun],
-    );
-    let relay_status = format!("{}:22070", server.ip);
-    let relay = RelayProcess::start(
-        &format!("{}:22067", server.ip),
-        Some(&server),
-        &["--status", &relay_status],
-    );
-    // The relay's counters: (sessions piping now, sessions ever).
-    let sessions = || {
-        let text = ureq::get(&format!("http://{relay_status}/metrics"))
-            .call()
-            .ok()?
-            .body_mut()
-            .read_to_string()
-            .ok()?;
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
-        };
-        Some((
-            value("ferrosync_relay_sessions")?,
-            value("ferrosync_relay_sessions_total")?,
-        ))
-    };
+    let Some(mut wan) = Wan::new() else { return };
+    let (nat_a, ha) = wan.behind_nat("a");
+    let (nat_b, hb) = wan.behind_nat("b");
+    let (disco, relay, stun) = (&wan.disco, &wan.relay, wan.stun.to_string());
+    let sessions = || wan.relay_sessions();
 
     let (a, a_id) = Device::in_netns("alpha", &ha);
     let (b, b_id) = Device::in_netns("bravo", &hb);
@@ -247,15 +215,7 @@ fn devices_behind_two_nats_meet_through_the_relay_then_punch_through() {
         ]);
     }
     fill(&ra, 39, 16 << 20, 3);
-    let udp = |op: &str| {
-        let out = nat_a
-            .command("iptables")
-            .args([op, "FORWARD", "-p", "udp", "-j", "DROP"])
-            .output()
-            .expect("iptables");
-        assert!(out.status.success(), "iptables {op}: {out:?}");
-    };
-    udp("-I");
+    Wan::block_udp(&nat_a, true);
     let started = Instant::now();
     let (mut da, mut db) = (a.start(), b.start());
     let mut connected = Duration::ZERO;
@@ -311,7 +271,7 @@ fn devices_behind_two_nats_meet_through_the_relay_then_punch_through() {
         da.log(),
         db.log()
     );
-    udp("-D");
+    Wan::block_udp(&nat_a, false);
     let t = Instant::now();
     let punched = ferrosync_tests::poll(Duration::from_secs(30), || {
         let both: Vec<Value> = [&da, &db].iter().filter_map(|d| d.status()).collect();
@@ -364,7 +324,6 @@ fn devices_behind_two_nats_meet_through_the_relay_then_punch_through() {
     );
     da.stop();
     db.stop();
-    disco.stop();
 }
 
 /// Waits until `files` exist under both roots; on failure shows both
@@ -384,46 +343,30 @@ fn wait_files(roots: [&Path; 2], files: &[&str], ours: &Daemon, theirs: &str) {
     }
 }
 
-/// A real Syncthing behind a NAT router, configured with our relay and
-/// our discovery server, and a ferrosync device behind another: knowing
-/// only each other's IDs, they sync through `ferrosync-relay`.
-#[test]
-fn syncthing_behind_a_nat_syncs_with_us_through_our_relay() {
-    use ferrosync_tests::syncthing::{FolderType, Listen, Options, Syncthing};
-    let Some(binary) = ferrosync_tests::require("syncthing", "syncthing") else {
-        return;
-    };
-    let Some(mut lab) = Lab::new() else { return };
-    let mut wan = lab.segment();
-    let server = lab.host(&mut wan, "srv");
-    let (_nat_f, mut lan_f) = lab.nat(&mut wan, "natf");
-    let (_nat_s, mut lan_s) = lab.nat(&mut wan, "nats");
-    let (hf, hs) = (lab.host(&mut lan_f, "f"), lab.host(&mut lan_s, "st"));
-    let disco_data = tempfile::tempdir().expect("tempdir");
-    let disco = DiscoveryProcess::start(
-        disco_data.path(),
-        &format!("{}:8443", server.ip),
-        Some(&server),
-        &[],
-    );
-    let relay = RelayProcess::start(&format!("{}:22067", server.ip), Some(&server), &[]);
-    let mut st = Syncthing::start(Options {
-        binary,
-        listen: Listen::Tcp,
-        netns: Some(hs),
-        global_discovery: Some(disco.url.replace("/?id=", "/v2/?id=")),
-        relay: Some(relay.uri.clone()),
-        ..Options::default()
-    });
-    let (a, a_id) = Device::in_netns("ferro", &hf);
+/// Adds ferrosync device `a` (ID `a_id`) and Syncthing `st` to each other
+/// (at `address` when given, else found by discovery) and shares folder
+/// "f" between them, one file written on each side; returns both roots.
+fn share_with_syncthing(
+    a: &Device,
+    a_id: &str,
+    st: &ferrosync_tests::syncthing::Syncthing,
+    address: Option<&str>,
+) -> (PathBuf, PathBuf) {
     let (ra, rs) = (a.scratch().join("data"), st.scratch().join("data"));
     std::fs::create_dir_all(&rs).expect("mkdir");
     std::fs::write(rs.join("from-syncthing.txt"), "Syncthing's").expect("write");
-    st.add_device(&a_id, "ferro", &[]);
-    st.add_folder("f", &rs, &[&a_id], FolderType::SendReceive);
-    a.ok(&["config", "set", "discovery.global", &disco.url]);
-    a.ok(&["config", "set", "relays", &relay.uri]);
-    a.ok(&["device", "add", st.device_id(), "--name", "st"]);
+    st.add_device(a_id, "ferro", address.as_slice());
+    st.add_folder(
+        "f",
+        &rs,
+        &[a_id],
+        ferrosync_tests::syncthing::FolderType::SendReceive,
+    );
+    let mut add = vec!["device", "add", st.device_id(), "--name", "st"];
+    if let Some(address) = address {
+        add.extend(["--address", address]);
+    }
+    a.ok(&add);
     a.ok(&[
         "folder",
         "add",
@@ -434,6 +377,34 @@ fn syncthing_behind_a_nat_syncs_with_us_through_our_relay() {
         st.device_id(),
     ]);
     std::fs::write(ra.join("from-ferrosync.txt"), "ferrosync's").expect("write");
+    (ra, rs)
+}
+
+/// A real Syncthing behind a NAT router, configured with our relay and
+/// our discovery server, and a ferrosync device behind another: knowing
+/// only each other's IDs, they sync through `ferrosync-relay`.
+#[test]
+fn syncthing_behind_a_nat_syncs_with_us_through_our_relay() {
+    use ferrosync_tests::syncthing::{Listen, Options, Syncthing};
+    let Some(binary) = ferrosync_tests::require("syncthing", "syncthing") else {
+        return;
+    };
+    let Some(mut wan) = Wan::new() else { return };
+    let (_, hf) = wan.behind_nat("f");
+    let (_, hs) = wan.behind_nat("st");
+    let (disco, relay) = (&wan.disco, &wan.relay);
+    let mut st = Syncthing::start(Options {
+        binary,
+        listen: Listen::Tcp,
+        netns: Some(hs),
+        global_discovery: Some(disco.url.replace("/?id=", "/v2/?id=")),
+        relay: Some(relay.uri.clone()),
+        ..Options::default()
+    });
+    let (a, a_id) = Device::in_netns("ferro", &hf);
+    a.ok(&["config", "set", "discovery.global", &disco.url]);
+    a.ok(&["config", "set", "relays", &relay.uri]);
+    let (ra, rs) = share_with_syncthing(&a, &a_id, &st, None);
     // Syncthing dials its devices as it starts, and waits minutes after a
     // failed relay dial: start it again once we are there to be found.
     let started = Instant::now();
@@ -456,7 +427,6 @@ fn syncthing_behind_a_nat_syncs_with_us_through_our_relay() {
         &st.log_tail(80),
     );
     da.stop();
-    disco.stop();
 }
 
 /// On loopback, a ferrosync device that listens nowhere and a real
@@ -464,7 +434,7 @@ fn syncthing_behind_a_nat_syncs_with_us_through_our_relay() {
 /// the relay's URI as the other's address: they sync through it.
 #[test]
 fn we_sync_with_syncthing_through_strelaysrv() {
-    use ferrosync_tests::syncthing::{FolderType, Listen, Options, Syncthing};
+    use ferrosync_tests::syncthing::{Listen, Options, Syncthing};
     let Some(binary) = ferrosync_tests::require("syncthing", "syncthing") else {
         return;
     };
@@ -481,30 +451,7 @@ fn we_sync_with_syncthing_through_strelaysrv() {
     let (a, a_id) = Device::init("ferro");
     a.isolate();
     a.ok(&["config", "set", "relays", &relay.uri]);
-    let (ra, rs) = (a.scratch().join("data"), st.scratch().join("data"));
-    std::fs::create_dir_all(&rs).expect("mkdir");
-    std::fs::write(rs.join("from-syncthing.txt"), "Syncthing's").expect("write");
-    st.add_device(&a_id, "ferro", &[&relay.uri]);
-    st.add_folder("f", &rs, &[&a_id], FolderType::SendReceive);
-    a.ok(&[
-        "device",
-        "add",
-        st.device_id(),
-        "--name",
-        "st",
-        "--address",
-        &relay.uri,
-    ]);
-    a.ok(&[
-        "folder",
-        "add",
-        "f",
-        ra.to_str().expect("utf-8"),
-        "--create",
-        "--share",
-        st.device_id(),
-    ]);
-    std::fs::write(ra.join("from-ferrosync.txt"), "ferrosync's").expect("write");
+    let (ra, rs) = share_with_syncthing(&a, &a_id, &st, Some(&relay.uri));
     let started = Instant::now();
     let mut da = a.start();
     let s = da.wait_until("connected to Syncthing", Duration::from_secs(60), |s| {

@@ -156,18 +156,7 @@ impl Https {
                     reason: e.to_string(),
                 })?;
             if let Trust::Pinned(want) = trust {
-                let got = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .map(|c| DeviceId::from_cert_der(c.as_ref()));
-                if got != Some(want) {
-                    return Err(NetError::Tls {
-                        peer,
-                        reason: format!("the server's certificate is not {want} (the URL's id=)"),
-                    });
-                }
+                super::tls::check_pinned(tls.get_ref().1, want, peer, "the server")?;
             }
             exchange.run(tls).await
         };

@@ -571,6 +571,16 @@ impl Net {
     }
 }
 
+/// Replaces what `tx` holds with `value`, waking its receivers only if
+/// it changed (our addresses are re-announced on every wake-up).
+pub(crate) fn publish<T: PartialEq>(tx: &watch::Sender<T>, value: T) {
+    tx.send_if_modified(|old| {
+        let changed = *old != value;
+        *old = value;
+        changed
+    });
+}
+
 fn check_expected(conn: Connection, expect: DeviceId) -> Result<Connection, NetError> {
     if conn.device_id == expect {
         Ok(conn)

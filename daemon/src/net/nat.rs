@@ -99,11 +99,7 @@ impl Nat {
             f(&mut s);
             s.external.clone()
         };
-        self.external.send_if_modified(|old| {
-            let changed = *old != external;
-            *old = external;
-            changed
-        });
+        crate::net::publish(&self.external, external);
     }
 }
 

@@ -187,11 +187,7 @@ impl Stun {
             .map(|a| format!("quic://{a}"))
             .into_iter()
             .collect();
-        self.external.send_if_modified(|old| {
-            let changed = *old != urls;
-            *old = urls;
-            changed
-        });
+        crate::net::publish(&self.external, urls);
     }
 }
 

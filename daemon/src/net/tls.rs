@@ -90,6 +90,28 @@ pub(crate) fn cert_and_key(
     Ok((cert, key))
 }
 
+/// Checks that a server we reached presented the certificate of `want`
+/// (a `?id=` pin); `what` names it in the error ("the relay").
+pub(crate) fn check_pinned(
+    tls: &rustls::ClientConnection,
+    want: proto::DeviceId,
+    peer: std::net::SocketAddr,
+    what: &str,
+) -> Result<(), NetError> {
+    let got = tls
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| proto::DeviceId::from_cert_der(c.as_ref()));
+    if got == Some(want) {
+        Ok(())
+    } else {
+        Err(NetError::Tls {
+            peer,
+            reason: format!("{what}'s certificate is not {want} (the id= pinned)"),
+        })
+    }
+}
+
 /// The crypto provider every config uses. Picked explicitly: with both
 /// ring and aws-lc-rs compiled into the dependency graph the
 /// process-default provider is ambiguous and `ClientConfig::builder()`

@@ -19,9 +19,8 @@
 
 use std::time::{Duration, Instant};
 
-use ferrosync_tests::netns::Lab;
-use ferrosync_tests::servers::{DiscoveryProcess, RelayProcess};
 use ferrosync_tests::syncthing::{Listen, Options, Syncthing};
+use ferrosync_tests::wan::Wan;
 use ferrosync_tests::Device;
 
 const USAGE: &str =
@@ -60,43 +59,14 @@ fn parse() -> Result<Opts, String> {
     Ok(o)
 }
 
-/// The topology of one run.
-struct World {
-    lab: Lab,
-    hosts: [ferrosync_tests::netns::Host; 2],
-    disco: DiscoveryProcess,
-    relay: RelayProcess,
-    _disco_data: tempfile::TempDir,
-}
-
-fn world() -> Option<World> {
-    let mut lab = Lab::new()?;
-    let mut wan = lab.segment();
-    let server = lab.host(&mut wan, "srv");
-    let (nat_a, mut lan_a) = lab.nat(&mut wan, "nata");
-    let (_nat_b, mut lan_b) = lab.nat(&mut wan, "natb");
-    let out = nat_a
-        .command("iptables")
-        .args(["-I", "FORWARD", "-p", "udp", "-j", "DROP"])
-        .output()
-        .expect("iptables");
-    assert!(out.status.success(), "blocking UDP: {out:?}");
-    let hosts = [lab.host(&mut lan_a, "a"), lab.host(&mut lan_b, "b")];
-    let disco_data = tempfile::tempdir().expect("tempdir");
-    let disco = DiscoveryProcess::start(
-        disco_data.path(),
-        &format!("{}:8443", server.ip),
-        Some(&server),
-        &[],
-    );
-    let relay = RelayProcess::start(&format!("{}:22067", server.ip), Some(&server), &[]);
-    Some(World {
-        lab,
-        hosts,
-        disco,
-        relay,
-        _disco_data: disco_data,
-    })
+/// One run's topology: the WAN with its servers, two devices behind
+/// NATs, UDP blocked at the first router (so the relay is the only way).
+fn world() -> Option<(Wan, [ferrosync_tests::netns::Host; 2])> {
+    let mut w = Wan::new()?;
+    let (nat_a, a) = w.behind_nat("a");
+    let (_, b) = w.behind_nat("b");
+    Wan::block_udp(&nat_a, true);
+    Some((w, [a, b]))
 }
 
 /// Polls `connected` until it holds or `limit` passes.
@@ -115,9 +85,9 @@ fn until(
 }
 
 fn ferrosync_run(limit: Duration) -> Result<Duration, String> {
-    let w = world().ok_or("needs root and iproute2")?;
-    let (a, a_id) = Device::in_netns("alpha", &w.hosts[0]);
-    let (b, b_id) = Device::in_netns("bravo", &w.hosts[1]);
+    let (w, hosts) = world().ok_or("needs root and iproute2")?;
+    let (a, a_id) = Device::in_netns("alpha", &hosts[0]);
+    let (b, b_id) = Device::in_netns("bravo", &hosts[1]);
     for (d, other) in [(&a, &b_id), (&b, &a_id)] {
         d.ok(&["config", "set", "discovery.global", &w.disco.url]);
         d.ok(&["config", "set", "relays", &w.relay.uri]);
@@ -140,7 +110,7 @@ fn ferrosync_run(limit: Duration) -> Result<Duration, String> {
         .unwrap_or_default();
     da.stop();
     db.stop();
-    drop(w.lab);
+    drop(w);
     match took {
         Some(t) if transport == "relay" => Ok(t),
         Some(t) => Err(format!(
@@ -152,7 +122,7 @@ fn ferrosync_run(limit: Duration) -> Result<Duration, String> {
 
 fn syncthing_run(limit: Duration) -> Result<Duration, String> {
     let binary = ferrosync_tests::bench::which("syncthing").ok_or("syncthing is not installed")?;
-    let w = world().ok_or("needs root and iproute2")?;
+    let (w, hosts) = world().ok_or("needs root and iproute2")?;
     let start = |h: &ferrosync_tests::netns::Host| {
         Syncthing::start(Options {
             binary: binary.clone(),
@@ -163,7 +133,7 @@ fn syncthing_run(limit: Duration) -> Result<Duration, String> {
             ..Options::default()
         })
     };
-    let (mut a, mut b) = (start(&w.hosts[0]), start(&w.hosts[1]));
+    let (mut a, mut b) = (start(&hosts[0]), start(&hosts[1]));
     a.add_device(b.device_id(), "b", &[]);
     b.add_device(a.device_id(), "a", &[]);
     a.stop();

@@ -101,11 +101,7 @@ impl Relays {
             .filter(|s| s.joined)
             .filter_map(|s| s.relay.clone())
             .collect();
-        self.joined.send_if_modified(|old| {
-            let changed = *old != joined;
-            *old = joined;
-            changed
-        });
+        crate::net::publish(&self.joined, joined);
     }
 }
 

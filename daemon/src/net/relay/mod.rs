@@ -219,18 +219,7 @@ async fn protocol_connection(
                 reason: e.to_string(),
             })?;
         if let Some(want) = uri.id {
-            let got = tls_stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| DeviceId::from_cert_der(c.as_ref()));
-            if got != Some(want) {
-                return Err(NetError::Tls {
-                    peer,
-                    reason: format!("the relay's certificate is not {want} (the URI's id=)"),
-                });
-            }
+            super::tls::check_pinned(tls_stream.get_ref().1, want, peer, "the relay")?;
         }
         return Ok((tls_stream, peer));
     }
