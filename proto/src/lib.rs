@@ -16,6 +16,7 @@ pub mod frame;
 pub mod local_discovery;
 pub mod message;
 pub mod name;
+pub mod natpmp;
 pub mod relay;
 pub mod stun;
 #[cfg(feature = "tls")]

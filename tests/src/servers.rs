@@ -247,29 +247,41 @@ impl MiniUpnpd {
     /// miniupnpd refuses to map anything while its WAN address is in a
     /// reserved range (198.18/15 is), unless a STUN server says the address
     /// is public: `stun` (`host:port`, e.g. `ferrosync-discovery --stun`)
-    /// is asked. Waits until miniupnpd says it forwards ports.
-    pub fn start(program: &Path, router: &Host, lan: u8, stun: std::net::SocketAddr) -> Self {
+    /// is asked. `upnp: false` serves NAT-PMP only. Waits until
+    /// miniupnpd says it forwards ports.
+    pub fn start(
+        program: &Path,
+        router: &Host,
+        lan: u8,
+        stun: std::net::SocketAddr,
+        upnp: bool,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("miniupnpd.conf");
         std::fs::write(
             &conf,
             format!(
-                "ext_ifname=eth0\nlistening_ip=eth1\nhttp_port=5555\nenable_upnp=yes\n\
+                "ext_ifname=eth0\nlistening_ip=eth1\nhttp_port=5555\nenable_upnp={}\n\
                  enable_natpmp=yes\nsecure_mode=yes\nipv6_disable=yes\nsystem_uptime=yes\n\
                  ext_perform_stun=yes\next_stun_host={}\next_stun_port={}\n\
                  uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b\n\
                  allow 1024-65535 198.18.{lan}.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
+                if upnp { "yes" } else { "no" },
                 stun.ip(),
                 stun.port()
             ),
         )
         .expect("miniupnpd.conf");
         let log = dir.path().join("miniupnpd.log");
+        // Its own pid file: miniupnpd refuses to start while another's
+        // (in another test's router) is in the default place.
         let child = router
             .command(program)
             .arg("-d")
             .arg("-f")
             .arg(&conf)
+            .arg("-P")
+            .arg(dir.path().join("miniupnpd.pid"))
             .stdout(std::fs::File::create(&log).expect("log"))
             .stderr(std::fs::File::create(dir.path().join("miniupnpd.err")).expect("log"))
             .spawn()

@@ -14,13 +14,23 @@ use ferrosync_tests::Device;
 /// gone from the router.
 #[test]
 fn a_device_behind_a_upnp_router_is_dialled_through_its_mapping() {
+    dialled_through_the_mapping(true);
+}
+
+/// The same with a router that speaks NAT-PMP only (UPnP off).
+#[test]
+fn a_device_behind_a_nat_pmp_router_is_dialled_through_its_mapping() {
+    dialled_through_the_mapping(false);
+}
+
+fn dialled_through_the_mapping(upnp_on: bool) {
     let Some(program) = ferrosync_tests::require("miniupnpd", "miniupnpd-iptables") else {
         return;
     };
     let Some(mut wan) = Wan::new() else { return };
     let hb = wan.host("b");
     let (router, lan, ha) = wan.behind_upnp("a");
-    let upnp = MiniUpnpd::start(&program, &router, lan, wan.stun);
+    let upnp = MiniUpnpd::start(&program, &router, lan, wan.stun, upnp_on);
     let disco = &wan.disco;
     assert!(upnp.mappings().is_empty(), "{:?}", upnp.mappings());
 
@@ -53,6 +63,18 @@ fn a_device_behind_a_upnp_router_is_dialled_through_its_mapping() {
         s["nat"]
     );
     assert_eq!(upnp.mappings().len(), 2, "{:?}", upnp.mappings());
+    let how = if upnp_on {
+        "UPnP IGD at "
+    } else {
+        "NAT-PMP at "
+    };
+    assert!(
+        s["nat"]["gateway"]
+            .as_str()
+            .is_some_and(|g| g.starts_with(how)),
+        "{:#}",
+        s["nat"]
+    );
     let mut db = b.start();
     let sb = db.wait_until(
         "connected to the device behind the router",

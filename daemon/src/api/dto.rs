@@ -36,7 +36,8 @@ pub struct Status {
 pub struct NatStatus {
     /// `nat` in force.
     pub enabled: bool,
-    /// The UPnP gateway found.
+    /// The router found, and how we speak to it (`UPnP IGD at …` or
+    /// `NAT-PMP at …`).
     pub gateway: Option<String>,
     /// The mapped addresses (announced).
     pub external: Vec<String>,
