@@ -12,7 +12,7 @@
 //!   unannounced files, names too long; nothing leaves the folder.
 //! - `interop_sync`: a folder shared with the real Syncthing converges both ways.
 //! - `mesh`: three devices (TCP and QUIC), edits, a conflict; resume after SIGKILL.
-//! - `nat`: port mapping on a real `miniupnpd` router; dialled through the mapping.
+//! - `nat`: port mapping on a real `miniupnpd` router (UPnP IGD, NAT-PMP); dialled through the mapping.
 //! - `net_interop`: our TLS/TCP and QUIC connections to and from Syncthing.
 //! - `relay_server`: the relay: sessions, one-use keys, bad clients, limits, status.
 //! - `relayed`: devices that meet through a relay (loopback; behind two NATs, then punched through).
