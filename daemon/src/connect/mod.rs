@@ -289,7 +289,12 @@ impl Dial {
                 direct_dials.await.map(|c| self.hand_over(device, c)).is_some() || relayed
             }
         };
-        if !connected && !candidates.is_empty() {
+        // Nothing worked, or nothing was known: discovery is asked again
+        // next round, not after its not-found answer's minute. A device
+        // that started with us has often not announced yet when first
+        // looked up; the rounds' backoff (1 s doubling to 60 s) keeps the
+        // lookups of a device that stays away to one a minute.
+        if !connected {
             self.finder.failed(&device);
         }
     }
