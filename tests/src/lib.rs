@@ -187,6 +187,19 @@ impl Device {
         String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
+    /// Adds folder `id` at `root` (created) shared with device `peer`.
+    pub fn share_folder(&self, id: &str, root: &Path, peer: &str) {
+        self.ok(&[
+            "folder",
+            "add",
+            id,
+            root.to_str().expect("utf-8 path"),
+            "--create",
+            "--share",
+            peer,
+        ]);
+    }
+
     /// Runs a command that must fail with a one-line error and no change to
     /// the config; returns that line.
     pub fn fails(&self, args: &[&str]) -> String {

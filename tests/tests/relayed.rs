@@ -66,15 +66,7 @@ fn a_device_with_no_listener_is_reached_through_a_relay() {
     ]);
     let (ra, rb) = (a.scratch().join("data"), b.scratch().join("data"));
     for (d, root, other) in [(&a, &ra, &b_id), (&b, &rb, &a_id)] {
-        d.ok(&[
-            "folder",
-            "add",
-            "f",
-            root.to_str().expect("utf-8"),
-            "--create",
-            "--share",
-            other,
-        ]);
+        d.share_folder("f", root, other);
     }
     fill(&ra, 5, 3 << 20, 1);
     fill(&rb, 5, 0, 2);
@@ -204,15 +196,7 @@ fn devices_behind_two_nats_meet_through_the_relay_then_punch_through() {
         d.ok(&["config", "set", "relays", &relay.uri]);
         d.ok(&["config", "set", "stun", &stun]);
         d.ok(&["device", "add", other, "--name", "peer"]);
-        d.ok(&[
-            "folder",
-            "add",
-            "f",
-            root.to_str().expect("utf-8"),
-            "--create",
-            "--share",
-            other,
-        ]);
+        d.share_folder("f", root, other);
     }
     fill(&ra, 39, 16 << 20, 3);
     Wan::block_udp(&nat_a, true);
@@ -367,15 +351,7 @@ fn share_with_syncthing(
         add.extend(["--address", address]);
     }
     a.ok(&add);
-    a.ok(&[
-        "folder",
-        "add",
-        "f",
-        ra.to_str().expect("utf-8"),
-        "--create",
-        "--share",
-        st.device_id(),
-    ]);
+    a.share_folder("f", &ra, st.device_id());
     std::fs::write(ra.join("from-ferrosync.txt"), "ferrosync's").expect("write");
     (ra, rs)
 }
