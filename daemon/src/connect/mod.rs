@@ -312,6 +312,11 @@ impl Dial {
         let mut relays = known;
         if polling {
             tokio::time::sleep(RELAY_HEAD_START).await;
+            if relays.is_empty() {
+                // What was looked up a second ago predates the relay the
+                // device joined as it started.
+                relays = self.fresh_relays(device).await;
+            }
         }
         loop {
             for c in relays.iter().filter(|c| tried.insert(c.url.clone())) {
@@ -326,14 +331,18 @@ impl Dial {
                 return None;
             }
             tokio::time::sleep(RELAY_POLL).await;
-            relays = self
-                .finder
-                .fresh(&device)
-                .await
-                .into_iter()
-                .filter(|c| c.transport == Transport::Relay)
-                .collect();
+            relays = self.fresh_relays(device).await;
         }
+    }
+
+    /// The relays discovery knows of `device` now, asked afresh.
+    async fn fresh_relays(&self, device: DeviceId) -> Vec<Candidate> {
+        self.finder
+            .fresh(&device)
+            .await
+            .into_iter()
+            .filter(|c| c.transport == Transport::Relay)
+            .collect()
     }
 
     /// Dials `candidates` (direct ones), each `stagger` after the one

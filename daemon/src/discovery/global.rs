@@ -33,8 +33,11 @@ const REANNOUNCE: Duration = Duration::from_secs(30 * 60);
 const RETRY: Duration = Duration::from_secs(5 * 60);
 /// First retry after a server could not be reached; doubles to [`RETRY`].
 const UNREACHABLE_FIRST: Duration = Duration::from_secs(10);
-/// Announce this long after our addresses change (they come in bursts).
-const SETTLE: Duration = Duration::from_secs(2);
+/// Announce this long after our addresses change (they come in bursts:
+/// a relay joined, a STUN answer and a port mapping within moments of the
+/// start). Syncthing waits 2 s; a peer waiting to reach us through the
+/// relay we just joined waits with it, so we wait less.
+const SETTLE: Duration = Duration::from_millis(500);
 /// How long a lookup's answer is kept.
 const FOUND_FOR: Duration = Duration::from_secs(5 * 60);
 /// Bounds on how long "not found" is kept: at least a server's
