@@ -6,7 +6,8 @@
 //!   who we are, safe writes.
 //! - L1 `index`: the sled-backed index (only `index/db.rs` knows sled);
 //!   `net`: authenticated connections; `discovery`: where devices are.
-//! - L2 `scanner`: walk, hash, ignore patterns; `peer`: BEP sessions.
+//! - L2 `scanner`: walk, hash, ignore patterns; `peer`: BEP sessions;
+//!   `watcher`: change notification (so far its event aggregator).
 //! - L3 `model`: per-folder runners; `connect`: the dialler.
 //! - L4 `api`: the local control API.
 //! - L5 `daemon`: builds and wires the subsystems; `cli` drives it all.
@@ -28,3 +29,4 @@ pub mod model;
 pub mod net;
 pub mod peer;
 pub mod scanner;
+pub mod watcher;
