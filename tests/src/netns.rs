@@ -258,89 +258,33 @@ impl Lab {
             ns: ns.clone(),
             ip: wan_ip,
         };
-        let run = |args: &[&str]| {
+        // One command line per rule, words split on spaces.
+        let run = |line: &str| {
+            let args: Vec<&str> = line.split_whitespace().collect();
             let out = router
                 .command(args[0])
                 .args(&args[1..])
                 .output()
                 .expect(args[0]);
-            assert!(out.status.success(), "{}: {out:?}", args.join(" "));
+            assert!(out.status.success(), "{line}: {out:?}");
         };
-        run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        run("sysctl -qw net.ipv4.ip_forward=1");
+        let ipt = |rule: &str| run(&format!("{iptables} -w {rule}"));
         if upnp {
-            for (table, chain) in [
-                ("nat", "MINIUPNPD"),
-                ("nat", "MINIUPNPD-POSTROUTING"),
-                ("filter", "MINIUPNPD"),
-            ] {
-                run(&[iptables, "-w", "-t", table, "-N", chain]);
-            }
-            run(&[
-                iptables,
-                "-w",
-                "-t",
-                "nat",
-                "-A",
-                "PREROUTING",
-                "-i",
-                "eth0",
-                "-j",
-                "MINIUPNPD",
-            ]);
-            run(&[
-                iptables,
-                "-w",
-                "-t",
-                "nat",
-                "-A",
-                "POSTROUTING",
-                "-o",
-                "eth0",
-                "-j",
-                "MINIUPNPD-POSTROUTING",
-            ]);
-            run(&[
-                iptables,
-                "-w",
-                "-A",
-                "FORWARD",
-                "-i",
-                "eth0",
-                "!",
-                "-o",
-                "eth0",
-                "-j",
-                "MINIUPNPD",
-            ]);
+            // miniupnpd's chains, hooked in before the drops below.
+            ipt("-t nat -N MINIUPNPD");
+            ipt("-t nat -N MINIUPNPD-POSTROUTING");
+            ipt("-t filter -N MINIUPNPD");
+            ipt("-t nat -A PREROUTING -i eth0 -j MINIUPNPD");
+            ipt("-t nat -A POSTROUTING -o eth0 -j MINIUPNPD-POSTROUTING");
+            ipt("-A FORWARD -i eth0 ! -o eth0 -j MINIUPNPD");
         }
-        run(&[
-            iptables,
-            "-w",
-            "-t",
-            "nat",
-            "-A",
-            "POSTROUTING",
-            "-o",
-            "eth0",
-            "-j",
-            "MASQUERADE",
-        ]);
+        ipt("-t nat -A POSTROUTING -o eth0 -j MASQUERADE");
         for chain in ["FORWARD", "INPUT"] {
-            run(&[
-                iptables,
-                "-w",
-                "-A",
-                chain,
-                "-i",
-                "eth0",
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "ESTABLISHED,RELATED",
-                "-j",
-                "ACCEPT",
-            ]);
-            run(&[iptables, "-w", "-A", chain, "-i", "eth0", "-j", "DROP"]);
+            ipt(&format!(
+                "-A {chain} -i eth0 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
+            ));
+            ipt(&format!("-A {chain} -i eth0 -j DROP"));
         }
         (router, lan)
     }

@@ -276,8 +276,9 @@ impl Dial {
             .iter()
             .cloned()
             .partition(|c| c.transport == Transport::Relay);
-        let direct_dials = self.direct(device, direct.clone(), STAGGER);
-        let relay_dials = self.relays(device, relayed, !direct.is_empty());
+        let polling = !direct.is_empty();
+        let direct_dials = self.direct(device, direct, STAGGER);
+        let relay_dials = self.relays(device, relayed, polling);
         tokio::pin!(direct_dials, relay_dials);
         let connected = tokio::select! {
             d = &mut direct_dials => match d {

@@ -69,19 +69,12 @@ fn world() -> Option<(Wan, [ferrosync_tests::netns::Host; 2])> {
     Some((w, [a, b]))
 }
 
-/// Polls `connected` until it holds or `limit` passes.
-fn until(
-    limit: Duration,
-    started: Instant,
-    mut connected: impl FnMut() -> bool,
-) -> Option<Duration> {
-    while started.elapsed() < limit {
-        if connected() {
-            return Some(started.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    None
+/// How long after `started` `connected` first holds (polled every 25 ms),
+/// if it does within `limit`.
+fn until(limit: Duration, started: Instant, connected: impl Fn() -> bool) -> Option<Duration> {
+    ferrosync_tests::poll(limit.saturating_sub(started.elapsed()), || {
+        connected().then(|| started.elapsed())
+    })
 }
 
 fn ferrosync_run(limit: Duration) -> Result<Duration, String> {
