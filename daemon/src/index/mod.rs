@@ -272,6 +272,20 @@ impl FolderIndex {
             .map(|r| r.and_then(|(_, v)| Entry::decode(&v)))
     }
 
+    /// A device's entry for `path` and every entry under it, in name order.
+    pub fn entries_under(
+        &self,
+        device: u32,
+        path: &str,
+    ) -> impl Iterator<Item = Result<Entry, DbError>> + use<> {
+        let itself = self.get(device, path).transpose();
+        let under = self
+            .db
+            .scan(key::file(self.number, device, &format!("{path}/")))
+            .map(|r| r.and_then(|(_, v)| Entry::decode(&v)));
+        itself.into_iter().chain(under)
+    }
+
     /// This device's entries with a sequence above `after`, in sequence order.
     pub fn local_since(&self, after: i64) -> impl Iterator<Item = Result<Entry, DbError>> + '_ {
         self.db

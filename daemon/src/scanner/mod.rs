@@ -268,6 +268,27 @@ pub fn scan(
     index: &FolderIndex,
     opts: &ScanOptions<'_>,
 ) -> Result<ScanReport, ScanError> {
+    scan_scoped(root, index, opts, None)
+}
+
+/// Scans only `paths` (folder-relative, with everything under them) into
+/// `index`: what the watcher asks for. Nothing outside them is read or
+/// marked deleted.
+pub fn scan_paths(
+    root: &Path,
+    index: &FolderIndex,
+    opts: &ScanOptions<'_>,
+    paths: &[String],
+) -> Result<ScanReport, ScanError> {
+    scan_scoped(root, index, opts, Some(paths))
+}
+
+fn scan_scoped(
+    root: &Path,
+    index: &FolderIndex,
+    opts: &ScanOptions<'_>,
+    scope: Option<&[String]>,
+) -> Result<ScanReport, ScanError> {
     if !root.is_dir() {
         return Err(ScanError::MissingRoot(root.to_path_buf()));
     }
@@ -306,7 +327,7 @@ pub fn scan(
         s.spawn(move || {
             let mut next_id = 0;
             let mut group = Grouper::new();
-            let seen = walk::walk(root, ctx_ref, |found| match found {
+            let found = |found| match found {
                 Found::Ready(e) => {
                     let _ = walker_events.send(Event::Found(e));
                 }
@@ -314,7 +335,11 @@ pub fn scan(
                     next_id += 1;
                     queue(ctx_ref, &walker_jobs, &mut group, file, next_id, 1);
                 }
-            });
+            };
+            let seen = match scope {
+                None => walk::walk(root, ctx_ref, found),
+                Some(paths) => walk::walk_paths(root, ctx_ref, paths, found),
+            };
             group.flush(&walker_jobs);
             let _ = walker_events.send(Event::Walked(seen));
         });
@@ -668,7 +693,17 @@ fn commit(ctx: &Ctx<'_>, batch: &mut Vec<Entry>, report: &mut ScanReport) -> Res
 fn deletions(ctx: &Ctx<'_>, seen: &Seen) -> Result<usize, ScanError> {
     let mut batch = Vec::new();
     let mut n = 0;
-    for e in ctx.index.entries(LOCAL) {
+    let entries: Box<dyn Iterator<Item = Result<Entry, DbError>>> = match &seen.scope {
+        None => Box::new(ctx.index.entries(LOCAL)),
+        Some(paths) => Box::new(
+            paths
+                .iter()
+                .flat_map(|p| ctx.index.entries_under(LOCAL, p))
+                .collect::<Vec<_>>()
+                .into_iter(),
+        ),
+    };
+    for e in entries {
         let e = e?;
         let name = e.info.name.as_str();
         if e.info.deleted || seen.names.contains(name) {

@@ -58,6 +58,23 @@ impl Folder {
         self.scan_with(&Ignores::empty())
     }
 
+    fn scan_paths(&self, paths: &[&str]) -> ScanReport {
+        let progress = ScanProgress::default();
+        let cancel = AtomicBool::new(false);
+        let ignores = Ignores::empty();
+        let opts = ScanOptions {
+            own: ME,
+            ignores: &ignores,
+            progress: &progress,
+            cancel: &cancel,
+            threads: 2,
+            receive_only: false,
+        };
+        let f = self.index.folder("f").expect("folder");
+        let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+        scan_paths(&self.root, &f, &opts, &paths).expect("scan")
+    }
+
     fn get(&self, name: &str) -> Option<FileInfo> {
         let f = self.index.folder("f").expect("folder");
         f.get(LOCAL, name).expect("get").map(|e| e.info)
@@ -479,4 +496,42 @@ fn an_entry_on_disk_as_the_global_has_it_is_recorded_at_its_version() {
     assert!(y.version.counter(ME) > 0, "y changed here: {:?}", y.version);
     let need: Vec<_> = fi.need_summaries().collect::<Result<_, _>>().expect("need");
     assert!(need.is_empty(), "nothing needed: {need:?}");
+}
+
+/// A scan of a few paths records what changed under them, and nothing
+/// else: changes and deletions elsewhere wait for a scan that covers them.
+#[test]
+fn path_scans_touch_only_their_paths() {
+    let f = Folder::new();
+    f.write("a/one", b"1");
+    f.write("a/two", b"2");
+    f.write("b/three", b"3");
+    age(&f.root);
+    f.scan();
+    // Changes in both directories, a new file in a new directory, and a
+    // deletion in each.
+    f.write("a/one", b"one, changed");
+    f.write("b/three", b"three, changed");
+    f.write("c/d/new", b"new");
+    fs::remove_file(f.root.join("a/two")).expect("rm");
+    fs::remove_file(f.root.join("b/three")).expect("rm");
+    f.write("b/four", b"4");
+    age(&f.root);
+    let before = f.get("b/three").expect("b/three");
+    let r = f.scan_paths(&["a", "c/d/new"]);
+    assert_eq!(f.get("a/one").expect("a/one").size, 12);
+    assert!(f.get("a/two").expect("a/two").deleted);
+    assert!(f.get("c").is_some_and(|c| c.kind == FileKind::Directory));
+    assert!(f.get("c/d").is_some_and(|c| c.kind == FileKind::Directory));
+    assert_eq!(f.get("c/d/new").expect("new").size, 3);
+    // Outside the paths: untouched, though changed on disk.
+    assert_eq!(f.get("b/three").expect("b/three"), before);
+    assert!(f.get("b/four").is_none());
+    assert_eq!(r.changes, 5, "{r:?}");
+    // A path that is gone is a deletion of it and of what was under it.
+    fs::remove_dir_all(f.root.join("c")).expect("rm c");
+    f.scan_paths(&["c"]);
+    assert!(f.get("c").expect("c").deleted);
+    assert!(f.get("c/d/new").expect("c/d/new").deleted);
+    assert!(!f.get("b/three").expect("b/three").deleted);
 }

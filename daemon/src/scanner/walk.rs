@@ -47,6 +47,9 @@ pub struct Seen {
     pub names: HashSet<String>,
     /// Directories that could not be read: nothing under them is deleted.
     pub unreadable: Vec<String>,
+    /// The subtrees walked, when not the whole folder: nothing outside
+    /// them is deleted.
+    pub scope: Option<Vec<String>>,
 }
 
 impl Stat {
@@ -65,132 +68,197 @@ impl Stat {
 }
 
 /// Walks `root`, calling `found` for each change, and returns what it saw.
-pub fn walk(root: &Path, ctx: &Ctx<'_>, mut found: impl FnMut(Found)) -> Seen {
-    let mut seen = Seen::default();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        if ctx.cancelled() {
-            break;
-        }
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) => {
-                ctx.error(format!("{}: {e}", display_rel(&rel)));
-                seen.unreadable.push(rel);
+pub fn walk(root: &Path, ctx: &Ctx<'_>, found: impl FnMut(Found)) -> Seen {
+    let mut w = Walker {
+        ctx,
+        found,
+        seen: Seen::default(),
+        stack: vec![(root.to_path_buf(), String::new())],
+    };
+    w.drain();
+    w.seen
+}
+
+/// Walks only `paths` (folder-relative, as the watcher reports them): each
+/// one's parent directories (not their other contents), then the path
+/// itself and, for a directory, everything under it. A path that is not
+/// on disk is left to the deletion pass, which [`Seen::scope`] limits to
+/// these subtrees.
+pub fn walk_paths(root: &Path, ctx: &Ctx<'_>, paths: &[String], found: impl FnMut(Found)) -> Seen {
+    let mut w = Walker {
+        ctx,
+        found,
+        seen: Seen {
+            scope: Some(paths.to_vec()),
+            ..Seen::default()
+        },
+        stack: Vec::new(),
+    };
+    let mut parents_done = HashSet::new();
+    for p in paths {
+        let mut rel = String::new();
+        let mut parts = p.split('/').filter(|s| !s.is_empty()).peekable();
+        while let Some(part) = parts.next() {
+            let last = parts.peek().is_none();
+            let dir = root.join(&rel);
+            let here = join(&rel, part);
+            if !last && !parents_done.insert(here.clone()) {
+                rel = here;
                 continue;
             }
-        };
-        for entry in entries {
-            let entry = match entry {
+            if fs::symlink_metadata(dir.join(part)).is_err() {
+                break; // Gone: the deletion pass sees to it.
+            }
+            w.visit(&dir, &rel, part.as_ref(), last);
+            rel = here;
+        }
+        w.drain();
+    }
+    w.seen
+}
+
+/// One walk's state: directories still to read and what was seen.
+struct Walker<'c, 'a, F> {
+    ctx: &'c Ctx<'a>,
+    found: F,
+    seen: Seen,
+    stack: Vec<(PathBuf, String)>,
+}
+
+impl<F: FnMut(Found)> Walker<'_, '_, F> {
+    /// Reads directories until none is left.
+    fn drain(&mut self) {
+        let ctx = self.ctx;
+        while let Some((dir, rel)) = self.stack.pop() {
+            if ctx.cancelled() {
+                break;
+            }
+            let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) => {
                     ctx.error(format!("{}: {e}", display_rel(&rel)));
-                    seen.unreadable.push(rel.clone());
+                    self.seen.unreadable.push(rel);
                     continue;
                 }
             };
-            let os_name = entry.file_name();
-            let Ok(base) = std::str::from_utf8(os_name.as_bytes()) else {
-                ctx.error(format!(
-                    "{}/{}: name is not UTF-8; skipped",
-                    display_rel(&rel),
-                    os_name.to_string_lossy()
-                ));
-                continue;
-            };
-            let mut path = entry.path();
-            let mut base = base.to_string();
-            if !is_nfc(&base) {
-                match normalise(&dir, &base) {
-                    Ok(nfc) => {
-                        path = dir.join(&nfc);
-                        base = nfc;
-                    }
+            for entry in entries {
+                match entry {
+                    Ok(e) => self.visit(&dir, &rel, &e.file_name(), true),
                     Err(e) => {
-                        ctx.error(format!("{}: {e}", join(&rel, &base)));
-                        continue;
+                        ctx.error(format!("{}: {e}", display_rel(&rel)));
+                        self.seen.unreadable.push(rel.clone());
                     }
                 }
             }
-            let rel_name = join(&rel, &base);
-            if is_internal(&rel_name) {
-                if crate::fs::is_temp_name(&base) {
-                    remove_if_stale(&path);
-                }
-                continue;
-            }
-            let name = match Name::parse(rel_name.clone()) {
-                Ok(n) => n,
-                Err(e) => {
-                    ctx.error(format!("{rel_name}: {e}"));
-                    continue;
-                }
-            };
-            seen.names.insert(rel_name.clone());
-            let meta = match fs::symlink_metadata(&path) {
-                Ok(m) => m,
-                Err(e) => {
-                    ctx.error(format!("{rel_name}: {e}"));
-                    continue;
-                }
-            };
-            let old = match ctx.index.get(LOCAL, &rel_name) {
-                Ok(o) => o,
-                Err(e) => {
-                    ctx.error(format!("{rel_name}: reading the index: {e}"));
-                    continue;
-                }
-            };
-            let ft = meta.file_type();
-            if ctx.ignores.matches(&rel_name).ignored {
-                if let Some(old) = old.filter(|o| o.flags & FLAG_IGNORED == 0) {
-                    found(Found::Ready(ignored(old)));
-                }
-                if ft.is_dir() && !ctx.ignores.can_skip_ignored_dirs() {
-                    stack.push((path, rel_name));
-                }
-                continue;
-            }
-            let old = old.map(|o| comparable(ctx, o));
-            if ft.is_dir() {
-                if let Some(e) = directory(ctx, name, &meta, old.map(|o| o.info)) {
-                    found(Found::Ready(e));
-                }
-                stack.push((path, rel_name));
-            } else if ft.is_symlink() {
-                match fs::read_link(&path) {
-                    Ok(target) => {
-                        let target = target.as_os_str().as_bytes().to_vec();
-                        if let Some(e) = symlink(ctx, name, target, old.map(|o| o.info)) {
-                            found(Found::Ready(e));
-                        }
-                    }
-                    Err(e) => ctx.error(format!("{rel_name}: {e}")),
-                }
-            } else if ft.is_file() {
-                let stat = Stat::of(&meta);
-                if let Some(e) = file(ctx, &name, &stat, old.as_ref(), &meta) {
-                    match e {
-                        FileChange::Metadata(entry) => found(Found::Ready(entry)),
-                        FileChange::Content => {
-                            ctx.progress.files_total.fetch_add(1, Ordering::Relaxed);
-                            ctx.progress
-                                .bytes_total
-                                .fetch_add(stat.size, Ordering::Relaxed);
-                            found(Found::Hash(FileToHash {
-                                name,
-                                path,
-                                stat,
-                                old: old.map(|o| o.info),
-                            }))
-                        }
-                    }
-                }
-            }
-            // Sockets, FIFOs and devices are not synced, as in Syncthing.
         }
     }
-    seen
+
+    /// Looks at the entry `os_name` of `dir` (whose name is `rel`); with
+    /// `descend`, a directory's contents are walked too.
+    fn visit(&mut self, dir: &Path, rel: &str, os_name: &std::ffi::OsStr, descend: bool) {
+        let ctx = self.ctx;
+        let Ok(base) = std::str::from_utf8(os_name.as_bytes()) else {
+            ctx.error(format!(
+                "{}/{}: name is not UTF-8; skipped",
+                display_rel(rel),
+                os_name.to_string_lossy()
+            ));
+            return;
+        };
+        let mut path = dir.join(os_name);
+        let mut base = base.to_string();
+        if !is_nfc(&base) {
+            match normalise(dir, &base) {
+                Ok(nfc) => {
+                    path = dir.join(&nfc);
+                    base = nfc;
+                }
+                Err(e) => {
+                    ctx.error(format!("{}: {e}", join(rel, &base)));
+                    return;
+                }
+            }
+        }
+        let rel_name = join(rel, &base);
+        if is_internal(&rel_name) {
+            if crate::fs::is_temp_name(&base) {
+                remove_if_stale(&path);
+            }
+            return;
+        }
+        let name = match Name::parse(rel_name.clone()) {
+            Ok(n) => n,
+            Err(e) => {
+                ctx.error(format!("{rel_name}: {e}"));
+                return;
+            }
+        };
+        self.seen.names.insert(rel_name.clone());
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                ctx.error(format!("{rel_name}: {e}"));
+                return;
+            }
+        };
+        let old = match ctx.index.get(LOCAL, &rel_name) {
+            Ok(o) => o,
+            Err(e) => {
+                ctx.error(format!("{rel_name}: reading the index: {e}"));
+                return;
+            }
+        };
+        let ft = meta.file_type();
+        let found = &mut self.found;
+        if ctx.ignores.matches(&rel_name).ignored {
+            if let Some(old) = old.filter(|o| o.flags & FLAG_IGNORED == 0) {
+                found(Found::Ready(ignored(old)));
+            }
+            if descend && ft.is_dir() && !ctx.ignores.can_skip_ignored_dirs() {
+                self.stack.push((path, rel_name));
+            }
+            return;
+        }
+        let old = old.map(|o| comparable(ctx, o));
+        if ft.is_dir() {
+            if let Some(e) = directory(ctx, name, &meta, old.map(|o| o.info)) {
+                found(Found::Ready(e));
+            }
+            if descend {
+                self.stack.push((path, rel_name));
+            }
+        } else if ft.is_symlink() {
+            match fs::read_link(&path) {
+                Ok(target) => {
+                    let target = target.as_os_str().as_bytes().to_vec();
+                    if let Some(e) = symlink(ctx, name, target, old.map(|o| o.info)) {
+                        found(Found::Ready(e));
+                    }
+                }
+                Err(e) => ctx.error(format!("{rel_name}: {e}")),
+            }
+        } else if ft.is_file() {
+            let stat = Stat::of(&meta);
+            if let Some(e) = file(ctx, &name, &stat, old.as_ref(), &meta) {
+                match e {
+                    FileChange::Metadata(entry) => found(Found::Ready(entry)),
+                    FileChange::Content => {
+                        ctx.progress.files_total.fetch_add(1, Ordering::Relaxed);
+                        ctx.progress
+                            .bytes_total
+                            .fetch_add(stat.size, Ordering::Relaxed);
+                        found(Found::Hash(FileToHash {
+                            name,
+                            path,
+                            stat,
+                            old: old.map(|o| o.info),
+                        }))
+                    }
+                }
+            }
+        }
+        // Sockets, FIFOs and devices are not synced, as in Syncthing.
+    }
 }
 
 /// Temp files of pulls untouched for this long are abandoned (the entry
