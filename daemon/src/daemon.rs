@@ -138,6 +138,7 @@ async fn serve(
         index: index.clone(),
         peers: peers.clone(),
         runners: HashMap::new(),
+        max_watches: config.max_watches,
         folders: folders.clone(),
     };
     sup.apply(&config)?;
@@ -283,6 +284,8 @@ struct Supervisor {
     index: Index,
     peers: Arc<Peers>,
     runners: HashMap<String, (FolderConfig, Arc<AtomicBool>, tokio::task::JoinHandle<()>)>,
+    /// The watch cap the runners were started with.
+    max_watches: u64,
     /// Shared with the API.
     folders: Arc<RwLock<HashMap<String, folder::FolderHandle>>>,
 }
@@ -295,10 +298,10 @@ impl Supervisor {
             // A runner only depends on the folder's own settings; sharing
             // changes are the sessions' business.
             let keep = config.folder(id).is_some_and(|n| {
-                n.path == fc.path
-                    && n.kind == fc.kind
-                    && n.rescan_interval_s == fc.rescan_interval_s
-            });
+                let mut n = n.clone();
+                n.devices.clone_from(&fc.devices);
+                n == *fc
+            }) && config.max_watches == self.max_watches;
             if !keep {
                 stop.store(true, Ordering::Relaxed);
                 task.abort();
@@ -306,6 +309,7 @@ impl Supervisor {
             }
             keep
         });
+        self.max_watches = config.max_watches;
         for fc in &config.folders {
             if self.runners.contains_key(&fc.id) {
                 continue;
@@ -318,6 +322,7 @@ impl Supervisor {
                 self.device_id.short(),
                 Some(self.peers.clone()),
                 stop.clone(),
+                config.max_watches,
             );
             folders.insert(fc.id.clone(), handle);
             self.runners.insert(fc.id.clone(), (fc.clone(), stop, task));

@@ -65,6 +65,7 @@ fn start(n: &Node) -> (Arc<Peers>, FolderHandle) {
         n.id.short(),
         Some(peers.clone()),
         Arc::new(AtomicBool::new(false)),
+        0,
     );
     (peers, h)
 }

@@ -30,6 +30,7 @@ mod hostile;
 mod identity;
 mod ignores;
 mod interop_sync;
+mod live;
 mod mesh;
 mod nat;
 mod net_interop;

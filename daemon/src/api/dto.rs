@@ -128,8 +128,20 @@ pub struct FolderStatus {
     /// What the last pull pass could not do (why a file is not synced).
     #[serde(default)]
     pub pull_errors: Vec<PullError>,
-    /// Scans finished since the daemon started.
+    /// Full scans finished since the daemon started.
     pub scans_completed: u64,
+    /// Scans of the paths the watcher reported, finished since start.
+    #[serde(default)]
+    pub watch_scans: u64,
+    /// The paths those scans covered (a directory counts once).
+    #[serde(default)]
+    pub watch_scanned_paths: u64,
+    /// `off`, `watching`, `limited` (too few inotify watches) or `failed`.
+    #[serde(default)]
+    pub watch: String,
+    /// Why changes are not watched, and what to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_problem: Option<String>,
     /// Milliseconds the last scan took.
     pub last_scan_ms: Option<u64>,
     /// Progress of the running scan.

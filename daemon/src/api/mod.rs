@@ -251,6 +251,10 @@ fn folder_status(
             })
             .collect(),
         scans_completed: st.scans_completed,
+        watch_scans: st.watch_scans,
+        watch_scanned_paths: st.watch_scanned_paths,
+        watch: st.watch.as_str().to_string(),
+        watch_problem: st.watch.problem(),
         last_scan_ms: st.last_scan.map(|d| d.as_millis() as u64),
         pulled_bytes: h.fetched.load(Ordering::Relaxed),
         scan_progress: scanning.then(|| dto::ScanProgress {

@@ -257,6 +257,9 @@ fn status(home: &Home, json: bool, watch: bool) -> Result<()> {
             f.need_files,
             f.need_bytes
         );
+        if let Some(w) = &f.watch_problem {
+            println!("  ! {w}");
+        }
         for e in f.errors.iter().take(5) {
             println!("  ! {e}");
         }

@@ -79,7 +79,7 @@ enum Command {
 enum ConfigAction {
     /// Print a setting's value (lists are comma-separated).
     Get {
-        /// One of: name, listen, relays, nat, stun, api.address, api.key,
+        /// One of: name, listen, relays, nat, stun, max_watches, api.address, api.key,
         /// discovery.local, discovery.global, transport.prefer.
         key: String,
     },

@@ -118,6 +118,8 @@ impl Config {
             devices,
             rescan_interval_s: super::default_rescan_interval(),
             max_conflicts: super::default_max_conflicts(),
+            watch: true,
+            watch_settle_ms: super::default_watch_settle(),
         });
         Ok(())
     }

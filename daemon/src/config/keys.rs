@@ -14,6 +14,7 @@ pub const KEYS: &[&str] = &[
     "relays",
     "nat",
     "stun",
+    "max_watches",
     "api.address",
     "api.key",
     "discovery.local",
@@ -33,6 +34,7 @@ impl Config {
             "relays" => self.relays.join(","),
             "nat" => self.nat.to_string(),
             "stun" => self.stun.join(","),
+            "max_watches" => self.max_watches.to_string(),
             "api.address" => self.api.address.clone(),
             "api.key" => self.api.key.clone(),
             "discovery.local" => self.discovery.local.to_string(),
@@ -72,6 +74,12 @@ impl Config {
             }
             "nat" => self.nat = parse_bool(value).map_err(bad)?,
             "stun" => self.stun = list(value, check_host_port).map_err(bad)?,
+            "max_watches" => {
+                self.max_watches = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(format!("{value:?} is not a whole number")))?
+            }
             "api.address" => {
                 let addr: SocketAddr = value.trim().parse().map_err(|_| {
                     bad(format!(

@@ -48,6 +48,10 @@ pub struct Config {
     /// Which transport carries a session when several connect.
     #[serde(default)]
     pub transport: TransportConfig,
+    /// The most inotify watches one folder may use (0: as many as the OS
+    /// allows); a folder needing more is rescanned every minute instead.
+    #[serde(default)]
+    pub max_watches: u64,
     /// Known devices.
     #[serde(default, rename = "device", skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<DeviceConfig>,
@@ -163,6 +167,21 @@ pub struct FolderConfig {
     /// `maxConflicts`): -1 keeps all, 0 keeps none.
     #[serde(default = "default_max_conflicts")]
     pub max_conflicts: i64,
+    /// Watch the folder for changes (else only rescans find them).
+    #[serde(default = "yes")]
+    pub watch: bool,
+    /// How long a directory's changes must be quiet before they are
+    /// scanned, in milliseconds.
+    #[serde(default = "default_watch_settle")]
+    pub watch_settle_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_watch_settle() -> u64 {
+    150
 }
 
 fn default_rescan_interval() -> u64 {

@@ -20,6 +20,11 @@ use crate::index::{FolderIndex, LOCAL};
 use crate::peer::Peers;
 use crate::scanner::ignore::Ignores;
 use crate::scanner::{self, ScanOptions, ScanProgress};
+use crate::watcher::watch::Next;
+use crate::watcher::{FolderWatch, ScanRequest, WatchState};
+
+/// How often a folder whose changes cannot be watched is rescanned.
+const UNWATCHED_RESCAN: Duration = Duration::from_secs(60);
 
 /// What a folder is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +64,12 @@ pub struct FolderStatus {
     pub pull_errors: Vec<super::pull_error::PullError>,
     /// How long the last scan took.
     pub last_scan: Option<Duration>,
+    /// Scans of the paths the watcher reported, finished since start.
+    pub watch_scans: u64,
+    /// The paths those scans covered (a directory counts once).
+    pub watch_scanned_paths: u64,
+    /// What the watcher is doing.
+    pub watch: WatchState,
 }
 
 /// The daemon's view of a running folder.
@@ -103,24 +114,39 @@ impl FolderHandle {
     }
 }
 
-/// Starts a folder's runner. It scans at once, then on request and every
-/// `rescan_interval_s` (with ±25% jitter), and pulls whatever the folder
-/// needs whenever the index or the set of connected peers changes; one
-/// thing at a time, until `stop` is set.
+/// Starts a folder's runner. It scans at once, then the paths its watcher
+/// reports, on request and every `rescan_interval_s` (with ±25% jitter;
+/// every minute while changes cannot be watched), and pulls whatever the
+/// folder needs whenever the index or the set of connected peers changes;
+/// one thing at a time, until `stop` is set. `max_watches` caps the
+/// watches the folder may use (0: only the OS limit).
 pub fn spawn(
     config: FolderConfig,
     index: Arc<FolderIndex>,
     own: ShortId,
     peers: Option<Arc<Peers>>,
     stop: Arc<AtomicBool>,
+    max_watches: u64,
 ) -> (FolderHandle, tokio::task::JoinHandle<()>) {
     let interval = Duration::from_secs(config.rescan_interval_s.max(1));
+    let watcher = config.watch.then(|| {
+        let settings = crate::watcher::Settings {
+            settle: Duration::from_millis(config.watch_settle_ms),
+            ..Default::default()
+        };
+        crate::watcher::watch::spawn(&config.path, settings, max_watches)
+    });
     let (status_tx, status_rx) = watch::channel(FolderStatus {
         state: FolderState::Idle,
         scans_completed: 0,
         errors: Vec::new(),
         pull_errors: Vec::new(),
         last_scan: None,
+        watch_scans: 0,
+        watch_scanned_paths: 0,
+        watch: watcher
+            .as_ref()
+            .map_or(WatchState::Off, |w| w.state.borrow().clone()),
     });
     let (req_tx, req_rx) = mpsc::channel::<()>(1);
     let progress = Arc::new(ScanProgress::default());
@@ -133,7 +159,7 @@ pub fn spawn(
         requests: req_tx,
         requested: Arc::new(Mutex::new(1)),
     };
-    let runner = Runner {
+    let mut runner = Runner {
         changes: index.subscribe(),
         peer_changes: peers.as_ref().map(|p| p.changed.subscribe()),
         requested: handle.requested.clone(),
@@ -147,11 +173,14 @@ pub fn spawn(
         status: status_tx,
         requests: req_rx,
         interval,
-        next_timer: tokio::time::Instant::now() + jittered(interval),
+        next_timer: tokio::time::Instant::now(),
+        watcher,
+        watched_paths: None,
         scan_due: true,
         pull_rescan: PullRescan::default(),
         retry: Backoff::default(),
     };
+    runner.next_timer += jittered(runner.interval());
     (handle, tokio::spawn(runner.run()))
 }
 
@@ -174,6 +203,10 @@ struct Runner {
     peer_changes: Option<watch::Receiver<u64>>,
     interval: Duration,
     next_timer: tokio::time::Instant,
+    /// The folder's watch, if watching is on.
+    watcher: Option<FolderWatch>,
+    /// Paths the watcher reported, not scanned yet.
+    watched_paths: Option<Vec<String>>,
     scan_due: bool,
     pull_rescan: PullRescan,
     /// The next pull pass while something is needed and the last pass
@@ -198,7 +231,13 @@ impl Runner {
             }
             if self.scan_due {
                 self.scan_due = false;
-                self.scan().await;
+                self.watched_paths = None;
+                self.scan(None).await;
+                if self.stopped() {
+                    break;
+                }
+            } else if let Some(paths) = self.watched_paths.take() {
+                self.scan(Some(paths)).await;
                 if self.stopped() {
                     break;
                 }
@@ -216,6 +255,60 @@ impl Runner {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// The time between periodic full scans: shorter while changes cannot
+    /// be watched, since those scans are then all that finds them.
+    fn interval(&self) -> Duration {
+        if self.config.watch && !self.status.borrow().watch.is_watching() {
+            self.interval.min(UNWATCHED_RESCAN)
+        } else {
+            self.interval
+        }
+    }
+
+    /// Takes in what the watcher asks for: a full scan is queued like any;
+    /// paths wait in `watched_paths`, merged.
+    fn watched(&mut self, req: ScanRequest) {
+        match req {
+            ScanRequest::Full => {
+                if !self.scan_due {
+                    self.queue_scan();
+                }
+            }
+            ScanRequest::Paths(p) => self.watched_paths.get_or_insert_with(Vec::new).extend(p),
+        }
+    }
+
+    /// Takes whatever the watcher has asked for meanwhile.
+    fn drain_watcher(&mut self) {
+        let mut got = Vec::new();
+        if let Some(w) = self.watcher.as_mut() {
+            while let Ok(req) = w.requests.try_recv() {
+                got.push(req);
+            }
+        }
+        for req in got {
+            self.watched(req);
+        }
+    }
+
+    /// Publishes a changed watch state and rearms the timer for it. The
+    /// watch is dropped once it has ended (its state stays published).
+    fn watch_state_changed(&mut self, ended: bool) {
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        let mut state = w.state.borrow_and_update().clone();
+        if ended {
+            self.watcher = None;
+            if state.is_watching() {
+                state = WatchState::Failed("the watch stopped".into());
+            }
+        }
+        self.status.send_modify(|s| s.watch = state);
+        let soonest = tokio::time::Instant::now() + jittered(self.interval());
+        self.next_timer = self.next_timer.min(soonest);
+    }
+
     /// Counts a scan the runner decided on itself (rescan callers wait
     /// for their number).
     fn queue_scan(&mut self) {
@@ -223,8 +316,10 @@ impl Runner {
         self.scan_due = true;
     }
 
-    /// Scans the folder on a thread of its own and publishes the outcome.
-    async fn scan(&mut self) {
+    /// Scans the folder (or only `paths`) on a thread of its own and
+    /// publishes the outcome.
+    async fn scan(&mut self, paths: Option<Vec<String>>) {
+        let watched = paths.as_ref().map_or(0, |p| p.len() as u64);
         let started = Instant::now();
         self.status.send_modify(|s| {
             if !matches!(s.state, FolderState::Error(_)) || s.scans_completed == 0 {
@@ -253,6 +348,7 @@ impl Runner {
                     &progress,
                     &stop,
                     peers.as_deref(),
+                    paths.as_deref(),
                 ));
             });
         let outcome = match spawned {
@@ -267,7 +363,12 @@ impl Runner {
         self.pull_rescan
             .scanned(outcome.as_ref().map_or(0, |(_, n)| *n));
         self.status.send_modify(|s| {
-            s.scans_completed += 1;
+            if watched > 0 {
+                s.watch_scans += 1;
+                s.watch_scanned_paths += watched;
+            } else {
+                s.scans_completed += 1;
+            }
             s.last_scan = Some(started.elapsed());
             match outcome {
                 Ok((errors, _)) => {
@@ -334,9 +435,10 @@ impl Runner {
         if self.requests.try_recv().is_ok() {
             self.scan_due = true;
         }
+        self.drain_watcher();
         if tokio::time::Instant::now() >= self.next_timer {
             self.queue_scan();
-            self.next_timer = tokio::time::Instant::now() + jittered(self.interval);
+            self.next_timer = tokio::time::Instant::now() + jittered(self.interval());
         }
         AfterPull::Again
     }
@@ -350,8 +452,21 @@ impl Runner {
             },
             _ = tokio::time::sleep_until(self.next_timer) => {
                 self.queue_scan();
-                self.next_timer = tokio::time::Instant::now() + jittered(self.interval);
+                self.next_timer = tokio::time::Instant::now() + jittered(self.interval());
             }
+            next = async {
+                match self.watcher.as_mut() {
+                    Some(w) => w.next().await,
+                    None => std::future::pending().await,
+                }
+            } => match next {
+                Next::Scan(req) => {
+                    self.watched(req);
+                    self.drain_watcher();
+                }
+                Next::State => self.watch_state_changed(false),
+                Next::Ended => self.watch_state_changed(true),
+            },
             _ = self.pull_rescan.due() => {
                 self.pull_rescan.started();
                 self.queue_scan();
@@ -482,6 +597,7 @@ fn run_scan(
     progress: &ScanProgress,
     stop: &AtomicBool,
     peers: Option<&Peers>,
+    paths: Option<&[String]>,
 ) -> Result<(Vec<String>, usize), String> {
     for counter in [
         &progress.files_total,
@@ -506,10 +622,15 @@ fn run_scan(
         receive_only: config.kind == crate::config::FolderType::ReceiveOnly,
     };
     let t = Instant::now();
-    match scanner::scan(root, index, &opts) {
+    let result = match paths {
+        None => scanner::scan(root, index, &opts),
+        Some(p) => scanner::scan_paths(root, index, &opts, p),
+    };
+    match result {
         Ok(report) => {
             tracing::info!(
                 folder = %config.id,
+                paths = paths.map_or(0, <[String]>::len),
                 changes = report.changes,
                 hashed_files = report.hashed_files,
                 hashed_bytes = report.hashed_bytes,

@@ -84,12 +84,8 @@ impl Aggregator {
     /// changed at `now`.
     pub fn changed(&mut self, path: &str, now: Instant) {
         let path = path.trim_matches('/');
-        if path == ".stignore" {
-            self.full.get_or_insert(now);
-            return;
-        }
-        if path.is_empty() {
-            self.full.get_or_insert(now);
+        if path == ".stignore" || path.is_empty() {
+            self.full(now);
             return;
         }
         if crate::fs::is_internal(path) {
@@ -107,6 +103,12 @@ impl Aggregator {
         if g.paths.len() <= self.settings.dir_cap && !g.paths.iter().any(|p| p == path) {
             g.paths.push(path.to_string());
         }
+    }
+
+    /// Something changed that only a full scan can sort out (e.g. the
+    /// events were lost).
+    pub fn full(&mut self, now: Instant) {
+        self.full.get_or_insert(now);
     }
 
     /// When [`Aggregator::ready`] may next have something, if ever.
@@ -151,17 +153,14 @@ impl Aggregator {
             }
         }
         paths.sort();
-        // Sorted, a path's ancestors come before it: keep the first of
-        // each subtree.
-        let mut kept: Vec<String> = Vec::with_capacity(paths.len());
-        for p in paths {
-            let covered = kept
-                .last()
-                .is_some_and(|k| p == *k || p.starts_with(&format!("{k}/")));
-            if !covered {
-                kept.push(p);
-            }
-        }
+        paths.dedup();
+        // Keep a path only if none of its ancestors is asked for.
+        let asked: std::collections::HashSet<&str> = paths.iter().map(String::as_str).collect();
+        let kept: Vec<String> = paths
+            .iter()
+            .filter(|p| !p.match_indices('/').any(|(i, _)| asked.contains(&p[..i])))
+            .cloned()
+            .collect();
         if kept.len() > s.total_cap {
             return Some(self.full_now());
         }
@@ -295,6 +294,8 @@ mod tests {
         a.changed("a/b/c", t0);
         a.changed("a/b/c", t0 + MS);
         a.changed("ab", t0);
-        assert_eq!(paths(a.ready(t0 + 200 * MS)), ["a", "ab"]);
+        // Sorts between "a" and "a/b/c".
+        a.changed("a b", t0);
+        assert_eq!(paths(a.ready(t0 + 200 * MS)), ["a", "a b", "ab"]);
     }
 }

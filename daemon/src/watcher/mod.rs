@@ -1,7 +1,10 @@
-//! Change notification for folders (layer L2). Built so far: the pure
-//! [`aggregate::Aggregator`], which turns a stream of changed paths into
-//! scan requests (time passed in, stepped by its tests). Still to come in
-//! this module: the notify watches (the only user of notify), the watch
-//! limit check, and the hook-up to the folder runners.
+//! Change notification for folders (layer L2): [`watch`] holds a folder's
+//! notify watches (the only user of notify) and checks the OS watch limit
+//! first; [`aggregate::Aggregator`], pure and stepped by its tests, turns
+//! the stream of changed paths into scan requests for the folder runner.
 
 pub mod aggregate;
+pub mod watch;
+
+pub use aggregate::{ScanRequest, Settings};
+pub use watch::{FolderWatch, WatchState};
