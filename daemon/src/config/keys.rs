@@ -202,6 +202,7 @@ mod tests {
             ),
             ("nat", "false"),
             ("stun", "stun.example.org:3478,[2001:db8::1]:3478"),
+            ("max_watches", "5000"),
             ("api.address", "127.0.0.1:9000"),
             ("api.key", "0123456789abcdef0123"),
             ("discovery.local", "false"),

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p ferrosync-tests --bin bench-sync -- \
-//!     [--set large|small|delta|all] [--dir DIR] [--daemon ferrosync|syncthing|both] \
+//!     [--set large|small|delta|live|all] [--dir DIR] [--daemon ferrosync|syncthing|both] \
 //!     [--ferrosync PATH]
 //! ```
 //!
@@ -28,6 +28,10 @@
 //!   SHA-256); the bytes on the wire are the changes of the TCP counters
 //!   (`bytes_acked`, `bytes_received` from `ss -tinO`) of the source's end
 //!   of the connection between the two daemons.
+//! - (d) `live`: 20 small files written on the source one after another,
+//!   no rescan asked for; each timed from its write to its content on the
+//!   destination. Both find changes with their watcher (Syncthing's delay
+//!   at its 1 s minimum).
 //!
 //! Both daemons use TCP (TLS) only: ferrosync's LAN default. Every run ends
 //! with a check that both sides hold the same files (names, sizes; for
@@ -64,7 +68,7 @@ const LAND_POLL: Duration = Duration::from_millis(1);
 /// TCP counters count as settled once unchanged for this long.
 const SETTLE: Duration = Duration::from_millis(500);
 
-const USAGE: &str = "usage: bench-sync [--set large|small|delta|all] [--dir DIR] \
+const USAGE: &str = "usage: bench-sync [--set large|small|delta|live|all] [--dir DIR] \
 [--daemon ferrosync|syncthing|both] [--ferrosync PATH]";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -72,17 +76,26 @@ enum SyncSet {
     Large,
     Small,
     Delta,
+    Live,
 }
 
 mod delta;
 use delta::*;
+mod live;
+use live::*;
 
 fn main() {
-    let all = vec![SyncSet::Large, SyncSet::Small, SyncSet::Delta];
+    let all = vec![
+        SyncSet::Large,
+        SyncSet::Small,
+        SyncSet::Delta,
+        SyncSet::Live,
+    ];
     let args = Args::from_env(USAGE, all.clone(), |v| match v {
         "large" => Some(vec![SyncSet::Large]),
         "small" => Some(vec![SyncSet::Small]),
         "delta" => Some(vec![SyncSet::Delta]),
+        "live" => Some(vec![SyncSet::Live]),
         "all" => Some(all.clone()),
         _ => None,
     });
@@ -118,6 +131,15 @@ fn main() {
                     guarded("syncthing", "(c) delta", || delta_syncthing(bin, &args.dir))
                 });
                 delta_table(fs.as_ref(), st.as_ref())
+            }
+            SyncSet::Live => {
+                let fs = ferrosync.as_ref().and_then(|bin| {
+                    guarded("ferrosync", "(d) live", || live_ferrosync(bin, &args.dir))
+                });
+                let st = syncthing.as_ref().and_then(|bin| {
+                    guarded("syncthing", "(d) live", || live_syncthing(bin, &args.dir))
+                });
+                live_table(fs.as_ref(), st.as_ref())
             }
         };
         // Shown as it comes, so that a later failure loses nothing.
