@@ -15,6 +15,7 @@ pub mod bench;
 pub mod daemon;
 pub mod mallory;
 pub mod netns;
+pub mod pair;
 pub mod servers;
 pub mod syncthing;
 pub mod trees;

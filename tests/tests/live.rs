@@ -3,53 +3,13 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferrosync_tests::daemon::{folder, Daemon};
+use ferrosync_tests::pair::Pair;
 use ferrosync_tests::trees::wait_equal;
 use ferrosync_tests::{poll, Device};
-
-/// Two loopback devices sharing folder "f", both running and connected.
-struct Pair {
-    a: Device,
-    b: Device,
-    ra: PathBuf,
-    rb: PathBuf,
-    a_id: String,
-}
-
-impl Pair {
-    fn new() -> Self {
-        let (a, a_id) = Device::on_loopback("alpha");
-        let (b, b_id) = Device::on_loopback("bravo");
-        let (ra, rb) = (a.scratch().join("data"), b.scratch().join("data"));
-        a.ok(&["device", "add", &b_id, "--name", "bravo"]);
-        a.share_folder("f", &ra, &b_id);
-        Self { a, b, ra, rb, a_id }
-    }
-
-    /// Starts both (B dialling A, and sharing the folder back), and waits until they are connected and
-    /// both folders have had their first scan.
-    fn start(&self) -> (Daemon<'_>, Daemon<'_>) {
-        let mut da = self.a.start();
-        da.wait_scanned("f");
-        self.b.ok(&[
-            "device",
-            "add",
-            &self.a_id,
-            "--address",
-            &da.listen_url("tcp"),
-        ]);
-        self.b.share_folder("f", &self.rb, &self.a_id);
-        let mut db = self.b.start();
-        db.wait_scanned("f");
-        db.wait_until("connected", Duration::from_secs(30), |s| {
-            s["devices"][0]["connected"] == true
-        });
-        (da, db)
-    }
-}
 
 fn watch_scans(d: &Daemon, id: &str) -> u64 {
     d.status()

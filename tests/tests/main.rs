@@ -6,6 +6,8 @@
 //! - `discovery`: daemons known by ID alone find each other (network namespaces).
 //! - `discovery_server`: the global discovery server: announce, lookup, bad
 //!   requests, rate limit, metrics, restarts, two front ends on one Redis.
+//! - `guards`: a missing root deletes nothing anywhere; mass deletes held both ways until
+//!   accepted; a paused folder neither scans nor pulls.
 //! - `identity`: device IDs as Syncthing's own binary computes them.
 //! - `ignores`: ignore patterns on pull and on serve.
 //! - `hostile`: a hand-built peer: escaping and internal names, bad block lists, ignored or
@@ -26,6 +28,7 @@ mod bounds;
 mod cli;
 mod discovery;
 mod discovery_server;
+mod guards;
 mod hostile;
 mod identity;
 mod ignores;

@@ -98,6 +98,12 @@ pub struct FolderStatus {
     pub state: String,
     /// Why the folder is in `error`.
     pub error: Option<String>,
+    /// What the delete guard holds and how to let it go on: a scan's
+    /// deletions (the folder is `paused`), or a remote update's (the rest
+    /// keeps syncing).
+    pub hold: Option<String>,
+    /// Remote deletions of our files held by the delete guard.
+    pub deletes_held: u64,
     /// Regular files here.
     pub local_files: u64,
     /// Their bytes.

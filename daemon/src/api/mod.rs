@@ -72,6 +72,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/rest/status", get(status))
         .route("/rest/folders/{id}/rescan", post(rescan))
+        .route("/rest/folders/{id}/accept-deletes", post(accept_deletes))
         .route("/rest/folders/{id}/scan/{n}", get(wait_scan))
         .route("/rest/folders/{id}/entries", get(entries))
         .route("/rest/pending", get(pending))
@@ -228,6 +229,16 @@ fn folder_status(
             crate::model::folder::FolderState::Error(e) => Some(e.clone()),
             _ => None,
         },
+        hold: match &st.state {
+            crate::model::folder::FolderState::Paused(Some(why)) => Some(why.clone()),
+            _ if st.deletes_held > 0 => Some(format!(
+                "waiting for confirmation: a remote update would delete {} of this folder's files; \
+                 the rest keeps syncing (to let it: `ferrosync folder resume {} --accept-deletes`)",
+                st.deletes_held, h.config.id
+            )),
+            _ => None,
+        },
+        deletes_held: st.deletes_held,
         local_files: local.counts.files,
         local_bytes: local.counts.bytes,
         local_directories: local.counts.directories,
@@ -268,6 +279,10 @@ fn folder_status(
 
 async fn rescan(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
     match s.folder(&id) {
+        Some(h) if h.config.paused => error(
+            StatusCode::CONFLICT,
+            format!("folder {id:?} is paused (`ferrosync folder resume {id}`)"),
+        ),
         Some(h) => Json(dto::RescanTicket {
             scan: h.request_rescan(),
         })
@@ -275,6 +290,24 @@ async fn rescan(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Respo
         None => error(
             StatusCode::NOT_FOUND,
             format!("folder {id:?} is not configured"),
+        ),
+    }
+}
+
+/// Lets the deletions the folder's delete guard holds go on; answers the
+/// scan to wait for, like a rescan.
+async fn accept_deletes(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    let Some(h) = s.folder(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("folder {id:?} is not configured"),
+        );
+    };
+    match h.accept_deletes() {
+        Some(scan) => Json(dto::RescanTicket { scan }).into_response(),
+        None => error(
+            StatusCode::CONFLICT,
+            format!("folder {id:?} holds no deletions"),
         ),
     }
 }

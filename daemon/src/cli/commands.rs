@@ -185,6 +185,26 @@ fn folder(home: &Home, action: FolderAction) -> Result<()> {
             println!("added folder {folder_id:?}");
         }
         FolderAction::Rescan { folder_id } => rescan(home, &folder_id)?,
+        FolderAction::Pause { folder_id } => {
+            if edit(home, |c| Ok(c.pause_folder(&folder_id, true)?))? {
+                println!("paused folder {folder_id:?}");
+            } else {
+                println!("folder {folder_id:?} was already paused");
+            }
+        }
+        FolderAction::Resume {
+            folder_id,
+            accept_deletes,
+        } => {
+            if edit(home, |c| Ok(c.pause_folder(&folder_id, false)?))? {
+                println!("resumed folder {folder_id:?}");
+            } else if !accept_deletes {
+                println!("folder {folder_id:?} was not paused");
+            }
+            if accept_deletes {
+                resume_deletes(home, &folder_id)?;
+            }
+        }
         FolderAction::Share {
             folder_id,
             device_id,
@@ -259,6 +279,9 @@ fn status(home: &Home, json: bool, watch: bool) -> Result<()> {
         );
         if let Some(w) = &f.watch_problem {
             println!("  ! {w}");
+        }
+        if let Some(h) = &f.hold {
+            println!("  ! {h}");
         }
         for e in f.errors.iter().take(5) {
             println!("  ! {e}");
@@ -336,6 +359,24 @@ fn rescan(home: &Home, folder_id: &str) -> Result<()> {
     for e in f.errors.iter().take(10) {
         eprintln!("  ! {e}");
     }
+    Ok(())
+}
+
+/// Accepts what the delete guard holds and waits for the scan that
+/// carries it out.
+fn resume_deletes(home: &Home, folder_id: &str) -> Result<()> {
+    let client = Client::connect(home)?;
+    let ticket: RescanTicket = client.post(&format!("/rest/folders/{folder_id}/accept-deletes"))?;
+    let f = super::progress::wait_for_scan(&client, folder_id, ticket.scan)?;
+    // A remote update's deletions run in the pull after this scan; our
+    // own are announced by it, unless it found the folder changed again.
+    if let (Some(e), _) | (None, Some(e)) = (f.error, f.hold.filter(|_| f.state == "paused")) {
+        anyhow::bail!("folder {folder_id:?}: {e}");
+    }
+    println!(
+        "deletions accepted in {folder_id:?}: {} files, {} directories, {} bytes here",
+        f.local_files, f.local_directories, f.local_bytes
+    );
     Ok(())
 }
 

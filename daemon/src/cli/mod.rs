@@ -156,6 +156,20 @@ enum FolderAction {
         /// The folder.
         folder_id: String,
     },
+    /// Stop scanning and pulling a folder (until `folder resume`).
+    Pause {
+        /// The folder.
+        folder_id: String,
+    },
+    /// Resume a paused folder.
+    Resume {
+        /// The folder.
+        folder_id: String,
+        /// Let the deletions the delete guard holds go on (ours, or a
+        /// peer's), and wait until they have been announced.
+        #[arg(long)]
+        accept_deletes: bool,
+    },
 }
 
 /// Parses the command line, runs the command and returns the exit code.

@@ -120,8 +120,26 @@ impl Config {
             max_conflicts: super::default_max_conflicts(),
             watch: true,
             watch_settle_ms: super::default_watch_settle(),
+            paused: false,
+            delete_guard_percent: super::default_delete_guard_percent(),
+            delete_guard_min_files: super::default_delete_guard_min_files(),
         });
         Ok(())
+    }
+
+    /// Pauses or resumes a folder. Returns false if it already was so.
+    pub fn pause_folder(&mut self, folder: &str, paused: bool) -> Result<bool, ConfigError> {
+        let f = self.folder_mut(folder)?;
+        let changed = f.paused != paused;
+        f.paused = paused;
+        Ok(changed)
+    }
+
+    fn folder_mut(&mut self, folder: &str) -> Result<&mut super::FolderConfig, ConfigError> {
+        self.folders
+            .iter_mut()
+            .find(|f| f.id == folder)
+            .ok_or_else(|| ConfigError::NotFound(format!("folder {folder:?} is not configured")))
     }
 
     /// Shares a folder with a configured device. Returns false if it
@@ -130,11 +148,7 @@ impl Config {
         if self.device(device).is_none() {
             return Err(not_a_device(device));
         }
-        let f = self
-            .folders
-            .iter_mut()
-            .find(|f| f.id == folder)
-            .ok_or_else(|| ConfigError::NotFound(format!("folder {folder:?} is not configured")))?;
+        let f = self.folder_mut(folder)?;
         if f.devices.contains(device) {
             return Ok(false);
         }

@@ -10,6 +10,7 @@ mod keys;
 pub mod live;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use proto::DeviceId;
 use serde::{Deserialize, Serialize};
@@ -174,6 +175,65 @@ pub struct FolderConfig {
     /// scanned, in milliseconds.
     #[serde(default = "default_watch_settle")]
     pub watch_settle_ms: u64,
+    /// Paused: neither scanned nor pulled (`folder pause|resume`).
+    #[serde(default)]
+    pub paused: bool,
+    /// Deletions held for confirmation when one scan or one remote update
+    /// would delete more than this share of the folder's files, in
+    /// percent (0: never held)...
+    #[serde(default = "default_delete_guard_percent")]
+    pub delete_guard_percent: u8,
+    /// ...and at least this many files.
+    #[serde(default = "default_delete_guard_min_files")]
+    pub delete_guard_min_files: u64,
+}
+
+impl FolderConfig {
+    /// The mass-delete guard's threshold.
+    pub fn delete_guard(&self) -> DeleteGuard {
+        DeleteGuard {
+            percent: self.delete_guard_percent,
+            min_files: self.delete_guard_min_files,
+        }
+    }
+}
+
+/// When deletions are too many to let through unconfirmed: an accident
+/// (a `rm -rf`, a wrong mount, a peer's) must not spread by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteGuard {
+    /// More than this share of the folder's files, in percent (0: off)...
+    pub percent: u8,
+    /// ...and at least this many.
+    pub min_files: u64,
+}
+
+impl DeleteGuard {
+    /// Whether deleting `deleted` of `files` files needs confirmation.
+    pub fn trips(self, deleted: u64, files: u64) -> bool {
+        self.percent > 0
+            && deleted >= self.min_files.max(1)
+            && deleted * 100 > files * u64::from(self.percent)
+    }
+
+    /// Whether to hold `deleted` of the `files` there are (those
+    /// included): they count with the
+    /// `recent` deletions already carried out (a `rm -rf` reaches the
+    /// scanner a directory at a time), unless `accept` was set, which
+    /// this clears.
+    pub fn holds(self, deleted: u64, files: u64, recent: u64, accept: &AtomicBool) -> bool {
+        deleted > 0
+            && self.trips(deleted + recent, files + recent)
+            && !accept.swap(false, Ordering::SeqCst)
+    }
+}
+
+fn default_delete_guard_percent() -> u8 {
+    50
+}
+
+fn default_delete_guard_min_files() -> u64 {
+    100
 }
 
 fn yes() -> bool {
@@ -359,6 +419,31 @@ mod device_id_list {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `rm -rf` scanned a directory at a time is held once the
+    /// deletions together pass the share; the acceptance lets one through
+    /// and is used up.
+    #[test]
+    fn the_delete_guard_counts_recent_deletions() {
+        let g = DeleteGuard {
+            percent: 50,
+            min_files: 100,
+        };
+        let no = AtomicBool::new(false);
+        // `files` counts those about to be deleted.
+        assert!(!g.holds(99, 100, 0, &no), "below the minimum");
+        assert!(!g.holds(200, 400, 0, &no), "half is not more than half");
+        assert!(g.holds(201, 400, 0, &no));
+        // 150 of 500 went, now 150 of the 350 left: 300 of 500.
+        assert!(!g.holds(150, 500, 0, &no));
+        assert!(g.holds(150, 350, 150, &no));
+        assert!(!g.holds(0, 350, 150, &no), "nothing new to hold");
+        let yes = AtomicBool::new(true);
+        assert!(!g.holds(150, 350, 150, &yes));
+        assert!(g.holds(150, 350, 150, &yes), "used up");
+        let off = DeleteGuard { percent: 0, ..g };
+        assert!(!off.holds(1000, 0, 0, &no));
+    }
 
     #[test]
     fn default_config_is_valid_and_round_trips() {

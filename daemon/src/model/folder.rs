@@ -23,6 +23,10 @@ use crate::scanner::{self, ScanOptions, ScanProgress};
 use crate::watcher::watch::Next;
 use crate::watcher::{FolderWatch, ScanRequest, WatchState};
 
+/// How long deletions count toward the delete guard: a `rm -rf` of a
+/// large tree reaches the scanner a directory at a time.
+const RECENT_DELETES: Duration = Duration::from_secs(600);
+
 /// How often a folder whose changes cannot be watched is rescanned.
 const UNWATCHED_RESCAN: Duration = Duration::from_secs(60);
 
@@ -37,6 +41,9 @@ pub enum FolderState {
     Syncing,
     /// It cannot be scanned; the reason says why.
     Error(String),
+    /// Neither scanned nor pulled: by the user (`None`), or by the delete
+    /// guard, for the reason given, until the deletions are accepted.
+    Paused(Option<String>),
 }
 
 impl FolderState {
@@ -47,6 +54,7 @@ impl FolderState {
             Self::Scanning => "scanning",
             Self::Syncing => "syncing",
             Self::Error(_) => "error",
+            Self::Paused(_) => "paused",
         }
     }
 }
@@ -70,6 +78,8 @@ pub struct FolderStatus {
     pub watch_scanned_paths: u64,
     /// What the watcher is doing.
     pub watch: WatchState,
+    /// Remote deletions of our files held by the delete guard.
+    pub deletes_held: u64,
 }
 
 /// The daemon's view of a running folder.
@@ -88,6 +98,10 @@ pub struct FolderHandle {
     /// Scans started or queued so far; the Nth scan to finish is the one
     /// that made this N. Rescan callers wait for their number.
     requested: Arc<Mutex<u64>>,
+    /// Lets the next mass delete a scan finds through.
+    accept_outgoing: Arc<AtomicBool>,
+    /// Lets the next mass delete a pull pass is asked for through.
+    accept_incoming: Arc<AtomicBool>,
 }
 
 impl FolderHandle {
@@ -105,6 +119,22 @@ impl FolderHandle {
             *n += 1;
         }
         *n
+    }
+
+    /// Accepts the deletions the delete guard holds, in either direction,
+    /// and asks for the rescan (and the pull after it) that carries them
+    /// out; returns its number as [`FolderHandle::request_rescan`] does,
+    /// or `None` when nothing is held.
+    pub fn accept_deletes(&self) -> Option<u64> {
+        let st = self.status();
+        let outgoing = matches!(st.state, FolderState::Paused(Some(_)));
+        if !outgoing && st.deletes_held == 0 {
+            return None;
+        }
+        self.accept_outgoing.store(outgoing, Ordering::SeqCst);
+        self.accept_incoming
+            .store(st.deletes_held > 0, Ordering::SeqCst);
+        Some(self.request_rescan())
     }
 
     /// Waits until `scans_completed` reaches `target` (or the runner stops).
@@ -129,7 +159,7 @@ pub fn spawn(
     max_watches: u64,
 ) -> (FolderHandle, tokio::task::JoinHandle<()>) {
     let interval = Duration::from_secs(config.rescan_interval_s.max(1));
-    let watcher = config.watch.then(|| {
+    let watcher = (config.watch && !config.paused).then(|| {
         let settings = crate::watcher::Settings {
             settle: Duration::from_millis(config.watch_settle_ms),
             ..Default::default()
@@ -147,6 +177,7 @@ pub fn spawn(
         watch: watcher
             .as_ref()
             .map_or(WatchState::Off, |w| w.state.borrow().clone()),
+        deletes_held: 0,
     });
     let (req_tx, req_rx) = mpsc::channel::<()>(1);
     let progress = Arc::new(ScanProgress::default());
@@ -158,12 +189,16 @@ pub fn spawn(
         status: status_rx,
         requests: req_tx,
         requested: Arc::new(Mutex::new(1)),
+        accept_outgoing: Arc::new(AtomicBool::new(false)),
+        accept_incoming: Arc::new(AtomicBool::new(false)),
     };
     let mut runner = Runner {
         changes: index.subscribe(),
         peer_changes: peers.as_ref().map(|p| p.changed.subscribe()),
         requested: handle.requested.clone(),
         fetched: handle.fetched.clone(),
+        accept_outgoing: handle.accept_outgoing.clone(),
+        accept_incoming: handle.accept_incoming.clone(),
         config,
         index,
         own,
@@ -178,6 +213,8 @@ pub fn spawn(
         watched_paths: None,
         scan_due: true,
         pull_rescan: PullRescan::default(),
+        scan_deletes: RecentDeletes::default(),
+        pull_deletes: RecentDeletes::default(),
         retry: Backoff::default(),
     };
     runner.next_timer += jittered(runner.interval());
@@ -199,6 +236,8 @@ struct Runner {
     requests: mpsc::Receiver<()>,
     /// Scans started or queued (see [`FolderHandle::request_rescan`]).
     requested: Arc<Mutex<u64>>,
+    accept_outgoing: Arc<AtomicBool>,
+    accept_incoming: Arc<AtomicBool>,
     changes: watch::Receiver<u64>,
     peer_changes: Option<watch::Receiver<u64>>,
     interval: Duration,
@@ -209,6 +248,10 @@ struct Runner {
     watched_paths: Option<Vec<String>>,
     scan_due: bool,
     pull_rescan: PullRescan,
+    /// Files our scans recorded deleted lately.
+    scan_deletes: RecentDeletes,
+    /// Files pull passes deleted lately.
+    pull_deletes: RecentDeletes,
     /// The next pull pass while something is needed and the last pass
     /// got none of it: a wake-up the runner missed, or a peer that could
     /// not serve then, costs at most this wait.
@@ -225,6 +268,14 @@ enum AfterPull {
 
 impl Runner {
     async fn run(mut self) {
+        if self.config.paused {
+            // Nothing to do until the config changes, which restarts the
+            // runner; requests are taken and dropped (the API refuses them).
+            self.status
+                .send_modify(|s| s.state = FolderState::Paused(None));
+            while self.requests.recv().await.is_some() {}
+            return;
+        }
         loop {
             if self.stopped() {
                 break;
@@ -322,18 +373,27 @@ impl Runner {
         let watched = paths.as_ref().map_or(0, |p| p.len() as u64);
         let started = Instant::now();
         self.status.send_modify(|s| {
-            if !matches!(s.state, FolderState::Error(_)) || s.scans_completed == 0 {
+            // An error or a hold stays shown (and keeps pulls off) until
+            // a scan ends it.
+            let stays = matches!(
+                s.state,
+                FolderState::Error(_) | FolderState::Paused(Some(_))
+            );
+            if !stays || s.scans_completed == 0 {
                 s.state = FolderState::Scanning;
             }
         });
-        let (config, index, progress, stop, peers, own) = (
+        let (config, index, progress, stop, peers, own, accept) = (
             self.config.clone(),
             self.index.clone(),
             self.progress.clone(),
             self.stop.clone(),
             self.peers.clone(),
             self.own,
+            self.accept_outgoing.clone(),
         );
+        let accepting = accept.load(Ordering::SeqCst);
+        let recent = self.scan_deletes.count();
         // A thread of its own, not the runtime's small blocking pool: a
         // long scan must not hold up block serving, index updates or the
         // end of pulls (short blocking work).
@@ -347,6 +407,8 @@ impl Runner {
                     own,
                     &progress,
                     &stop,
+                    &accept,
+                    recent,
                     peers.as_deref(),
                     paths.as_deref(),
                 ));
@@ -354,14 +416,20 @@ impl Runner {
         let outcome = match spawned {
             Ok(_) => rx
                 .await
-                .unwrap_or_else(|_| Err("scan thread panicked".to_string())),
-            Err(e) => Err(format!("starting a scan thread: {e}")),
+                .unwrap_or_else(|_| Err(FolderState::Error("scan thread panicked".to_string()))),
+            Err(e) => Err(FolderState::Error(format!("starting a scan thread: {e}"))),
         };
         if self.stopped() {
             return;
         }
         self.pull_rescan
-            .scanned(outcome.as_ref().map_or(0, |(_, n)| *n));
+            .scanned(outcome.as_ref().map_or(0, |(_, n, _)| *n));
+        if let Ok((_, _, deleted)) = &outcome {
+            self.scan_deletes.carried_out(
+                *deleted,
+                accepting && !self.accept_outgoing.load(Ordering::SeqCst),
+            );
+        }
         self.status.send_modify(|s| {
             if watched > 0 {
                 s.watch_scans += 1;
@@ -371,11 +439,16 @@ impl Runner {
             }
             s.last_scan = Some(started.elapsed());
             match outcome {
-                Ok((errors, _)) => {
-                    s.state = FolderState::Idle;
+                Ok((errors, _, _)) => {
+                    // Deletions held stay held until a full scan finds
+                    // them gone (or accepted): a scan of other paths
+                    // says nothing about them.
+                    if watched == 0 || !matches!(s.state, FolderState::Paused(Some(_))) {
+                        s.state = FolderState::Idle;
+                    }
                     s.errors = errors;
                 }
-                Err(reason) => s.state = FolderState::Error(reason),
+                Err(state) => s.state = state,
             }
         });
     }
@@ -383,9 +456,11 @@ impl Runner {
     /// One pull pass if the folder needs anything and may apply it.
     async fn pull(&mut self) -> AfterPull {
         // A send-only folder never applies remote changes; one in error
-        // (no marker) must not be written to at all.
-        let healthy = !matches!(self.status.borrow().state, FolderState::Error(_))
-            && self.config.kind != crate::config::FolderType::SendOnly;
+        // (no marker) must not be written to at all, nor one paused.
+        let healthy = !matches!(
+            self.status.borrow().state,
+            FolderState::Error(_) | FolderState::Paused(_)
+        ) && self.config.kind != crate::config::FolderType::SendOnly;
         self.changes.borrow_and_update();
         let Some(peers) = self.peers.clone().filter(|_| healthy) else {
             return AfterPull::Wait;
@@ -395,12 +470,33 @@ impl Runner {
             .folder_meta()
             .map(|m| m.need != Default::default())
             .unwrap_or(false);
+        if let Err(e) = scanner::check_root(&self.config.path) {
+            // Gone since the last scan (the watcher may not have said so
+            // yet): nothing is written until a scan finds it back.
+            tracing::warn!(folder = %self.config.id, "not pulling: {e}");
+            self.status
+                .send_modify(|s| s.state = FolderState::Error(e.to_string()));
+            return AfterPull::Wait;
+        }
         if !needed {
             self.retry.clear();
+            self.status
+                .send_if_modified(|s| std::mem::take(&mut s.deletes_held) > 0);
             return AfterPull::Wait;
         }
         self.status.send_modify(|s| s.state = FolderState::Syncing);
-        let report = super::puller::pull(&self.config, &self.index, &peers, &self.fetched).await;
+        let report = super::puller::pull(
+            &self.config,
+            &self.index,
+            &peers,
+            &self.fetched,
+            self.pull_deletes.count(),
+            &self.accept_incoming,
+        )
+        .await;
+        let accepted = report.deleted_files > 0 && self.status.borrow().deletes_held > 0;
+        self.pull_deletes
+            .carried_out(report.deleted_files, accepted);
         if report.done > 0 || report.deferred > 0 {
             tracing::info!(folder = %self.config.id, done = report.done, deferred = report.deferred,
                 fetched = report.fetched, "pull pass");
@@ -411,6 +507,7 @@ impl Runner {
         self.status.send_modify(|s| {
             s.state = FolderState::Idle;
             s.pull_errors = report.errors.clone();
+            s.deletes_held = report.held_deletes;
         });
         if report.rescan && self.pull_rescan.now() {
             self.queue_scan();
@@ -588,17 +685,49 @@ impl Backoff {
     }
 }
 
-/// Scans once; returns the per-file errors and the number of changes
-/// recorded, or why the folder cannot scan.
+/// Deletions carried out lately, for the delete guard.
+#[derive(Default)]
+struct RecentDeletes(std::collections::VecDeque<(Instant, u64)>);
+
+impl RecentDeletes {
+    /// Files deleted within [`RECENT_DELETES`].
+    fn count(&mut self) -> u64 {
+        while self
+            .0
+            .front()
+            .is_some_and(|(t, _)| t.elapsed() > RECENT_DELETES)
+        {
+            self.0.pop_front();
+        }
+        self.0.iter().map(|(_, n)| n).sum()
+    }
+
+    /// `n` more files were deleted; `accepted`: confirmed by the user, so
+    /// the count starts over.
+    fn carried_out(&mut self, n: u64, accepted: bool) {
+        if accepted {
+            self.0.clear();
+        } else if n > 0 {
+            self.0.push_back((Instant::now(), n));
+        }
+    }
+}
+
+/// Scans once; returns the per-file errors, the number of changes
+/// recorded and the files found deleted, or the state the failure puts the folder in (an error, or
+/// paused by the delete guard).
+#[allow(clippy::too_many_arguments)]
 fn run_scan(
     config: &FolderConfig,
     index: &FolderIndex,
     own: ShortId,
     progress: &ScanProgress,
     stop: &AtomicBool,
+    accept_deletes: &AtomicBool,
+    recently_deleted: u64,
     peers: Option<&Peers>,
     paths: Option<&[String]>,
-) -> Result<(Vec<String>, usize), String> {
+) -> Result<(Vec<String>, usize, u64), FolderState> {
     for counter in [
         &progress.files_total,
         &progress.bytes_total,
@@ -608,7 +737,7 @@ fn run_scan(
         counter.store(0, Ordering::Relaxed);
     }
     let root: &PathBuf = &config.path;
-    let ignores = Arc::new(Ignores::load(root).map_err(|e| e.to_string())?);
+    let ignores = Arc::new(Ignores::load(root).map_err(|e| FolderState::Error(e.to_string()))?);
     // The puller and the block server follow the patterns this scan uses.
     if let Some(p) = peers {
         p.set_ignores(&config.id, ignores.clone());
@@ -620,6 +749,9 @@ fn run_scan(
         cancel: stop,
         threads: 0,
         receive_only: config.kind == crate::config::FolderType::ReceiveOnly,
+        delete_guard: Some(config.delete_guard()),
+        recently_deleted,
+        accept_deletes,
     };
     let t = Instant::now();
     let result = match paths {
@@ -638,12 +770,21 @@ fn run_scan(
                 local_files = index.device_meta(LOCAL).map(|m| m.counts.files).unwrap_or(0),
                 "scan complete"
             );
-            Ok((report.errors, report.changes))
+            Ok((report.errors, report.changes, report.deleted_files))
         }
-        Err(scanner::ScanError::Cancelled) => Ok((Vec::new(), 0)),
+        Err(scanner::ScanError::Cancelled) => Ok((Vec::new(), 0, 0)),
+        Err(scanner::ScanError::MassDelete { deleted, files }) => {
+            let why = format!(
+                "{deleted} of this folder's {files} files are gone; the deletions are held, \
+                 not announced (if they were meant: `ferrosync folder resume {} --accept-deletes`)",
+                config.id
+            );
+            tracing::warn!(folder = %config.id, "paused: {why}");
+            Err(FolderState::Paused(Some(why)))
+        }
         Err(e) => {
             tracing::warn!(folder = %config.id, "cannot scan: {e}");
-            Err(e.to_string())
+            Err(FolderState::Error(e.to_string()))
         }
     }
 }

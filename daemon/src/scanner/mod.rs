@@ -31,6 +31,8 @@ use proto::block_size::block_size_for_rescan;
 use proto::message::{BlockInfo, FileInfo, FileKind};
 use proto::ShortId;
 
+use crate::config::DeleteGuard;
+
 pub use hash::{blocks_hash, EMPTY_HASH};
 use ignore::Ignores;
 use walk::{FileToHash, Found, Seen};
@@ -82,6 +84,14 @@ pub struct ScanOptions<'a> {
     /// A receive-only folder: local changes are recorded invalid
     /// ([`FLAG_RECEIVE_ONLY`]), so they never win over a remote version.
     pub receive_only: bool,
+    /// Deletions beyond this (with `recently_deleted`) are not recorded
+    /// unless `accept_deletes` is set (which they then clear): the scan
+    /// fails with [`ScanError::MassDelete`].
+    pub delete_guard: Option<DeleteGuard>,
+    /// Files deleted by recent scans, counted with this one's.
+    pub recently_deleted: u64,
+    /// Set to let the next guarded mass delete through.
+    pub accept_deletes: &'a AtomicBool,
 }
 
 /// The outcome of a scan.
@@ -95,6 +105,8 @@ pub struct ScanReport {
     pub hashed_bytes: u64,
     /// Per-file problems (the scan went on).
     pub errors: Vec<String>,
+    /// Files (and symlinks) found deleted and recorded so.
+    pub deleted_files: u64,
 }
 
 /// Why a scan could not run.
@@ -109,6 +121,15 @@ pub enum ScanError {
     /// The index failed.
     #[error(transparent)]
     Index(#[from] DbError),
+    /// Too many deletions to record unconfirmed; nothing deleted was
+    /// recorded (the rest of the scan was).
+    #[error("this scan would delete {deleted} of the folder's {files} files; nothing of that was recorded or announced (if it was meant, run `ferrosync folder resume FOLDER --accept-deletes`)")]
+    MassDelete {
+        /// Files (and symlinks) the scan found gone.
+        deleted: u64,
+        /// Files (and symlinks) the folder had.
+        files: u64,
+    },
     /// Stopped on request.
     #[error("scan cancelled")]
     Cancelled,
@@ -283,18 +304,26 @@ pub fn scan_paths(
     scan_scoped(root, index, opts, Some(paths))
 }
 
-fn scan_scoped(
-    root: &Path,
-    index: &FolderIndex,
-    opts: &ScanOptions<'_>,
-    scope: Option<&[String]>,
-) -> Result<ScanReport, ScanError> {
+/// Whether `root` is there and marked as the folder: a root that is
+/// missing or unmarked (an unmounted disk) must be neither scanned (all
+/// deleted) nor written to (re-created on the wrong disk).
+pub fn check_root(root: &Path) -> Result<(), ScanError> {
     if !root.is_dir() {
         return Err(ScanError::MissingRoot(root.to_path_buf()));
     }
     if !crate::fs::has_marker(root) {
         return Err(ScanError::MissingMarker(root.join(crate::fs::MARKER)));
     }
+    Ok(())
+}
+
+fn scan_scoped(
+    root: &Path,
+    index: &FolderIndex,
+    opts: &ScanOptions<'_>,
+    scope: Option<&[String]>,
+) -> Result<ScanReport, ScanError> {
+    check_root(root)?;
     let ctx = Ctx {
         index,
         ignores: opts.ignores,
@@ -352,7 +381,9 @@ fn scan_scoped(
         index.flush()?;
         return Err(ScanError::Cancelled);
     }
-    report.changes += deletions(&ctx, &seen)?;
+    let (changes, deleted_files) = deletions(&ctx, &seen, opts)?;
+    report.changes += changes;
+    report.deleted_files = deleted_files;
     index.flush()?;
     report.errors = ctx.errors.into_inner().unwrap_or_else(|e| e.into_inner());
     Ok(report)
@@ -690,9 +721,17 @@ fn commit(ctx: &Ctx<'_>, batch: &mut Vec<Entry>, report: &mut ScanReport) -> Res
 
 /// Records tombstones for indexed entries no longer on disk, and marks
 /// entries that became ignored.
-fn deletions(ctx: &Ctx<'_>, seen: &Seen) -> Result<usize, ScanError> {
-    let mut batch = Vec::new();
-    let mut n = 0;
+/// Records what the walk did not see as deleted; returns the entries
+/// written and the files among them.
+fn deletions(
+    ctx: &Ctx<'_>,
+    seen: &Seen,
+    opts: &ScanOptions<'_>,
+) -> Result<(usize, u64), ScanError> {
+    // Everything is collected before anything is recorded: the guard
+    // decides on the whole.
+    let (mut batch, mut tombstones) = (Vec::new(), Vec::new());
+    let mut deleted_files = 0u64;
     let entries: Box<dyn Iterator<Item = Result<Entry, DbError>>> = match &seen.scope {
         None => Box::new(ctx.index.entries(LOCAL)),
         Some(paths) => Box::new(
@@ -743,26 +782,43 @@ fn deletions(ctx: &Ctx<'_>, seen: &Seen) -> Result<usize, ScanError> {
             }
             continue;
         }
+        if e.info.kind != FileKind::Directory {
+            deleted_files += 1;
+        }
         let mut f = FileInfo::new(e.info.name.clone(), e.info.kind);
         f.deleted = true;
         f.version = e.info.version.updated(ctx.own, now_secs());
         f.modified_by = ctx.own;
         f.modified_s = now_secs() as i64;
-        batch.push(Entry {
+        tombstones.push(Entry {
             info: f,
             inode: 0,
             flags: 0,
         });
-        if batch.len() >= BATCH {
-            n += batch.len();
-            ctx.record(std::mem::take(&mut batch))?;
+    }
+    if let Some(guard) = opts.delete_guard {
+        let c = ctx.index.device_meta(LOCAL)?.counts;
+        let files = c.files + c.symlinks;
+        if guard.holds(
+            deleted_files,
+            files,
+            opts.recently_deleted,
+            opts.accept_deletes,
+        ) {
+            // The ignore flags are recorded; no tombstone is.
+            ctx.record(batch)?;
+            return Err(ScanError::MassDelete {
+                deleted: deleted_files + opts.recently_deleted,
+                files: files + opts.recently_deleted,
+            });
         }
     }
-    n += batch.len();
-    if !batch.is_empty() {
-        ctx.record(batch)?;
+    batch.append(&mut tombstones);
+    let n = batch.len();
+    for chunk in batch.chunks(BATCH) {
+        ctx.record(chunk.to_vec())?;
     }
-    Ok(n)
+    Ok((n, deleted_files))
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@ use crate::index::Index;
 
 const ME: ShortId = ShortId(0xabc);
 
+/// No mass delete is accepted in advance.
+static NO: AtomicBool = AtomicBool::new(false);
+
 struct Folder {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -49,6 +52,9 @@ impl Folder {
             cancel: &cancel,
             threads: 2,
             receive_only: false,
+            delete_guard: None,
+            recently_deleted: 0,
+            accept_deletes: &NO,
         };
         let f = self.index.folder("f").expect("folder");
         scan(&self.root, &f, &opts).expect("scan")
@@ -69,6 +75,9 @@ impl Folder {
             cancel: &cancel,
             threads: 2,
             receive_only: false,
+            delete_guard: None,
+            recently_deleted: 0,
+            accept_deletes: &NO,
         };
         let f = self.index.folder("f").expect("folder");
         let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
@@ -251,6 +260,9 @@ fn a_missing_marker_or_root_is_an_error_not_a_mass_deletion() {
         cancel: &cancel,
         threads: 1,
         receive_only: false,
+        delete_guard: None,
+        recently_deleted: 0,
+        accept_deletes: &NO,
     };
     let folder = f.index.folder("f").expect("folder");
     let err = scan(&f.root, &folder, &opts).expect_err("no marker");
@@ -534,4 +546,89 @@ fn path_scans_touch_only_their_paths() {
     assert!(f.get("c").expect("c").deleted);
     assert!(f.get("c/d/new").expect("c/d/new").deleted);
     assert!(!f.get("b/three").expect("b/three").deleted);
+}
+
+/// A scan that would delete more than the guard allows records none of
+/// those deletions (the rest of its changes it does) and says how many;
+/// once accepted, the next scan records them and the acceptance is used up.
+#[test]
+fn a_mass_delete_is_held_until_accepted() {
+    let f = Folder::new();
+    for i in 0..200 {
+        f.write(&format!("d/{i}"), b"x");
+    }
+    f.write("keep", b"k");
+    age(&f.root);
+    let (progress, cancel, accept) = (
+        ScanProgress::default(),
+        AtomicBool::new(false),
+        AtomicBool::new(false),
+    );
+    let ignores = Ignores::empty();
+    let opts = ScanOptions {
+        own: ME,
+        ignores: &ignores,
+        progress: &progress,
+        cancel: &cancel,
+        threads: 2,
+        receive_only: false,
+        delete_guard: Some(DeleteGuard {
+            percent: 50,
+            min_files: 100,
+        }),
+        recently_deleted: 0,
+        accept_deletes: &accept,
+    };
+    let folder = f.index.folder("f").expect("folder");
+    scan(&f.root, &folder, &opts).expect("first scan");
+    // 120 of 201 files gone (60 %), one new file.
+    for i in 0..120 {
+        fs::remove_file(f.root.join(format!("d/{i}"))).expect("rm");
+    }
+    f.write("new", b"n");
+    age(&f.root);
+    let err = scan(&f.root, &folder, &opts).expect_err("held");
+    assert!(
+        matches!(
+            err,
+            ScanError::MassDelete {
+                deleted: 120,
+                files: 202
+            }
+        ),
+        "{err}"
+    );
+    assert!(!f.get("d/0").expect("d/0").deleted, "no tombstone recorded");
+    assert!(f.get("new").is_some(), "the rest of the scan is recorded");
+    // Below the share (or below the minimum) nothing is held.
+    let small = ScanOptions {
+        delete_guard: Some(DeleteGuard {
+            percent: 50,
+            min_files: 121,
+        }),
+        ..opts
+    };
+    let err = scan(&f.root, &folder, &opts).expect_err("still held");
+    assert!(matches!(err, ScanError::MassDelete { .. }), "{err}");
+    accept.store(true, Ordering::SeqCst);
+    let report = scan(&f.root, &folder, &small).expect("below the minimum");
+    assert_eq!(report.changes, 120);
+    assert!(accept.load(Ordering::SeqCst), "not used: nothing was held");
+    assert!(f.get("d/0").expect("d/0").deleted);
+    // 80 of 82 is held by a lower minimum, and the acceptance lets it
+    // through.
+    for i in 120..200 {
+        fs::remove_file(f.root.join(format!("d/{i}"))).expect("rm");
+    }
+    let low = ScanOptions {
+        delete_guard: Some(DeleteGuard {
+            percent: 50,
+            min_files: 10,
+        }),
+        ..opts
+    };
+    let report = scan(&f.root, &folder, &low).expect("accepted");
+    assert_eq!(report.changes, 80);
+    assert!(!accept.load(Ordering::SeqCst), "used up");
+    assert!(f.get("d/199").expect("d/199").deleted);
 }

@@ -28,7 +28,7 @@ use proto::message::{FileInfo, FileKind};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 /// Bytes requested and not yet written, per pull pass (so per peer when
@@ -71,15 +71,27 @@ pub struct PullReport {
     pub errors: Vec<PullError>,
     /// A local change was found: the folder needs a rescan.
     pub rescan: bool,
+    /// Files the global state deletes that this pass did not, because
+    /// they are more than the folder's delete guard lets through
+    /// unconfirmed.
+    pub held_deletes: u64,
+    /// Files among the deletions this pass went ahead with (the guard
+    /// counts them with the next passes').
+    pub deleted_files: u64,
 }
 
 /// One pass over the need-set. `fetched` counts bytes received from peers
-/// as they arrive (for live status).
+/// as they arrive (for live status). Deletions more than the folder's
+/// delete guard allows, together with the `recently_deleted` files of
+/// earlier passes, are held (everything else is done) unless
+/// `accept_deletes` is set, which they then clear.
 pub async fn pull(
     cfg: &FolderConfig,
     fi: &Arc<FolderIndex>,
     peers: &Arc<Peers>,
     fetched: &Arc<AtomicU64>,
+    recently_deleted: u64,
+    accept_deletes: &AtomicBool,
 ) -> PullReport {
     let mut report = PullReport::default();
     let ignores = match peers.ignores(cfg) {
@@ -206,6 +218,17 @@ pub async fn pull(
         pull_files(&pass, fi, files, &mut landed, &mut report).await;
     }
     landed.land(fi, &mut report).await;
+    if held(
+        cfg,
+        fi,
+        &deletes,
+        recently_deleted,
+        accept_deletes,
+        &mut report,
+    ) {
+        deletes.clear();
+        in_place_of_dirs.clear();
+    }
     deletes.sort_by(|a, b| b.0.name.cmp(&a.0.name));
     for (info, local) in deletes {
         let result = delete(&ctx, &info, local.as_ref(), &mut report);
@@ -242,6 +265,39 @@ pub async fn pull(
         report.errors.push(PullError::pass(e.into()));
     }
     report
+}
+
+/// Whether the pass's deletions are held by the delete guard: more of
+/// our files than it lets through, not accepted. Held, they stay needed
+/// (and counted in the report); the rest of the pass goes on.
+fn held(
+    cfg: &FolderConfig,
+    fi: &FolderIndex,
+    deletes: &[(FileInfo, Option<Entry>)],
+    recent: u64,
+    accept: &AtomicBool,
+    report: &mut PullReport,
+) -> bool {
+    let ours = deletes
+        .iter()
+        .filter(|(_, l)| {
+            l.as_ref()
+                .is_some_and(|l| !l.info.deleted && l.info.kind != FileKind::Directory)
+        })
+        .count() as u64;
+    let files = fi
+        .device_meta(LOCAL)
+        .map(|m| m.counts.files + m.counts.symlinks)
+        .unwrap_or(0);
+    if !cfg.delete_guard().holds(ours, files, recent, accept) {
+        report.deleted_files = ours;
+        return false;
+    }
+    tracing::warn!(folder = %cfg.id, deletes = ours, files,
+        "remote deletions held: they would delete more of this folder than the guard allows");
+    report.held_deletes = ours;
+    report.deferred += deletes.len();
+    true
 }
 
 /// What we record for a needed name our patterns ignore: the global
