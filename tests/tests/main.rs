@@ -22,6 +22,8 @@
 //! - `scan`: the daemon indexes folders, reports status, survives SIGKILL.
 //! - `sync`: two daemons converge over TCP and over QUIC; unknown devices are pending.
 //! - `servers`: the relay and discovery binaries' command lines.
+//! - `versions`: the trash can keeps what a peer replaced; versions listed, restored and
+//!   cleaned out; a file put back is filled from the copy.
 //! - `syncthing_harness`: the harness that runs the real Syncthing binary.
 
 mod bounds;
@@ -44,3 +46,4 @@ mod scan;
 mod servers;
 mod sync;
 mod syncthing_harness;
+mod versions;

@@ -209,6 +209,31 @@ pub struct RescanTicket {
     pub scan: u64,
 }
 
+/// One kept version of a file (`GET /rest/folders/{id}/versions`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Version {
+    /// The folder-relative name of the file it is a copy of.
+    pub name: String,
+    /// Its own folder-relative name, under `.stversions/`.
+    pub stored: String,
+    /// When it was kept, in seconds since the Unix epoch.
+    pub at: i64,
+    /// The same, in local time (`YYYY-MM-DD HH:MM:SS`).
+    pub at_local: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// `POST /rest/folders/{id}/restore`: what was brought back, and the scan
+/// that records it (and so sends it to the other devices).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Restored {
+    /// The version restored.
+    pub version: Version,
+    /// The folder's `scans_completed` once that scan is done.
+    pub scan: u64,
+}
+
 /// An error answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {

@@ -73,6 +73,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/rest/status", get(status))
         .route("/rest/folders/{id}/rescan", post(rescan))
         .route("/rest/folders/{id}/accept-deletes", post(accept_deletes))
+        .route("/rest/folders/{id}/versions", get(versions))
+        .route("/rest/folders/{id}/restore", post(restore))
         .route("/rest/folders/{id}/scan/{n}", get(wait_scan))
         .route("/rest/folders/{id}/entries", get(entries))
         .route("/rest/pending", get(pending))
@@ -309,6 +311,115 @@ async fn accept_deletes(State(s): State<Arc<ApiState>>, Path(id): Path<String>) 
             StatusCode::CONFLICT,
             format!("folder {id:?} holds no deletions"),
         ),
+    }
+}
+
+/// `?path=` (and `&at=`, Unix seconds) of the versions calls.
+#[derive(serde::Deserialize)]
+struct VersionQuery {
+    #[serde(default)]
+    path: String,
+    at: Option<i64>,
+}
+
+fn version_dto(v: crate::model::versioner::Version) -> dto::Version {
+    let at =
+        v.at.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+    dto::Version {
+        at_local: crate::model::versioner::local_time(v.at),
+        name: v.name,
+        stored: v.stored,
+        at,
+        size: v.size,
+    }
+}
+
+/// The versions kept of a file, or of everything under a path (all when
+/// none is given), by name, oldest first.
+async fn versions(
+    State(s): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> Response {
+    let Some(h) = s.folder(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("folder {id:?} is not configured"),
+        );
+    };
+    let root = h.config.path.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        crate::model::versioner::list(&root, q.path.trim_matches('/'))
+    })
+    .await;
+    match listed {
+        Ok(Ok(v)) => Json(v.into_iter().map(version_dto).collect::<Vec<_>>()).into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("listing versions: {e}"),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Brings back the version of `path` kept last (at or before `at`); the
+/// file there now is kept as a version first. The rescan it asks for
+/// records the change, which then syncs out like any local edit.
+async fn restore(
+    State(s): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> Response {
+    let Some(h) = s.folder(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("folder {id:?} is not configured"),
+        );
+    };
+    if h.config.paused {
+        return error(
+            StatusCode::CONFLICT,
+            format!("folder {id:?} is paused (`ferrosync folder resume {id}`)"),
+        );
+    }
+    let name = q.path.trim_matches('/').to_string();
+    if name.is_empty()
+        || crate::fs::is_internal(&name)
+        || name
+            .split('/')
+            .any(|p| p == ".." || p == "." || p.is_empty())
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{:?} is not a file name in the folder", q.path),
+        );
+    }
+    let at =
+        q.at.map(|t| std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64));
+    let (root, versioning, index) = (h.config.path.clone(), h.config.versioning, h.index.clone());
+    let done = tokio::task::spawn_blocking(move || {
+        let v = crate::model::versioner::restore(
+            &root,
+            versioning,
+            &name,
+            at,
+            std::time::SystemTime::now(),
+        )?;
+        if let Err(e) = index.unmap_version(&v.stored) {
+            tracing::warn!(version = v.stored, "block map: {e}");
+        }
+        Ok::<_, String>(v)
+    })
+    .await;
+    match done {
+        Ok(Ok(v)) => Json(dto::Restored {
+            version: version_dto(v),
+            scan: h.request_rescan(),
+        })
+        .into_response(),
+        Ok(Err(e)) => error(StatusCode::CONFLICT, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

@@ -80,6 +80,29 @@ impl Client {
         self.handle(path, r)
     }
 
+    /// GETs `path` with query parameters (encoded here) and decodes the
+    /// JSON answer.
+    pub fn get_with<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T> {
+        let r = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .query_pairs(query.iter().copied())
+            .header(KEY_HEADER, &self.key)
+            .call();
+        self.handle(path, r)
+    }
+
+    /// POSTs to `path` with query parameters and decodes the JSON answer.
+    pub fn post_with<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T> {
+        let r = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .query_pairs(query.iter().copied())
+            .header(KEY_HEADER, &self.key)
+            .send_empty();
+        self.handle(path, r)
+    }
+
     /// POSTs to `path` and decodes the JSON answer.
     pub fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let r = self

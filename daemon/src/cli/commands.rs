@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::client::Client;
 use super::{Cli, Command, ConfigAction, DeviceAction, FolderAction};
-use crate::api::dto::{Pending, Reloaded, RescanTicket, Status};
+use crate::api::dto::{Pending, Reloaded, RescanTicket, Restored, Status, Version};
 use crate::config::Config;
 use crate::home::Home;
 use crate::identity;
@@ -23,6 +23,16 @@ pub(super) fn run(cli: Cli) -> Result<()> {
         Command::Device { action } => device(&home, action),
         Command::Folder { action } => folder(&home, action),
         Command::Status { json, watch } => status(&home, json, watch),
+        Command::Versions {
+            folder_id,
+            path,
+            json,
+        } => versions(&home, &folder_id, path.as_deref(), json),
+        Command::Restore {
+            folder_id,
+            path,
+            at,
+        } => restore(&home, &folder_id, &path, at.as_deref()),
         Command::Pending { json } => pending(&home, json),
     }
 }
@@ -162,6 +172,7 @@ fn folder(home: &Home, action: FolderAction) -> Result<()> {
             create,
             kind,
             share,
+            versioning,
         } => {
             let created = create && !path.exists();
             if created {
@@ -181,10 +192,23 @@ fn folder(home: &Home, action: FolderAction) -> Result<()> {
             }
             crate::fs::ensure_marker(&path)
                 .with_context(|| format!("creating the folder marker in {}", path.display()))?;
-            edit(home, |c| Ok(c.add_folder(&folder_id, &path, kind, &share)?))?;
+            edit(home, |c| {
+                c.add_folder(&folder_id, &path, kind, &share)?;
+                Ok(c.set_versioning(&folder_id, versioning)?)
+            })?;
             println!("added folder {folder_id:?}");
         }
         FolderAction::Rescan { folder_id } => rescan(home, &folder_id)?,
+        FolderAction::Set {
+            folder_id,
+            versioning,
+        } => {
+            let Some(v) = versioning else {
+                anyhow::bail!("nothing to set: give --versioning");
+            };
+            edit(home, |c| Ok(c.set_versioning(&folder_id, v)?))?;
+            println!("folder {folder_id:?}: versioning {v}");
+        }
         FolderAction::Pause { folder_id } => {
             if edit(home, |c| Ok(c.pause_folder(&folder_id, true)?))? {
                 println!("paused folder {folder_id:?}");
@@ -226,6 +250,8 @@ fn folder(home: &Home, action: FolderAction) -> Result<()> {
                             "id": f.id,
                             "path": f.path,
                             "type": f.kind.as_str(),
+                            "versioning": f.versioning.to_string(),
+                            "paused": f.paused,
                             "devices": f.devices.iter().map(ToString::to_string).collect::<Vec<_>>(),
                         })
                     })
@@ -360,6 +386,69 @@ fn rescan(home: &Home, folder_id: &str) -> Result<()> {
         eprintln!("  ! {e}");
     }
     Ok(())
+}
+
+fn versions(home: &Home, folder_id: &str, path: Option<&str>, json: bool) -> Result<()> {
+    let list: Vec<Version> = Client::connect(home)?.get_with(
+        &format!("/rest/folders/{folder_id}/versions"),
+        &[("path", path.unwrap_or(""))],
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else if list.is_empty() {
+        println!("no versions kept");
+    } else {
+        for v in &list {
+            println!("{}  {:>10}  {}", v.at_local, v.size, v.name);
+        }
+    }
+    Ok(())
+}
+
+fn restore(home: &Home, folder_id: &str, path: &str, at: Option<&str>) -> Result<()> {
+    let at = at.map(parse_local_time).transpose()?.map(|t| t.to_string());
+    let mut query = vec![("path", path)];
+    if let Some(t) = &at {
+        query.push(("at", t));
+    }
+    let client = Client::connect(home)?;
+    let r: Restored = client.post_with(&format!("/rest/folders/{folder_id}/restore"), &query)?;
+    super::progress::wait_for_scan(&client, folder_id, r.scan)?;
+    println!(
+        "restored {:?} as it was at {} ({} bytes)",
+        r.version.name, r.version.at_local, r.version.size
+    );
+    Ok(())
+}
+
+/// A local time as users write it, in Unix seconds.
+fn parse_local_time(s: &str) -> Result<i64> {
+    use chrono::{Local, NaiveDateTime, TimeZone};
+    let formats = [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y%m%d-%H%M%S",
+    ];
+    let t = formats
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s.trim(), f).ok())
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(23, 59, 59))
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--at {s:?}: use a local time like 2026-12-02 10:15:00 or 20261202-101500"
+            )
+        })?;
+    let t = Local
+        .from_local_datetime(&t)
+        .earliest()
+        .ok_or_else(|| anyhow::anyhow!("--at {s:?} does not exist in local time"))?;
+    Ok(t.timestamp())
 }
 
 /// Accepts what the delete guard holds and waits for the scan that

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use proto::DeviceId;
 
-use crate::config::FolderType;
+use crate::config::{FolderType, Versioning};
 
 /// Peer-to-peer file synchronisation, compatible with Syncthing.
 #[derive(Debug, Parser)]
@@ -63,6 +63,30 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// List the versions kept of a folder's files (or of one file or
+    /// directory).
+    Versions {
+        /// The folder.
+        folder_id: String,
+        /// A file or directory in it [default: all].
+        path: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring back a kept version of a file (the current one is kept as a
+    /// version first); the other devices get it like any local change.
+    Restore {
+        /// The folder.
+        folder_id: String,
+        /// The file, relative to the folder.
+        path: String,
+        /// The newest version kept at or before this local time
+        /// (`2026-12-02 10:15:00`, `2026-12-02T10:15`, `20261202-101500`)
+        /// [default: the newest].
+        #[arg(long)]
+        at: Option<String>,
     },
     /// Show what the running daemon is doing: folders and devices.
     Status {
@@ -137,6 +161,18 @@ enum FolderAction {
         /// A configured device to share it with (repeatable).
         #[arg(long = "share", value_name = "DEVICE-ID")]
         share: Vec<DeviceId>,
+        /// What to keep of files replaced or deleted by other devices:
+        /// none, trashcan[:DAYS], simple[:KEEP] or staggered[:MAXAGE].
+        #[arg(long, default_value = "trashcan:30")]
+        versioning: Versioning,
+    },
+    /// Change a folder's settings.
+    Set {
+        /// The folder.
+        folder_id: String,
+        /// none, trashcan[:DAYS], simple[:KEEP] or staggered[:MAXAGE].
+        #[arg(long)]
+        versioning: Option<Versioning>,
     },
     /// Share a folder with one more configured device.
     Share {

@@ -123,6 +123,7 @@ impl Config {
             paused: false,
             delete_guard_percent: super::default_delete_guard_percent(),
             delete_guard_min_files: super::default_delete_guard_min_files(),
+            versioning: super::Versioning::default(),
         });
         Ok(())
     }
@@ -132,6 +133,19 @@ impl Config {
         let f = self.folder_mut(folder)?;
         let changed = f.paused != paused;
         f.paused = paused;
+        Ok(changed)
+    }
+
+    /// Sets what a folder keeps of replaced and deleted files. Returns
+    /// false if it already was so.
+    pub fn set_versioning(
+        &mut self,
+        folder: &str,
+        versioning: super::Versioning,
+    ) -> Result<bool, ConfigError> {
+        let f = self.folder_mut(folder)?;
+        let changed = f.versioning != versioning;
+        f.versioning = versioning;
         Ok(changed)
     }
 

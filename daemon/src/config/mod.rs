@@ -186,6 +186,105 @@ pub struct FolderConfig {
     /// ...and at least this many files.
     #[serde(default = "default_delete_guard_min_files")]
     pub delete_guard_min_files: u64,
+    /// What is kept of files the puller replaces or deletes.
+    #[serde(default)]
+    pub versioning: Versioning,
+}
+
+/// What is kept, in `.stversions/` (Syncthing's layout), of a file the
+/// puller is about to replace or delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Versioning {
+    /// Nothing.
+    None,
+    /// The last copy of each file, at its own path, for this many days
+    /// (0: kept until removed by hand).
+    Trashcan {
+        /// Days a copy is kept.
+        days: u32,
+    },
+    /// The last `keep` copies of each file, named `name~YYYYMMDD-HHMMSS.ext`.
+    Simple {
+        /// Copies kept per file.
+        keep: u32,
+    },
+    /// Copies named as `Simple`'s, thinned with age (one per 30 s in the
+    /// first hour, per hour in the first day, per day in the first 30
+    /// days, per week after) and removed after `max_age_days` (0: never).
+    Staggered {
+        /// Days a copy is kept at most.
+        max_age_days: u32,
+    },
+}
+
+impl Default for Versioning {
+    /// Resilio keeps an archive by default; a replaced file is recoverable
+    /// for a month unless the user chose otherwise.
+    fn default() -> Self {
+        Self::Trashcan { days: 30 }
+    }
+}
+
+impl std::fmt::Display for Versioning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("none"),
+            Self::Trashcan { days } => write!(f, "trashcan:{days}"),
+            Self::Simple { keep } => write!(f, "simple:{keep}"),
+            Self::Staggered { max_age_days } => write!(f, "staggered:{max_age_days}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Versioning {
+    type Err = String;
+
+    /// `none`, `trashcan[:DAYS]` (30), `simple[:KEEP]` (5) or
+    /// `staggered[:MAXAGE]` (365 days).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, arg) = match s.trim().split_once(':') {
+            Some((k, a)) => (k, Some(a)),
+            None => (s.trim(), None),
+        };
+        let n = |default: u32| -> Result<u32, String> {
+            arg.map_or(Ok(default), |a| {
+                a.trim()
+                    .parse()
+                    .map_err(|_| format!("{a:?} in {s:?} is not a whole number"))
+            })
+        };
+        Ok(match kind {
+            "none" if arg.is_none() => Self::None,
+            "trashcan" => Self::Trashcan { days: n(30)? },
+            "simple" => match n(5)? {
+                0 => return Err("simple versioning must keep at least 1 copy".into()),
+                keep => Self::Simple { keep },
+            },
+            "staggered" => Self::Staggered {
+                max_age_days: n(365)?,
+            },
+            _ => {
+                return Err(format!(
+                    "{s:?} is not none, trashcan[:DAYS], simple[:KEEP] or staggered[:MAXAGE]"
+                ))
+            }
+        })
+    }
+}
+
+impl TryFrom<String> for Versioning {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Versioning> for String {
+    fn from(v: Versioning) -> String {
+        v.to_string()
+    }
 }
 
 impl FolderConfig {

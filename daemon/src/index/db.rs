@@ -22,6 +22,9 @@
 //! 16 hash[..8] folder name             block map: offset (u64) of a block
 //!                                      whose hash starts so, in this
 //!                                      device's file (readers verify)
+//! 17 folder name                       a kept version's blocks in the block
+//!                                      map: (offset u64, hash) each, so
+//!                                      they can be taken out again
 //! ```
 
 use std::path::Path;
@@ -45,6 +48,7 @@ const NEED: u8 = 0x13;
 const DEVICE_META: u8 = 0x14;
 const FOLDER_META: u8 = 0x15;
 const BLOCK: u8 = 0x16;
+const VERSION_BLOCKS: u8 = 0x17;
 
 /// Why the index database failed.
 #[derive(Debug, thiserror::Error)]
@@ -342,6 +346,11 @@ pub mod key {
         k.extend_from_slice(&folder.to_be_bytes());
         k.extend_from_slice(name.as_bytes());
         k
+    }
+
+    /// The record of a kept version's block map entries.
+    pub fn version_blocks(folder: u32, name: &str) -> Vec<u8> {
+        with(VERSION_BLOCKS, folder, &[name.as_bytes()])
     }
 
     /// Prefix of the block map entries for `hash`.

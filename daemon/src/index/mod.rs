@@ -138,6 +138,9 @@ fn map_blocks(batch: &mut Batch, folder: u32, info: &FileInfo) {
     }
 }
 
+/// One block of a kept version's record: offset, then hash.
+const VERSION_BLOCK_LEN: usize = 8 + 32;
+
 /// Takes a local file's blocks out of the block map.
 fn unmap_blocks(batch: &mut Batch, folder: u32, info: &FileInfo) {
     if info.size < MAP_MIN_SIZE {
@@ -335,6 +338,44 @@ impl FolderIndex {
             newer
         });
         Ok(())
+    }
+
+    /// Puts the blocks of a kept version (a copy, named `stored`, of the
+    /// file `info` describes) in the block map, beside the record that
+    /// takes them out again ([`FolderIndex::unmap_version`]).
+    pub fn map_version(&self, stored: &str, info: &FileInfo) -> Result<(), DbError> {
+        if info.kind != FileKind::File || info.deleted || info.size < MAP_MIN_SIZE {
+            return Ok(());
+        }
+        let mut batch = Batch::default();
+        let mut record = Vec::with_capacity(info.blocks.len() * VERSION_BLOCK_LEN);
+        for b in &info.blocks {
+            batch.put(
+                key::block(&b.hash, self.number, stored),
+                b.offset.to_be_bytes().to_vec(),
+            );
+            record.extend_from_slice(&b.offset.to_be_bytes());
+            record.extend_from_slice(&b.hash);
+        }
+        batch.put(key::version_blocks(self.number, stored), record);
+        self.db.apply(batch)
+    }
+
+    /// Takes a kept version's blocks out of the block map (it was removed
+    /// or restored, or is about to be replaced).
+    pub fn unmap_version(&self, stored: &str) -> Result<(), DbError> {
+        let k = key::version_blocks(self.number, stored);
+        let Some(record) = self.db.get(&k)? else {
+            return Ok(());
+        };
+        let mut batch = Batch::default();
+        for c in record.chunks_exact(VERSION_BLOCK_LEN) {
+            if let Ok(hash) = <[u8; 32]>::try_from(&c[8..]) {
+                batch.delete(key::block(&hash, self.number, stored));
+            }
+        }
+        batch.delete(k);
+        self.db.apply(batch)
     }
 
     /// Records local changes. Each gets the next sequence number; global

@@ -770,6 +770,9 @@ fn run_scan(
                 local_files = index.device_meta(LOCAL).map(|m| m.counts.files).unwrap_or(0),
                 "scan complete"
             );
+            if paths.is_none() {
+                clean_versions(config, index);
+            }
             Ok((report.errors, report.changes, report.deleted_files))
         }
         Err(scanner::ScanError::Cancelled) => Ok((Vec::new(), 0, 0)),
@@ -786,6 +789,29 @@ fn run_scan(
             tracing::warn!(folder = %config.id, "cannot scan: {e}");
             Err(FolderState::Error(e.to_string()))
         }
+    }
+}
+
+/// Removes the versions the folder's versioning no longer keeps (after
+/// each full scan: that is how often time moves them out), and their
+/// blocks from the block map.
+fn clean_versions(config: &FolderConfig, index: &FolderIndex) {
+    match super::versioner::clean(
+        &config.path,
+        config.versioning,
+        std::time::SystemTime::now(),
+    ) {
+        Ok(gone) => {
+            for v in &gone {
+                if let Err(e) = index.unmap_version(&v.stored) {
+                    tracing::warn!(folder = %config.id, version = v.stored, "block map: {e}");
+                }
+            }
+            if !gone.is_empty() {
+                tracing::info!(folder = %config.id, removed = gone.len(), "old versions removed");
+            }
+        }
+        Err(e) => tracing::warn!(folder = %config.id, "cleaning out versions: {e}"),
     }
 }
 

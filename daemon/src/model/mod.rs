@@ -7,3 +7,4 @@ mod local_blocks;
 pub mod pull_error;
 pub mod puller;
 mod temp_file;
+pub mod versioner;

@@ -5,14 +5,17 @@
 //! becomes a conflict copy.
 
 use super::{Outcome, PullReport};
+use crate::config::Versioning;
 use crate::fs::safe_path;
-use crate::index::{Entry, FLAG_RECEIVE_ONLY};
+use crate::index::{Entry, FolderIndex, FLAG_RECEIVE_ONLY};
 use crate::model::conflict::{conflict_copy, in_conflict};
 use crate::model::temp_file::TempFile;
+use crate::model::versioner::{self, Keep};
 use proto::message::{FileInfo, FileKind};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Whether what is on disk at `path` is what the index says we have.
@@ -53,11 +56,48 @@ pub(super) fn remove_temp_files(dir: &Path) {
 /// The longest file name (in bytes) Linux file systems take.
 pub(super) const NAME_MAX: usize = 255;
 
-/// What applying directories and symlinks needs besides the entry.
-pub(super) struct Apply<'a> {
-    pub(super) root: &'a Path,
+/// What applying an entry needs besides the entry.
+#[derive(Clone)]
+pub(super) struct Apply {
+    pub(super) root: PathBuf,
     pub(super) own: proto::ShortId,
     pub(super) max_conflicts: i64,
+    pub(super) versioning: Versioning,
+    /// Where kept versions' blocks are mapped (none: they are not).
+    pub(super) index: Option<Arc<FolderIndex>>,
+}
+
+impl Apply {
+    /// Keeps our file about to be replaced ([`Keep::Link`]) or deleted
+    /// ([`Keep::Move`]) as the folder's versioning says; false when
+    /// nothing was kept (then a deletion is the caller's to do). The
+    /// copy's blocks go in the block map: a restored or re-created file
+    /// is then filled from it, not fetched.
+    pub(super) fn keep(&self, local: Option<&Entry>, how: Keep) -> std::io::Result<bool> {
+        Ok(self.keep_as(local, how)?.is_some())
+    }
+
+    /// [`Apply::keep`], answering the copy's name.
+    fn keep_as(&self, local: Option<&Entry>, how: Keep) -> std::io::Result<Option<String>> {
+        let Some(l) = local.filter(|l| l.info.kind == FileKind::File && !l.info.deleted) else {
+            return Ok(None);
+        };
+        let name = l.info.name.as_str();
+        let Some(stored) =
+            versioner::keep(&self.root, self.versioning, name, how, SystemTime::now())?
+        else {
+            return Ok(None);
+        };
+        if let Some(index) = &self.index {
+            if let Err(e) = index
+                .unmap_version(&stored)
+                .and_then(|()| index.map_version(&stored, &l.info))
+            {
+                tracing::warn!(version = stored, "block map: {e}");
+            }
+        }
+        Ok(Some(stored))
+    }
 }
 
 /// Moves a file in the way of a new directory or symlink aside as a
@@ -65,7 +105,7 @@ pub(super) struct Apply<'a> {
 /// removes it. Sets `report.rescan` when a copy was made (it is a new
 /// local file).
 pub(super) fn clear_file_in_way(
-    ctx: &Apply<'_>,
+    ctx: &Apply,
     path: &Path,
     info: &FileInfo,
     local: Option<&Entry>,
@@ -81,18 +121,20 @@ pub(super) fn clear_file_in_way(
         conflict_copy(path, info.modified_by, lost, ctx.max_conflicts)?;
         report.rescan = true;
         Ok(())
+    } else if ctx.keep(local, Keep::Move)? {
+        Ok(())
     } else {
         fs::remove_file(path)
     }
 }
 
 pub(super) fn directory(
-    ctx: &Apply<'_>,
+    ctx: &Apply,
     info: &FileInfo,
     local: Option<&Entry>,
     report: &mut PullReport,
 ) -> std::io::Result<Outcome> {
-    let path = safe_path(ctx.root, info.name.as_str())?;
+    let path = safe_path(&ctx.root, info.name.as_str())?;
     match fs::symlink_metadata(&path) {
         Ok(m) if m.is_dir() => {}
         Ok(_) if !matches_index(&path, local) => {
@@ -113,13 +155,13 @@ pub(super) fn directory(
 }
 
 pub(super) fn symlink(
-    ctx: &Apply<'_>,
+    ctx: &Apply,
     info: &FileInfo,
     local: Option<&Entry>,
     report: &mut PullReport,
 ) -> std::io::Result<Outcome> {
     use std::os::unix::ffi::OsStrExt;
-    let path = safe_path(ctx.root, info.name.as_str())?;
+    let path = safe_path(&ctx.root, info.name.as_str())?;
     if !matches_index(&path, local) {
         return Ok(Outcome::LocalChange("changed on disk".into()));
     }
@@ -152,12 +194,12 @@ pub(super) fn remove_empty_dir(
 }
 
 pub(super) fn delete(
-    ctx: &Apply<'_>,
+    ctx: &Apply,
     info: &FileInfo,
     local: Option<&Entry>,
     report: &mut PullReport,
 ) -> std::io::Result<Outcome> {
-    let path = safe_path(ctx.root, info.name.as_str())?;
+    let path = safe_path(&ctx.root, info.name.as_str())?;
     if !matches_index(&path, local) {
         return Ok(Outcome::LocalChange(
             "changed on disk since it was deleted elsewhere".into(),
@@ -183,7 +225,11 @@ pub(super) fn delete(
                 return Ok(Outcome::Later(format!("directory not empty: {e}")));
             }
         }
-        Ok(_) => fs::remove_file(&path)?,
+        Ok(_) => {
+            if !ctx.keep(local, Keep::Move)? {
+                fs::remove_file(&path)?;
+            }
+        }
     }
     Ok(Outcome::Done(0))
 }
@@ -196,8 +242,7 @@ pub(super) fn finish(
     path: &Path,
     info: &FileInfo,
     local: Option<&Entry>,
-    own: proto::ShortId,
-    max_conflicts: i64,
+    ctx: &Apply,
 ) -> std::io::Result<(Outcome, bool)> {
     let out = out.finish(info.size)?;
     if !info.no_permissions {
@@ -214,14 +259,22 @@ pub(super) fn finish(
     }
     let mut conflicted = false;
     if let Some(l) = local.filter(|l| !l.info.deleted && l.info.kind == FileKind::File) {
-        if in_conflict(&l.info.version, &info.version, own) {
-            conflict_copy(path, info.modified_by, mtime(&l.info), max_conflicts)?;
+        if in_conflict(&l.info.version, &info.version, ctx.own) {
+            conflict_copy(path, info.modified_by, mtime(&l.info), ctx.max_conflicts)?;
             conflicted = true;
         }
     }
+    // Kept before the rename, so there is no moment without the file.
+    let kept = match conflicted {
+        true => None,
+        false => ctx.keep_as(local, Keep::Link)?,
+    };
     // The directory is fsynced with its neighbours' before the index
     // records any of them (see `Landed`).
     fs::rename(tmp, path)?;
+    if let Some(stored) = kept {
+        versioner::stamp(&ctx.root, ctx.versioning, &stored, SystemTime::now());
+    }
     Ok((Outcome::Done(fs::symlink_metadata(path)?.ino()), conflicted))
 }
 
@@ -288,9 +341,11 @@ mod tests {
             flags: 0,
         };
         let ctx = Apply {
-            root: dir.path(),
+            root: dir.path().to_path_buf(),
             own: proto::ShortId(1),
             max_conflicts: 10,
+            versioning: Versioning::None,
+            index: None,
         };
         let mut report = PullReport::default();
         let out = delete(&ctx, &info, Some(&local), &mut report).expect("delete");

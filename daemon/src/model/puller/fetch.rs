@@ -47,6 +47,7 @@ pub(super) async fn file_inner(
         local: local_blocks,
         budget,
         fetched,
+        apply,
     } = pass;
     let path = safe_path(&cfg.path, info.name.as_str())?;
     // Refused before anything is written: the rename would fail after the
@@ -152,12 +153,11 @@ pub(super) async fn file_inner(
     // The rest is blocking disk work (fsyncs above all): off the async
     // threads, so other files' transfers go on meanwhile.
     let (info, local) = (info.clone(), local.cloned());
-    let (own, max) = (peers.own.short(), cfg.max_conflicts);
-    let (done, conflicted) = tokio::task::spawn_blocking(move || {
-        finish(out, &tmp, &path, &info, local.as_ref(), own, max)
-    })
-    .await
-    .map_err(std::io::Error::other)??;
+    let ctx = apply.clone();
+    let (done, conflicted) =
+        tokio::task::spawn_blocking(move || finish(out, &tmp, &path, &info, local.as_ref(), &ctx))
+            .await
+            .map_err(std::io::Error::other)??;
     *rescan |= conflicted;
     Ok(done)
 }

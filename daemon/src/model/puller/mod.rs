@@ -161,6 +161,13 @@ pub async fn pull(
         local: Arc::new(LocalBlocks::new(peers)),
         budget: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_KIB as usize)),
         fetched,
+        apply: Apply {
+            root: cfg.path.clone(),
+            own: peers.own.short(),
+            max_conflicts: cfg.max_conflicts,
+            versioning: cfg.versioning,
+            index: Some(fi.clone()),
+        },
     };
     if !ignored.is_empty() {
         let n = ignored.len();
@@ -172,11 +179,7 @@ pub async fn pull(
         }
     }
     let mut landed = Landed::default();
-    let ctx = Apply {
-        root: &cfg.path,
-        own: peers.own.short(),
-        max_conflicts: cfg.max_conflicts,
-    };
+    let ctx = pass.apply.clone();
     // Files and symlinks where we have a directory: its contents are
     // deletions, so these wait until the deletions have run.
     let mut in_place_of_dirs = Vec::new();
@@ -494,4 +497,5 @@ struct Pass<'a> {
     /// bounds the memory and the load a pull puts on peers.
     budget: Arc<tokio::sync::Semaphore>,
     fetched: &'a Arc<AtomicU64>,
+    apply: Apply,
 }
