@@ -16,6 +16,7 @@
 //! - `mesh`: three devices (TCP and QUIC), edits, a conflict; resume after SIGKILL.
 //! - `nat`: port mapping on a real `miniupnpd` router (UPnP IGD, NAT-PMP); dialled through the mapping.
 //! - `net_interop`: our TLS/TCP and QUIC connections to and from Syncthing.
+//! - `one_way`: `folder revert` (receive-only) and `folder override` (send-only).
 //! - `relay_server`: the relay: sessions, one-use keys, bad clients, limits, status.
 //! - `relayed`: devices that meet through a relay (loopback; behind two NATs, then punched through).
 //! - `run`: the daemon starts on a fresh home and stops on a signal.
@@ -39,6 +40,7 @@ mod live;
 mod mesh;
 mod nat;
 mod net_interop;
+mod one_way;
 mod relay_server;
 mod relayed;
 mod run;

@@ -234,6 +234,13 @@ pub struct Restored {
     pub scan: u64,
 }
 
+/// `POST /rest/folders/{id}/override|revert`: how many names it changed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Changed {
+    /// Names whose entries were rewritten.
+    pub changed: usize,
+}
+
 /// An error answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {

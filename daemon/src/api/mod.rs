@@ -74,6 +74,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/rest/folders/{id}/rescan", post(rescan))
         .route("/rest/folders/{id}/accept-deletes", post(accept_deletes))
         .route("/rest/folders/{id}/versions", get(versions))
+        .route("/rest/folders/{id}/override", post(override_changes))
+        .route("/rest/folders/{id}/revert", post(revert_changes))
         .route("/rest/folders/{id}/restore", post(restore))
         .route("/rest/folders/{id}/scan/{n}", get(wait_scan))
         .route("/rest/folders/{id}/entries", get(entries))
@@ -311,6 +313,29 @@ async fn accept_deletes(State(s): State<Arc<ApiState>>, Path(id): Path<String>) 
             StatusCode::CONFLICT,
             format!("folder {id:?} holds no deletions"),
         ),
+    }
+}
+
+/// Send-only: makes our version of every name the cluster changed win.
+async fn override_changes(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    folder_op(&s, &id, crate::model::folder::Op::Override).await
+}
+
+/// Receive-only: drops our local changes for the global version.
+async fn revert_changes(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    folder_op(&s, &id, crate::model::folder::Op::Revert).await
+}
+
+async fn folder_op(s: &ApiState, id: &str, op: crate::model::folder::Op) -> Response {
+    let Some(h) = s.folder(id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("folder {id:?} is not configured"),
+        );
+    };
+    match h.run(op).await {
+        Ok(changed) => Json(dto::Changed { changed }).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
     }
 }
 

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::client::Client;
 use super::{Cli, Command, ConfigAction, DeviceAction, FolderAction};
-use crate::api::dto::{Pending, Reloaded, RescanTicket, Restored, Status, Version};
+use crate::api::dto::{Changed, Pending, Reloaded, RescanTicket, Restored, Status, Version};
 use crate::config::Config;
 use crate::home::Home;
 use crate::identity;
@@ -202,12 +202,39 @@ fn folder(home: &Home, action: FolderAction) -> Result<()> {
         FolderAction::Set {
             folder_id,
             versioning,
+            kind,
         } => {
-            let Some(v) = versioning else {
-                anyhow::bail!("nothing to set: give --versioning");
-            };
-            edit(home, |c| Ok(c.set_versioning(&folder_id, v)?))?;
-            println!("folder {folder_id:?}: versioning {v}");
+            if versioning.is_none() && kind.is_none() {
+                anyhow::bail!("nothing to set: give --versioning or --type");
+            }
+            edit(home, |c| {
+                if let Some(v) = versioning {
+                    c.set_versioning(&folder_id, v)?;
+                }
+                if let Some(k) = kind {
+                    c.set_kind(&folder_id, k)?;
+                }
+                Ok(())
+            })?;
+            if let Some(v) = versioning {
+                println!("folder {folder_id:?}: versioning {v}");
+            }
+            if let Some(k) = kind {
+                println!("folder {folder_id:?}: {}", k.as_str());
+            }
+        }
+        FolderAction::Override { folder_id } => {
+            let c: Changed =
+                Client::connect(home)?.post(&format!("/rest/folders/{folder_id}/override"))?;
+            println!(
+                "{folder_id:?}: our version of {} entries now wins",
+                c.changed
+            );
+        }
+        FolderAction::Revert { folder_id } => {
+            let c: Changed =
+                Client::connect(home)?.post(&format!("/rest/folders/{folder_id}/revert"))?;
+            println!("{folder_id:?}: {} local changes reverted", c.changed);
         }
         FolderAction::Pause { folder_id } => {
             if edit(home, |c| Ok(c.pause_folder(&folder_id, true)?))? {

@@ -173,6 +173,9 @@ enum FolderAction {
         /// none, trashcan[:DAYS], simple[:KEEP] or staggered[:MAXAGE].
         #[arg(long)]
         versioning: Option<Versioning>,
+        /// Which directions changes flow.
+        #[arg(long = "type", value_enum)]
+        kind: Option<FolderType>,
     },
     /// Share a folder with one more configured device.
     Share {
@@ -189,6 +192,18 @@ enum FolderAction {
     },
     /// Rescan a folder now (through the running daemon) and wait for it.
     Rescan {
+        /// The folder.
+        folder_id: String,
+    },
+    /// Send-only folder: make the other devices take our version of
+    /// everything they changed.
+    Override {
+        /// The folder.
+        folder_id: String,
+    },
+    /// Receive-only folder: drop local changes and take the other
+    /// devices' version (what is dropped is kept as a version).
+    Revert {
         /// The folder.
         folder_id: String,
     },

@@ -149,6 +149,15 @@ impl Config {
         Ok(changed)
     }
 
+    /// Sets which directions a folder's changes flow. Returns false if it
+    /// already was so.
+    pub fn set_kind(&mut self, folder: &str, kind: FolderType) -> Result<bool, ConfigError> {
+        let f = self.folder_mut(folder)?;
+        let changed = f.kind != kind;
+        f.kind = kind;
+        Ok(changed)
+    }
+
     fn folder_mut(&mut self, folder: &str) -> Result<&mut super::FolderConfig, ConfigError> {
         self.folders
             .iter_mut()

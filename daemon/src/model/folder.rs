@@ -59,6 +59,18 @@ impl FolderState {
     }
 }
 
+/// What a one-way folder can be told to do to agree with the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Send-only: our version of everything the cluster changed wins.
+    Override,
+    /// Receive-only: drop our local changes, take the global version.
+    Revert,
+}
+
+/// An [`Op`] with where its answer (the names changed, or why not) goes.
+type OpRequest = (Op, tokio::sync::oneshot::Sender<Result<usize, String>>);
+
 /// A folder's published status.
 #[derive(Debug, Clone)]
 pub struct FolderStatus {
@@ -102,6 +114,7 @@ pub struct FolderHandle {
     accept_outgoing: Arc<AtomicBool>,
     /// Lets the next mass delete a pull pass is asked for through.
     accept_incoming: Arc<AtomicBool>,
+    ops: mpsc::Sender<OpRequest>,
 }
 
 impl FolderHandle {
@@ -135,6 +148,36 @@ impl FolderHandle {
         self.accept_incoming
             .store(st.deletes_held > 0, Ordering::SeqCst);
         Some(self.request_rescan())
+    }
+
+    /// Runs `op` between the runner's other work; answers the names it
+    /// changed, or why it cannot run.
+    pub async fn run(&self, op: Op) -> Result<usize, String> {
+        use crate::config::FolderType;
+        let needs = match op {
+            Op::Override => FolderType::SendOnly,
+            Op::Revert => FolderType::ReceiveOnly,
+        };
+        if self.config.kind != needs {
+            return Err(format!(
+                "folder {:?} is {}; {} is for {} folders",
+                self.config.id,
+                self.config.kind.as_str(),
+                if op == Op::Override {
+                    "override"
+                } else {
+                    "revert"
+                },
+                needs.as_str()
+            ));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.ops
+            .send((op, tx))
+            .await
+            .map_err(|_| "the folder is stopping".to_string())?;
+        rx.await
+            .unwrap_or_else(|_| Err("the folder is stopping".to_string()))
     }
 
     /// Waits until `scans_completed` reaches `target` (or the runner stops).
@@ -180,6 +223,7 @@ pub fn spawn(
         deletes_held: 0,
     });
     let (req_tx, req_rx) = mpsc::channel::<()>(1);
+    let (ops_tx, ops_rx) = mpsc::channel::<OpRequest>(4);
     let progress = Arc::new(ScanProgress::default());
     let handle = FolderHandle {
         config: config.clone(),
@@ -191,6 +235,7 @@ pub fn spawn(
         requested: Arc::new(Mutex::new(1)),
         accept_outgoing: Arc::new(AtomicBool::new(false)),
         accept_incoming: Arc::new(AtomicBool::new(false)),
+        ops: ops_tx,
     };
     let mut runner = Runner {
         changes: index.subscribe(),
@@ -207,6 +252,7 @@ pub fn spawn(
         progress,
         status: status_tx,
         requests: req_rx,
+        ops: ops_rx,
         interval,
         next_timer: tokio::time::Instant::now(),
         watcher,
@@ -234,6 +280,7 @@ struct Runner {
     fetched: Arc<AtomicU64>,
     status: watch::Sender<FolderStatus>,
     requests: mpsc::Receiver<()>,
+    ops: mpsc::Receiver<OpRequest>,
     /// Scans started or queued (see [`FolderHandle::request_rescan`]).
     requested: Arc<Mutex<u64>>,
     accept_outgoing: Arc<AtomicBool>,
@@ -273,8 +320,17 @@ impl Runner {
             // runner; requests are taken and dropped (the API refuses them).
             self.status
                 .send_modify(|s| s.state = FolderState::Paused(None));
-            while self.requests.recv().await.is_some() {}
-            return;
+            loop {
+                tokio::select! {
+                    r = self.requests.recv() => if r.is_none() { return },
+                    Some((_, reply)) = self.ops.recv() => {
+                        let _ = reply.send(Err(format!(
+                            "folder {:?} is paused (`ferrosync folder resume {}`)",
+                            self.config.id, self.config.id
+                        )));
+                    }
+                }
+            }
         }
         loop {
             if self.stopped() {
@@ -569,6 +625,7 @@ impl Runner {
                 self.queue_scan();
             }
             _ = self.retry.due() => self.retry.started(),
+            Some((op, reply)) = self.ops.recv() => self.run_op(op, reply).await,
             r = self.changes.changed() => {
                 if r.is_err() {
                     return false;
@@ -583,6 +640,32 @@ impl Runner {
             } => if r.is_err() { return false },
         }
         true
+    }
+}
+
+impl Runner {
+    /// Runs an [`Op`] on a blocking thread; the index changes it makes
+    /// wake the puller and the index senders as any would.
+    async fn run_op(&mut self, op: Op, reply: tokio::sync::oneshot::Sender<Result<usize, String>>) {
+        let (index, root, versioning, own) = (
+            self.index.clone(),
+            self.config.path.clone(),
+            self.config.versioning,
+            self.own,
+        );
+        let done = tokio::task::spawn_blocking(move || match op {
+            Op::Override => {
+                super::direction::override_changes(&index, own).map_err(|e| e.to_string())
+            }
+            Op::Revert => super::direction::revert_changes(&index, &root, versioning),
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match &done {
+            Ok(n) => tracing::info!(folder = %self.config.id, ?op, changed = n, "done"),
+            Err(e) => tracing::warn!(folder = %self.config.id, ?op, "failed: {e}"),
+        }
+        let _ = reply.send(done);
     }
 }
 

@@ -2,6 +2,7 @@
 //! serialises the work on it (scans and pull passes).
 
 mod conflict;
+mod direction;
 pub mod folder;
 mod local_blocks;
 pub mod pull_error;
