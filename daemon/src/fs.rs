@@ -120,6 +120,13 @@ pub fn temp_path(path: &Path) -> std::path::PathBuf {
     path.with_file_name(name)
 }
 
+/// The bytes free (to unprivileged users) and the size of the file
+/// system holding `path`.
+pub fn space(path: &Path) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::statvfs(path)?;
+    Ok((st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize))
+}
+
 /// Whether `root` has its marker.
 pub fn has_marker(root: &Path) -> bool {
     root.join(MARKER).exists()

@@ -169,3 +169,110 @@ fn a_paused_folder_neither_scans_nor_pulls() {
     assert!(poll(LIMIT, || p.rb.join("later").exists().then_some(())).is_some());
     assert!(poll(LIMIT, || p.ra.join("local").exists().then_some(())).is_some());
 }
+
+/// A tmpfs mounted for the test, unmounted however the test ends.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts `size` (e.g. `8m`) at `dir`; `None` without root (a failure
+    /// in CI).
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        if !root {
+            assert!(
+                !ferrosync_tests::in_ci(),
+                "the disk-full test needs root in CI"
+            );
+            eprintln!("SKIPPED: the disk-full test needs root (it mounts a tmpfs)");
+            return None;
+        }
+        fs::create_dir_all(dir).expect("mkdir");
+        let opts = format!("size={size}");
+        mount(&[
+            "-t",
+            "tmpfs",
+            "-o",
+            &opts,
+            "tmpfs",
+            dir.to_str().expect("utf-8"),
+        ]);
+        Some(Self(dir.to_path_buf()))
+    }
+
+    fn resize(&self, size: &str) {
+        let opts = format!("remount,size={size}");
+        mount(&["-o", &opts, self.0.to_str().expect("utf-8")]);
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+fn mount(args: &[&str]) {
+    let out = std::process::Command::new("mount")
+        .args(args)
+        .output()
+        .expect("run mount");
+    assert!(
+        out.status.success(),
+        "mount {args:?}: {}",
+        ferrosync_tests::describe(&out)
+    );
+}
+
+/// B's folder is on an 8 MiB file system and A has 12 MiB for it: B
+/// pauses with a clear error, no file under its name is incomplete, and
+/// once the file system grows, B completes by itself.
+#[test]
+fn a_full_disk_pauses_pulling_until_space_returns() {
+    let p = Pair::new();
+    let Some(disk) = Tmpfs::mount(&p.rb, "8m") else {
+        return;
+    };
+    let files: Vec<(String, Vec<u8>)> = (0..4u32)
+        .map(|n| {
+            let data = (0..3u32 << 20)
+                .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(n) >> 11) as u8)
+                .collect();
+            (format!("part{n}.bin"), data)
+        })
+        .collect();
+    fs::create_dir_all(&p.ra).expect("mkdir");
+    for (name, data) in &files {
+        fs::write(p.ra.join(name), data).expect("write");
+    }
+    let (da, mut db) = p.start();
+    let s = db.wait_until("B out of space", LIMIT, |s| {
+        f(s)["state"] == "paused" && f(s)["error"].is_string()
+    });
+    let e = f(&s)["error"].as_str().unwrap_or_default().to_string();
+    assert!(e.contains("full") || e.contains("free"), "{e}");
+    assert!(e.contains("resumes by itself"), "{e}");
+    for (name, data) in &files {
+        if let Ok(got) = fs::read(p.rb.join(name)) {
+            assert!(got == *data, "{name} is under its name but not whole");
+        }
+    }
+    assert!(
+        files.iter().any(|(n, _)| !p.rb.join(n).exists()),
+        "not all fit"
+    );
+
+    disk.resize("64m");
+    wait_files(&p.rb, files.len(), &[&da, &db]);
+    for (name, data) in &files {
+        assert!(fs::read(p.rb.join(name)).expect("read") == *data, "{name}");
+    }
+    db.wait_until("B idle again", LIMIT, |s| f(s)["state"] == "idle");
+    drop(db);
+    drop(da);
+}

@@ -230,7 +230,8 @@ fn folder_status(
         kind: h.config.kind.as_str().to_string(),
         state: st.state.as_str().to_string(),
         error: match &st.state {
-            crate::model::folder::FolderState::Error(e) => Some(e.clone()),
+            crate::model::folder::FolderState::Error(e)
+            | crate::model::folder::FolderState::NoSpace(e) => Some(e.clone()),
             _ => None,
         },
         hold: match &st.state {

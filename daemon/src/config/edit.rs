@@ -124,6 +124,7 @@ impl Config {
             delete_guard_percent: super::default_delete_guard_percent(),
             delete_guard_min_files: super::default_delete_guard_min_files(),
             versioning: super::Versioning::default(),
+            min_disk_free_percent: super::default_min_disk_free(),
         });
         Ok(())
     }

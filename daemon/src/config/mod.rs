@@ -189,6 +189,14 @@ pub struct FolderConfig {
     /// What is kept of files the puller replaces or deletes.
     #[serde(default)]
     pub versioning: Versioning,
+    /// Pulling stops while the folder's file system has less than this
+    /// share free, in percent, and resumes when space returns.
+    #[serde(default = "default_min_disk_free")]
+    pub min_disk_free_percent: f64,
+}
+
+fn default_min_disk_free() -> f64 {
+    1.0
 }
 
 /// What is kept, in `.stversions/` (Syncthing's layout), of a file the

@@ -27,6 +27,9 @@ use crate::watcher::{FolderWatch, ScanRequest, WatchState};
 /// large tree reaches the scanner a directory at a time.
 const RECENT_DELETES: Duration = Duration::from_secs(600);
 
+/// How often a folder out of disk space looks again.
+const NO_SPACE_RETRY: Duration = Duration::from_secs(3);
+
 /// How often a folder whose changes cannot be watched is rescanned.
 const UNWATCHED_RESCAN: Duration = Duration::from_secs(60);
 
@@ -44,6 +47,9 @@ pub enum FolderState {
     /// Neither scanned nor pulled: by the user (`None`), or by the delete
     /// guard, for the reason given, until the deletions are accepted.
     Paused(Option<String>),
+    /// Not pulling: the disk is (nearly) full; looked at again every few
+    /// seconds, and pulling resumes by itself once there is space.
+    NoSpace(String),
 }
 
 impl FolderState {
@@ -54,7 +60,7 @@ impl FolderState {
             Self::Scanning => "scanning",
             Self::Syncing => "syncing",
             Self::Error(_) => "error",
-            Self::Paused(_) => "paused",
+            Self::Paused(_) | Self::NoSpace(_) => "paused",
         }
     }
 }
@@ -517,6 +523,7 @@ impl Runner {
             self.status.borrow().state,
             FolderState::Error(_) | FolderState::Paused(_)
         ) && self.config.kind != crate::config::FolderType::SendOnly;
+        let out_of_space = matches!(self.status.borrow().state, FolderState::NoSpace(_));
         self.changes.borrow_and_update();
         let Some(peers) = self.peers.clone().filter(|_| healthy) else {
             return AfterPull::Wait;
@@ -536,8 +543,22 @@ impl Runner {
         }
         if !needed {
             self.retry.clear();
+            self.status.send_if_modified(|s| {
+                let was_out = matches!(s.state, FolderState::NoSpace(_));
+                if was_out {
+                    s.state = FolderState::Idle;
+                }
+                std::mem::take(&mut s.deletes_held) > 0 || was_out
+            });
+            return AfterPull::Wait;
+        }
+        if let Some(why) = low_space(&self.config) {
+            if !out_of_space {
+                tracing::warn!(folder = %self.config.id, "not pulling: {why}");
+            }
             self.status
-                .send_if_modified(|s| std::mem::take(&mut s.deletes_held) > 0);
+                .send_modify(|s| s.state = FolderState::NoSpace(why));
+            self.retry.after(NO_SPACE_RETRY);
             return AfterPull::Wait;
         }
         self.status.send_modify(|s| s.state = FolderState::Syncing);
@@ -560,11 +581,29 @@ impl Runner {
         for e in &report.errors {
             tracing::warn!(folder = %self.config.id, "{e}");
         }
+        let full = report.errors.iter().find(|e| {
+            matches!(&e.kind, super::pull_error::PullErrorKind::Disk { kind, .. }
+                if matches!(kind, std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded))
+        });
+        let full = full.map(|e| {
+            format!(
+                "the disk is full ({}); pulling resumes by itself once space is freed \
+                 (files not yet complete are kept in temporary files, never under their names)",
+                e.kind
+            )
+        });
         self.status.send_modify(|s| {
-            s.state = FolderState::Idle;
+            s.state = match &full {
+                Some(why) => FolderState::NoSpace(why.clone()),
+                None => FolderState::Idle,
+            };
             s.pull_errors = report.errors.clone();
             s.deletes_held = report.held_deletes;
         });
+        if full.is_some() {
+            self.retry.after(NO_SPACE_RETRY);
+            return AfterPull::Wait;
+        }
         if report.rescan && self.pull_rescan.now() {
             self.queue_scan();
             return AfterPull::Again;
@@ -749,6 +788,12 @@ impl Backoff {
         self.at = Some(tokio::time::Instant::now() + self.wait);
     }
 
+    /// Retries after `wait`, whatever the backoff was (a known condition
+    /// such as a full disk is looked at again soon).
+    fn after(&mut self, wait: Duration) {
+        self.at = Some(tokio::time::Instant::now() + wait);
+    }
+
     /// Progress, or nothing needed: no retry, and the next wait is short.
     fn clear(&mut self) {
         *self = Self::default();
@@ -873,6 +918,20 @@ fn run_scan(
             Err(FolderState::Error(e.to_string()))
         }
     }
+}
+
+/// Why the folder's disk is too full to pull into, if it is.
+fn low_space(config: &FolderConfig) -> Option<String> {
+    let (free, total) = crate::fs::space(&config.path).ok()?;
+    let percent = free as f64 * 100.0 / total.max(1) as f64;
+    (percent < config.min_disk_free_percent).then(|| {
+        format!(
+            "the disk holding {} has {percent:.1} % free ({free} bytes), below the folder's \
+             min_disk_free_percent of {} %; pulling resumes by itself once space is freed",
+            config.path.display(),
+            config.min_disk_free_percent
+        )
+    })
 }
 
 /// Removes the versions the folder's versioning no longer keeps (after
