@@ -41,6 +41,8 @@ impl Pair {
             "device",
             "add",
             &self.a_id,
+            "--name",
+            "alpha",
             "--address",
             &da.listen_url("tcp"),
         ]);

@@ -188,6 +188,11 @@ fn too_few_watches_is_said_and_rescans_take_over() {
     );
     let out = p.a.ok(&["status"]);
     assert!(out.contains("needs 22 inotify watches"), "{out}");
+    let out = p.a.ok(&["doctor", "f"]);
+    assert!(
+        out.contains("needs 22 inotify watches") && out.contains("[watch_limit]"),
+        "{out}"
+    );
     assert!(
         da.log().contains("needs 22 inotify watches"),
         "{}",

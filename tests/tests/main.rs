@@ -6,6 +6,7 @@
 //! - `discovery`: daemons known by ID alone find each other (network namespaces).
 //! - `discovery_server`: the global discovery server: announce, lookup, bad
 //!   requests, rate limit, metrics, restarts, two front ends on one Redis.
+//! - `doctor`: why a folder or a file is not in sync.
 //! - `guards`: a missing root deletes nothing anywhere; mass deletes held both ways until
 //!   accepted; a paused folder neither scans nor pulls.
 //! - `identity`: device IDs as Syncthing's own binary computes them.
@@ -31,6 +32,7 @@ mod bounds;
 mod cli;
 mod discovery;
 mod discovery_server;
+mod doctor;
 mod guards;
 mod hostile;
 mod identity;

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::doctor::{Diagnosis, Finding};
+
 /// `GET /rest/status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {

@@ -74,6 +74,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/rest/folders/{id}/rescan", post(rescan))
         .route("/rest/folders/{id}/accept-deletes", post(accept_deletes))
         .route("/rest/folders/{id}/versions", get(versions))
+        .route("/rest/doctor", get(doctor))
         .route("/rest/folders/{id}/override", post(override_changes))
         .route("/rest/folders/{id}/revert", post(revert_changes))
         .route("/rest/folders/{id}/restore", post(restore))
@@ -314,6 +315,46 @@ async fn accept_deletes(State(s): State<Arc<ApiState>>, Path(id): Path<String>) 
             StatusCode::CONFLICT,
             format!("folder {id:?} holds no deletions"),
         ),
+    }
+}
+
+/// `?folder=` and `&path=` of the doctor.
+#[derive(serde::Deserialize)]
+struct DoctorQuery {
+    folder: Option<String>,
+    path: Option<String>,
+}
+
+/// Why each folder (or the one asked for, or one file in it) is not in
+/// sync.
+async fn doctor(State(s): State<Arc<ApiState>>, Query(q): Query<DoctorQuery>) -> Response {
+    let config = s.peers.config();
+    let ids: Vec<String> = match &q.folder {
+        Some(id) if s.folder(id).is_none() => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("folder {id:?} is not configured"),
+            )
+        }
+        Some(id) => vec![id.clone()],
+        None => config.folders.iter().map(|f| f.id.clone()).collect(),
+    };
+    if q.path.is_some() && q.folder.is_none() {
+        return error(StatusCode::BAD_REQUEST, "a path needs its folder");
+    }
+    let handles: Vec<FolderHandle> = ids.iter().filter_map(|id| s.folder(id)).collect();
+    let peers = s.peers.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        handles
+            .iter()
+            .map(|h| crate::model::doctor::diagnose(h, &peers, q.path.as_deref()))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await;
+    match found {
+        Ok(Ok(d)) => Json(d).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

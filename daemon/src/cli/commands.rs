@@ -5,7 +5,9 @@ use serde_json::json;
 
 use super::client::Client;
 use super::{Cli, Command, ConfigAction, DeviceAction, FolderAction};
-use crate::api::dto::{Changed, Pending, Reloaded, RescanTicket, Restored, Status, Version};
+use crate::api::dto::{
+    Changed, Diagnosis, Pending, Reloaded, RescanTicket, Restored, Status, Version,
+};
 use crate::config::Config;
 use crate::home::Home;
 use crate::identity;
@@ -23,6 +25,11 @@ pub(super) fn run(cli: Cli) -> Result<()> {
         Command::Device { action } => device(&home, action),
         Command::Folder { action } => folder(&home, action),
         Command::Status { json, watch } => status(&home, json, watch),
+        Command::Doctor {
+            folder_id,
+            path,
+            json,
+        } => doctor(&home, folder_id.as_deref(), path.as_deref(), json),
         Command::Versions {
             folder_id,
             path,
@@ -411,6 +418,44 @@ fn rescan(home: &Home, folder_id: &str) -> Result<()> {
     );
     for e in f.errors.iter().take(10) {
         eprintln!("  ! {e}");
+    }
+    Ok(())
+}
+
+fn doctor(home: &Home, folder: Option<&str>, path: Option<&str>, json: bool) -> Result<()> {
+    let mut query = Vec::new();
+    if let Some(f) = folder {
+        query.push(("folder", f));
+    }
+    if let Some(p) = path {
+        query.push(("path", p));
+    }
+    let found: Vec<Diagnosis> = Client::connect(home)?.get_with("/rest/doctor", &query)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+        return Ok(());
+    }
+    for d in &found {
+        let what = match &d.path {
+            Some(p) => format!("{p:?} in folder {:?}", d.folder),
+            None => format!("folder {:?}", d.folder),
+        };
+        if d.in_sync {
+            println!("{what}: in sync");
+            continue;
+        }
+        println!("{what}: not in sync");
+        for f in &d.findings {
+            match &f.name {
+                Some(n) if d.path.as_deref() != Some(n.as_str()) => {
+                    println!("  - {n}: {} [{}]", f.message, f.code)
+                }
+                _ => println!("  - {} [{}]", f.message, f.code),
+            }
+            if let Some(h) = &f.hint {
+                println!("    to fix: {h}");
+            }
+        }
     }
     Ok(())
 }

@@ -88,6 +88,16 @@ enum Command {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Say why a folder (every folder, or one file) is not in sync.
+    Doctor {
+        /// The folder [default: every folder].
+        folder_id: Option<String>,
+        /// A file or directory in it.
+        path: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what the running daemon is doing: folders and devices.
     Status {
         /// Print JSON.

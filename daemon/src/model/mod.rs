@@ -3,6 +3,7 @@
 
 mod conflict;
 mod direction;
+pub mod doctor;
 pub mod folder;
 mod local_blocks;
 pub mod pull_error;
