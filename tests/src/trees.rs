@@ -9,7 +9,8 @@ use sha2::{Digest, Sha256};
 
 use crate::daemon::Daemon;
 
-/// Every entry under `root` but internal ones (`.stfolder`, temp files):
+/// Every entry under `root` but internal ones (`.stfolder`, `.stversions`,
+/// temp files):
 /// name and `dir`, `-> target` or `<size> <sha256>`, sorted by name.
 pub fn tree(root: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -25,7 +26,7 @@ pub fn tree(root: &Path) -> Vec<(String, String)> {
                 .expect("under root")
                 .to_string_lossy()
                 .into_owned();
-            if rel == ".stfolder" || rel.contains(".syncthing.") {
+            if rel == ".stfolder" || rel == ".stversions" || rel.contains(".syncthing.") {
                 continue;
             }
             let Ok(m) = fs::symlink_metadata(&p) else {

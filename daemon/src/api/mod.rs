@@ -61,6 +61,24 @@ impl ApiState {
             .get(id)
             .cloned()
     }
+
+    /// The folder, or the 404 answer saying it is not configured.
+    fn known_folder(&self, id: &str) -> Result<FolderHandle, Box<Response>> {
+        self.folder(id).ok_or_else(|| {
+            Box::new(error(
+                StatusCode::NOT_FOUND,
+                format!("folder {id:?} is not configured"),
+            ))
+        })
+    }
+}
+
+/// The answer to a request a paused folder cannot take.
+fn paused(id: &str) -> Response {
+    error(
+        StatusCode::CONFLICT,
+        format!("folder {id:?} is paused (`ferrosync folder resume {id}`)"),
+    )
 }
 
 /// The header carrying the API key.
@@ -285,10 +303,7 @@ fn folder_status(
 
 async fn rescan(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
     match s.folder(&id) {
-        Some(h) if h.config.paused => error(
-            StatusCode::CONFLICT,
-            format!("folder {id:?} is paused (`ferrosync folder resume {id}`)"),
-        ),
+        Some(h) if h.config.paused => paused(&id),
         Some(h) => Json(dto::RescanTicket {
             scan: h.request_rescan(),
         })
@@ -303,11 +318,9 @@ async fn rescan(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Respo
 /// Lets the deletions the folder's delete guard holds go on; answers the
 /// scan to wait for, like a rescan.
 async fn accept_deletes(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    let Some(h) = s.folder(&id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("folder {id:?} is not configured"),
-        );
+    let h = match s.known_folder(&id) {
+        Ok(h) => h,
+        Err(r) => return *r,
     };
     match h.accept_deletes() {
         Some(scan) => Json(dto::RescanTicket { scan }).into_response(),
@@ -369,11 +382,9 @@ async fn revert_changes(State(s): State<Arc<ApiState>>, Path(id): Path<String>) 
 }
 
 async fn folder_op(s: &ApiState, id: &str, op: crate::model::folder::Op) -> Response {
-    let Some(h) = s.folder(id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("folder {id:?} is not configured"),
-        );
+    let h = match s.known_folder(id) {
+        Ok(h) => h,
+        Err(r) => return *r,
     };
     match h.run(op).await {
         Ok(changed) => Json(dto::Changed { changed }).into_response(),
@@ -409,11 +420,9 @@ async fn versions(
     Path(id): Path<String>,
     Query(q): Query<VersionQuery>,
 ) -> Response {
-    let Some(h) = s.folder(&id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("folder {id:?} is not configured"),
-        );
+    let h = match s.known_folder(&id) {
+        Ok(h) => h,
+        Err(r) => return *r,
     };
     let root = h.config.path.clone();
     let listed = tokio::task::spawn_blocking(move || {
@@ -438,17 +447,12 @@ async fn restore(
     Path(id): Path<String>,
     Query(q): Query<VersionQuery>,
 ) -> Response {
-    let Some(h) = s.folder(&id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("folder {id:?} is not configured"),
-        );
+    let h = match s.known_folder(&id) {
+        Ok(h) => h,
+        Err(r) => return *r,
     };
     if h.config.paused {
-        return error(
-            StatusCode::CONFLICT,
-            format!("folder {id:?} is paused (`ferrosync folder resume {id}`)"),
-        );
+        return paused(&id);
     }
     let name = q.path.trim_matches('/').to_string();
     if name.is_empty()
@@ -503,11 +507,9 @@ async fn wait_scan(
     Path((id, n)): Path<(String, u64)>,
     Query(w): Query<Wait>,
 ) -> Response {
-    let Some(h) = s.folder(&id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("folder {id:?} is not configured"),
-        );
+    let h = match s.known_folder(&id) {
+        Ok(h) => h,
+        Err(r) => return *r,
     };
     let wait = std::time::Duration::from_millis(w.wait_ms.unwrap_or(30_000).min(30_000));
     let _ = tokio::time::timeout(wait, h.wait_for_scan(n)).await;
@@ -529,11 +531,9 @@ async fn entries(
     Path(id): Path<String>,
     Query(q): Query<EntriesQuery>,
 ) -> Response {
-    let Some(h) = s.folder(&id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("folder {id:?} is not configured"),
-        );
+    let h = match s.known_folder(&id) {
+        Ok(h) => h,
+        Err(r) => return *r,
     };
     let index = h.index.clone();
     let listed = tokio::task::spawn_blocking(move || {

@@ -132,14 +132,7 @@ pub fn revert_changes(
             dirs.push(e);
             continue;
         }
-        let mut f = FileInfo::new(e.info.name.clone(), e.info.kind);
-        f.deleted = true;
-        f.invalid = true;
-        batch.push(Entry {
-            info: f,
-            inode: 0,
-            flags: 0,
-        });
+        batch.push(gone(&e));
     }
     dirs.sort_by(|a, b| b.info.name.cmp(&a.info.name));
     for e in dirs {
@@ -151,14 +144,7 @@ pub fn revert_changes(
             _ => std::fs::remove_file(&path).is_ok(),
         };
         if removed {
-            let mut f = FileInfo::new(e.info.name.clone(), e.info.kind);
-            f.deleted = true;
-            f.invalid = true;
-            batch.push(Entry {
-                info: f,
-                inode: 0,
-                flags: 0,
-            });
+            batch.push(gone(&e));
         }
     }
     let n = batch.len();
@@ -169,4 +155,18 @@ pub fn revert_changes(
     }
     index.flush().map_err(|e| e.to_string())?;
     Ok(n)
+}
+
+/// What a reverted name only we had is recorded as: nothing, kept from
+/// being a source (invalid) and from deleting anything elsewhere (no
+/// version).
+fn gone(e: &Entry) -> Entry {
+    let mut f = FileInfo::new(e.info.name.clone(), e.info.kind);
+    f.deleted = true;
+    f.invalid = true;
+    Entry {
+        info: f,
+        inode: 0,
+        flags: 0,
+    }
 }
