@@ -187,7 +187,7 @@ async fn serve(
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break }
             Some(r) = reload_rx.recv() => {
-                let _ = r.reply.send(reload(home, &mut sup, &config));
+                let _ = r.reply.send(reload(home, &mut sup, &config, r.edit));
             }
         }
     }
@@ -263,11 +263,20 @@ fn own_addresses(
     (rx, tasks)
 }
 
-/// Re-reads the config file and applies it; returns notes for the user.
-/// `started` is the config the daemon started with (listeners and the API
-/// follow it until restart).
-fn reload(home: &Home, sup: &mut Supervisor, started: &Config) -> Result<Vec<String>, String> {
-    let new = Config::load(&home.config_path()).map_err(|e| e.to_string())?;
+/// Re-reads the config file (changed by `edit` and saved, if given) and
+/// applies it; returns notes for the user. `started` is the config the
+/// daemon started with (listeners and the API follow it until restart).
+fn reload(
+    home: &Home,
+    sup: &mut Supervisor,
+    started: &Config,
+    edit: Option<crate::api::ConfigEdit>,
+) -> Result<Vec<String>, String> {
+    let mut new = Config::load(&home.config_path()).map_err(|e| e.to_string())?;
+    if let Some(edit) = edit {
+        edit(&mut new).map_err(|e| e.to_string())?;
+        new.save(&home.config_path()).map_err(|e| e.to_string())?;
+    }
     let mut notes = Vec::new();
     if new.listen != started.listen || new.api != started.api {
         notes.push("listen and api.* changes apply when the daemon restarts".to_string());

@@ -193,14 +193,34 @@ impl Daemon<'_> {
 
     /// GETs a path of the local API and decodes the JSON answer.
     pub fn api_get(&self, path: &str) -> Value {
-        let addr =
-            std::fs::read_to_string(self.device.home().join("api-address")).expect("api-address");
-        let key = self.device.ok(&["config", "get", "api.key"]);
-        let mut resp = ureq::get(format!("http://{}{path}", addr.trim()))
-            .header("X-API-Key", key.trim())
+        let (url, key) = self.api(path);
+        let mut resp = ureq::get(url)
+            .header("X-API-Key", key)
             .call()
             .unwrap_or_else(|e| panic!("GET {path}: {e}; log:\n{}", self.log()));
         resp.body_mut().read_json().expect("json")
+    }
+
+    /// POSTs to a path of the local API (no body) and decodes the JSON
+    /// answer.
+    pub fn api_post(&self, path: &str) -> Value {
+        let (url, key) = self.api(path);
+        let mut resp = ureq::post(url)
+            .header("X-API-Key", key)
+            .send_empty()
+            .unwrap_or_else(|e| panic!("POST {path}: {e}; log:\n{}", self.log()));
+        resp.body_mut().read_json().expect("json")
+    }
+
+    /// The URL of an API path and the key to send.
+    fn api(&self, path: &str) -> (String, String) {
+        let addr =
+            std::fs::read_to_string(self.device.home().join("api-address")).expect("api-address");
+        let key = self.device.ok(&["config", "get", "api.key"]);
+        (
+            format!("http://{}{path}", addr.trim()),
+            key.trim().to_string(),
+        )
     }
 
     /// Stops the daemon with SIGTERM and checks that it exits cleanly.

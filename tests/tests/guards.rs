@@ -139,7 +139,8 @@ fn a_missing_root_deletes_nothing_anywhere() {
 }
 
 /// A paused folder takes in the index but applies nothing, and refuses
-/// rescans; resumed, it catches up.
+/// rescans; resumed (over the API), it catches up. Pausing over the API
+/// is saved in the config too.
 #[test]
 fn a_paused_folder_neither_scans_nor_pulls() {
     let p = Pair::new();
@@ -147,6 +148,14 @@ fn a_paused_folder_neither_scans_nor_pulls() {
     let (mut da, mut db) = p.start();
     wait_files(&p.rb, 5, &[&da, &db]);
 
+    db.api_post("/rest/folders/f/pause");
+    assert!(p
+        .b
+        .ok(&["folder", "list", "--json"])
+        .contains("\"paused\": true"));
+    db.wait_until("B paused", LIMIT, |s| f(s)["state"] == "paused");
+    db.api_post("/rest/folders/f/resume");
+    db.wait_until("B resumed", LIMIT, |s| f(s)["state"] == "idle");
     let out = p.b.ok(&["folder", "pause", "f"]);
     assert!(out.contains("paused"), "{out}");
     db.wait_until("B paused", LIMIT, |s| f(s)["state"] == "paused");
@@ -165,7 +174,10 @@ fn a_paused_folder_neither_scans_nor_pulls() {
     let err = p.b.fails(&["folder", "rescan", "f"]);
     assert!(err.contains("paused"), "{err}");
 
-    p.b.ok(&["folder", "resume", "f"]);
+    // Resumed over the API, saved in the config: live, and kept.
+    db.api_post("/rest/folders/f/resume");
+    let saved = p.b.ok(&["folder", "list", "--json"]);
+    assert!(saved.contains("\"paused\": false"), "{saved}");
     assert!(poll(LIMIT, || p.rb.join("later").exists().then_some(())).is_some());
     assert!(poll(LIMIT, || p.ra.join("local").exists().then_some(())).is_some());
 }

@@ -49,9 +49,16 @@ pub struct ApiState {
 /// A request to reload the configuration; the reply carries notes for the
 /// user or why the new configuration was not applied.
 pub struct Reload {
+    /// A change the daemon makes to the saved configuration first (and
+    /// saves); none: the file is re-read as it is.
+    pub edit: Option<ConfigEdit>,
     /// Where the outcome goes.
     pub reply: oneshot::Sender<Result<Vec<String>, String>>,
 }
+
+/// A change to the configuration, refused with a reason.
+pub type ConfigEdit =
+    Box<dyn FnOnce(&mut crate::config::Config) -> Result<(), crate::config::ConfigError> + Send>;
 
 impl ApiState {
     fn folder(&self, id: &str) -> Option<FolderHandle> {
@@ -92,6 +99,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/rest/folders/{id}/rescan", post(rescan))
         .route("/rest/folders/{id}/accept-deletes", post(accept_deletes))
         .route("/rest/folders/{id}/versions", get(versions))
+        .route("/rest/folders/{id}/pause", post(pause))
+        .route("/rest/folders/{id}/resume", post(resume))
         .route("/rest/doctor", get(doctor))
         .route("/rest/folders/{id}/override", post(override_changes))
         .route("/rest/folders/{id}/revert", post(revert_changes))
@@ -610,8 +619,37 @@ async fn pending(State(s): State<Arc<ApiState>>) -> Response {
 }
 
 async fn reload(State(s): State<Arc<ApiState>>) -> Response {
+    apply_config(&s, None).await
+}
+
+/// Pauses a folder: saved in the configuration, applied at once.
+async fn pause(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    if let Err(r) = s.known_folder(&id) {
+        return *r;
+    }
+    apply_config(
+        &s,
+        Some(Box::new(move |c| c.pause_folder(&id, true).map(drop))),
+    )
+    .await
+}
+
+/// Resumes a paused folder: saved in the configuration, applied at once.
+async fn resume(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    if let Err(r) = s.known_folder(&id) {
+        return *r;
+    }
+    apply_config(
+        &s,
+        Some(Box::new(move |c| c.pause_folder(&id, false).map(drop))),
+    )
+    .await
+}
+
+/// Has the daemon make `edit` to its configuration (if any) and apply it.
+async fn apply_config(s: &ApiState, edit: Option<ConfigEdit>) -> Response {
     let (reply, rx) = oneshot::channel();
-    if s.reload.send(Reload { reply }).await.is_err() {
+    if s.reload.send(Reload { edit, reply }).await.is_err() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the daemon is shutting down",
