@@ -288,3 +288,37 @@ fn a_full_disk_pauses_pulling_until_space_returns() {
     drop(db);
     drop(da);
 }
+
+/// A real `rm -rf` of 4,000 of 5,000 files in 400 directories reaches
+/// the watcher a directory at a time; none of it may spread before the
+/// guard sees it whole.
+#[test]
+fn an_rm_rf_spreads_nothing_before_the_guard_holds_it() {
+    let p = Pair::new();
+    for i in 0..5000 {
+        let dir = match i < 4000 {
+            true => format!("big/d{}", i % 400),
+            false => format!("keep/d{}", i % 100),
+        };
+        let path = p.ra.join(format!("{dir}/file{i}"));
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        fs::write(path, format!("content {i}")).expect("write");
+    }
+    let (mut da, db) = p.start();
+    wait_files(&p.rb, 5000, &[&da, &db]);
+    let seq = f(&da.status().expect("status"))["sequence"].clone();
+    let rm = std::process::Command::new("rm")
+        .arg("-rf")
+        .arg(p.ra.join("big"))
+        .status()
+        .expect("rm");
+    assert!(rm.success());
+    let s = da.wait_until("A paused by the guard", LIMIT, |s| {
+        f(s)["state"] == "paused"
+    });
+    assert_eq!(f(&s)["local_deleted"], 0, "no tombstone recorded: {s}");
+    assert_eq!(f(&s)["sequence"], seq, "nothing announced");
+    let hold = f(&s)["hold"].as_str().unwrap_or_default().to_string();
+    assert!(hold.contains("4000 of this folder's 5000 files"), "{hold}");
+    assert_eq!(files(&p.rb), 5000);
+}

@@ -27,6 +27,14 @@ use crate::watcher::{FolderWatch, ScanRequest, WatchState};
 /// large tree reaches the scanner a directory at a time.
 const RECENT_DELETES: Duration = Duration::from_secs(600);
 
+/// How long deletions the watcher reports wait for the next ones: a
+/// `rm -rf` reaches the scanner a directory at a time, and the delete
+/// guard must see it whole, not let its first directories through...
+const DELETE_SETTLE: Duration = Duration::from_secs(1);
+
+/// ...but no longer than this after the first.
+const DELETE_MAX_WAIT: Duration = Duration::from_secs(30);
+
 /// How often a folder out of disk space looks again.
 const NO_SPACE_RETRY: Duration = Duration::from_secs(3);
 
@@ -263,6 +271,8 @@ pub fn spawn(
         next_timer: tokio::time::Instant::now(),
         watcher,
         watched_paths: None,
+        deleting: Vec::new(),
+        deletes_due: None,
         scan_due: true,
         pull_rescan: PullRescan::default(),
         scan_deletes: RecentDeletes::default(),
@@ -299,6 +309,10 @@ struct Runner {
     watcher: Option<FolderWatch>,
     /// Paths the watcher reported, not scanned yet.
     watched_paths: Option<Vec<String>>,
+    /// Watched paths whose scan found deletions, not recorded yet, and
+    /// when they are (see [`DELETE_SETTLE`]).
+    deleting: Vec<String>,
+    deletes_due: Option<(tokio::time::Instant, tokio::time::Instant)>,
     scan_due: bool,
     pull_rescan: PullRescan,
     /// Files our scans recorded deleted lately.
@@ -345,12 +359,25 @@ impl Runner {
             if self.scan_due {
                 self.scan_due = false;
                 self.watched_paths = None;
-                self.scan(None).await;
+                // A full scan records every deletion there is.
+                self.deleting.clear();
+                self.deletes_due = None;
+                self.scan(None, true).await;
+                if self.stopped() {
+                    break;
+                }
+            } else if self
+                .deletes_due
+                .is_some_and(|(at, _)| at <= tokio::time::Instant::now())
+            {
+                self.deletes_due = None;
+                let paths = std::mem::take(&mut self.deleting);
+                self.scan(Some(paths), true).await;
                 if self.stopped() {
                     break;
                 }
             } else if let Some(paths) = self.watched_paths.take() {
-                self.scan(Some(paths)).await;
+                self.scan(Some(paths), false).await;
                 if self.stopped() {
                     break;
                 }
@@ -430,8 +457,10 @@ impl Runner {
     }
 
     /// Scans the folder (or only `paths`) on a thread of its own and
-    /// publishes the outcome.
-    async fn scan(&mut self, paths: Option<Vec<String>>) {
+    /// publishes the outcome. Without `record_deletes`, what it finds
+    /// deleted waits for a scan of those paths [`DELETE_SETTLE`] after the
+    /// last such find.
+    async fn scan(&mut self, paths: Option<Vec<String>>, record_deletes: bool) {
         let watched = paths.as_ref().map_or(0, |p| p.len() as u64);
         let started = Instant::now();
         self.status.send_modify(|s| {
@@ -455,6 +484,7 @@ impl Runner {
             self.accept_outgoing.clone(),
         );
         let accepting = accept.load(Ordering::SeqCst);
+        let paths_for_scan = paths.clone();
         let recent = self.scan_deletes.count();
         // A thread of its own, not the runtime's small blocking pool: a
         // long scan must not hold up block serving, index updates or the
@@ -471,8 +501,9 @@ impl Runner {
                     &stop,
                     &accept,
                     recent,
+                    record_deletes,
                     peers.as_deref(),
-                    paths.as_deref(),
+                    paths_for_scan.as_deref(),
                 ));
             });
         let outcome = match spawned {
@@ -485,12 +516,19 @@ impl Runner {
             return;
         }
         self.pull_rescan
-            .scanned(outcome.as_ref().map_or(0, |(_, n, _)| *n));
-        if let Ok((_, _, deleted)) = &outcome {
+            .scanned(outcome.as_ref().map_or(0, |r| r.changes));
+        if let Ok(r) = &outcome {
             self.scan_deletes.carried_out(
-                *deleted,
+                r.deleted_files,
                 accepting && !self.accept_outgoing.load(Ordering::SeqCst),
             );
+            if let (Some(p), true) = (paths, r.deletes_deferred > 0) {
+                self.deleting.extend(p);
+                let now = tokio::time::Instant::now();
+                let first = self.deletes_due.map_or(now, |(_, first)| first);
+                self.deletes_due =
+                    Some(((now + DELETE_SETTLE).min(first + DELETE_MAX_WAIT), first));
+            }
         }
         self.status.send_modify(|s| {
             if watched > 0 {
@@ -501,14 +539,14 @@ impl Runner {
             }
             s.last_scan = Some(started.elapsed());
             match outcome {
-                Ok((errors, _, _)) => {
+                Ok(r) => {
                     // Deletions held stay held until a full scan finds
                     // them gone (or accepted): a scan of other paths
                     // says nothing about them.
                     if watched == 0 || !matches!(s.state, FolderState::Paused(Some(_))) {
                         s.state = FolderState::Idle;
                     }
-                    s.errors = errors;
+                    s.errors = r.errors;
                 }
                 Err(state) => s.state = state,
             }
@@ -664,6 +702,12 @@ impl Runner {
                 self.queue_scan();
             }
             _ = self.retry.due() => self.retry.started(),
+            _ = async {
+                match self.deletes_due {
+                    Some((at, _)) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
             Some((op, reply)) = self.ops.recv() => self.run_op(op, reply).await,
             r = self.changes.changed() => {
                 if r.is_err() {
@@ -853,9 +897,10 @@ fn run_scan(
     stop: &AtomicBool,
     accept_deletes: &AtomicBool,
     recently_deleted: u64,
+    record_deletes: bool,
     peers: Option<&Peers>,
     paths: Option<&[String]>,
-) -> Result<(Vec<String>, usize, u64), FolderState> {
+) -> Result<scanner::ScanReport, FolderState> {
     for counter in [
         &progress.files_total,
         &progress.bytes_total,
@@ -879,6 +924,7 @@ fn run_scan(
         receive_only: config.kind == crate::config::FolderType::ReceiveOnly,
         delete_guard: Some(config.delete_guard()),
         recently_deleted,
+        record_deletes,
         accept_deletes,
     };
     let t = Instant::now();
@@ -892,6 +938,7 @@ fn run_scan(
                 folder = %config.id,
                 paths = paths.map_or(0, <[String]>::len),
                 changes = report.changes,
+                deletes_deferred = report.deletes_deferred,
                 hashed_files = report.hashed_files,
                 hashed_bytes = report.hashed_bytes,
                 elapsed_ms = t.elapsed().as_millis() as u64,
@@ -901,9 +948,9 @@ fn run_scan(
             if paths.is_none() {
                 clean_versions(config, index);
             }
-            Ok((report.errors, report.changes, report.deleted_files))
+            Ok(report)
         }
-        Err(scanner::ScanError::Cancelled) => Ok((Vec::new(), 0, 0)),
+        Err(scanner::ScanError::Cancelled) => Ok(scanner::ScanReport::default()),
         Err(scanner::ScanError::MassDelete { deleted, files }) => {
             let why = format!(
                 "{deleted} of this folder's {files} files are gone; the deletions are held, \

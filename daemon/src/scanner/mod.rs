@@ -90,6 +90,9 @@ pub struct ScanOptions<'a> {
     pub delete_guard: Option<DeleteGuard>,
     /// Files deleted by recent scans, counted with this one's.
     pub recently_deleted: u64,
+    /// Record what is found deleted. Off, deletions are only counted
+    /// ([`ScanReport::deletes_deferred`]) for a later scan to record.
+    pub record_deletes: bool,
     /// Set to let the next guarded mass delete through.
     pub accept_deletes: &'a AtomicBool,
 }
@@ -107,6 +110,8 @@ pub struct ScanReport {
     pub errors: Vec<String>,
     /// Files (and symlinks) found deleted and recorded so.
     pub deleted_files: u64,
+    /// Entries found deleted but not recorded (`record_deletes` off).
+    pub deletes_deferred: usize,
 }
 
 /// Why a scan could not run.
@@ -301,7 +306,31 @@ pub fn scan_paths(
     opts: &ScanOptions<'_>,
     paths: &[String],
 ) -> Result<ScanReport, ScanError> {
-    scan_scoped(root, index, opts, Some(paths))
+    let paths = outermost(paths);
+    if paths.iter().any(String::is_empty) {
+        return scan(root, index, opts);
+    }
+    scan_scoped(root, index, opts, Some(&paths))
+}
+
+/// The paths without repeats and without those under another of them:
+/// each entry is then walked, and counted deleted, once.
+fn outermost(paths: &[String]) -> Vec<String> {
+    let mut sorted: Vec<&str> = paths.iter().map(|p| p.trim_matches('/')).collect();
+    // Shorter first: an ancestor is kept before its descendants are seen.
+    sorted.sort_unstable_by_key(|p| (p.len(), *p));
+    sorted.dedup();
+    let mut kept = std::collections::HashSet::new();
+    for p in sorted {
+        let covered =
+            kept.contains("") || p.match_indices('/').any(|(i, _)| kept.contains(&p[..i]));
+        if !covered {
+            kept.insert(p);
+        }
+    }
+    let mut out: Vec<String> = kept.into_iter().map(str::to_string).collect();
+    out.sort_unstable();
+    out
 }
 
 /// Whether `root` is there and marked as the folder: a root that is
@@ -381,9 +410,10 @@ fn scan_scoped(
         index.flush()?;
         return Err(ScanError::Cancelled);
     }
-    let (changes, deleted_files) = deletions(&ctx, &seen, opts)?;
+    let (changes, deleted_files, deferred) = deletions(&ctx, &seen, opts)?;
     report.changes += changes;
     report.deleted_files = deleted_files;
+    report.deletes_deferred = deferred;
     index.flush()?;
     report.errors = ctx.errors.into_inner().unwrap_or_else(|e| e.into_inner());
     Ok(report)
@@ -722,12 +752,12 @@ fn commit(ctx: &Ctx<'_>, batch: &mut Vec<Entry>, report: &mut ScanReport) -> Res
 /// Records tombstones for indexed entries no longer on disk, and marks
 /// entries that became ignored.
 /// Records what the walk did not see as deleted; returns the entries
-/// written and the files among them.
+/// written, the files among them, and the deletions not recorded.
 fn deletions(
     ctx: &Ctx<'_>,
     seen: &Seen,
     opts: &ScanOptions<'_>,
-) -> Result<(usize, u64), ScanError> {
+) -> Result<(usize, u64, usize), ScanError> {
     // Everything is collected before anything is recorded: the guard
     // decides on the whole.
     let (mut batch, mut tombstones) = (Vec::new(), Vec::new());
@@ -796,6 +826,11 @@ fn deletions(
             flags: 0,
         });
     }
+    if !opts.record_deletes && !tombstones.is_empty() {
+        let n = batch.len();
+        ctx.record(batch)?;
+        return Ok((n, 0, tombstones.len()));
+    }
     if let Some(guard) = opts.delete_guard {
         let c = ctx.index.device_meta(LOCAL)?.counts;
         let files = c.files + c.symlinks;
@@ -818,7 +853,7 @@ fn deletions(
     for chunk in batch.chunks(BATCH) {
         ctx.record(chunk.to_vec())?;
     }
-    Ok((n, deleted_files))
+    Ok((n, deleted_files, 0))
 }
 
 #[cfg(test)]

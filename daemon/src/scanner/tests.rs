@@ -54,6 +54,7 @@ impl Folder {
             receive_only: false,
             delete_guard: None,
             recently_deleted: 0,
+            record_deletes: true,
             accept_deletes: &NO,
         };
         let f = self.index.folder("f").expect("folder");
@@ -77,6 +78,7 @@ impl Folder {
             receive_only: false,
             delete_guard: None,
             recently_deleted: 0,
+            record_deletes: true,
             accept_deletes: &NO,
         };
         let f = self.index.folder("f").expect("folder");
@@ -262,6 +264,7 @@ fn a_missing_marker_or_root_is_an_error_not_a_mass_deletion() {
         receive_only: false,
         delete_guard: None,
         recently_deleted: 0,
+        record_deletes: true,
         accept_deletes: &NO,
     };
     let folder = f.index.folder("f").expect("folder");
@@ -577,6 +580,7 @@ fn a_mass_delete_is_held_until_accepted() {
             min_files: 100,
         }),
         recently_deleted: 0,
+        record_deletes: true,
         accept_deletes: &accept,
     };
     let folder = f.index.folder("f").expect("folder");
@@ -631,4 +635,23 @@ fn a_mass_delete_is_held_until_accepted() {
     assert_eq!(report.changes, 80);
     assert!(!accept.load(Ordering::SeqCst), "used up");
     assert!(f.get("d/199").expect("d/199").deleted);
+}
+
+/// Overlapping paths are scanned (and their deletions counted) once.
+#[test]
+fn overlapping_paths_are_one_scope() {
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(outermost(&v(&["a/b", "a", "a/b/c", "a"])), v(&["a"]));
+    assert_eq!(outermost(&v(&["a.b", "a/x", "a"])), v(&["a", "a.b"]));
+    assert_eq!(outermost(&v(&["ab", "a"])), v(&["a", "ab"]));
+    assert_eq!(outermost(&v(&["x/", "", "y"])), v(&[""]));
+    let f = Folder::new();
+    for i in 0..10 {
+        f.write(&format!("d/e/{i}"), b"x");
+    }
+    age(&f.root);
+    f.scan();
+    fs::remove_dir_all(f.root.join("d")).expect("rm");
+    let report = f.scan_paths(&["d/e", "d", "d/e/3"]);
+    assert_eq!(report.deleted_files, 10);
 }
