@@ -83,7 +83,17 @@ fn the_trash_can_keeps_what_a_peer_replaced_and_restore_brings_it_back() {
         "no versions kept"
     );
 
-    let out = p.b.ok(&["restore", "f", "docs/plan.txt"]);
+    let err =
+        p.b.fails(&["restore", "f", "docs/plan.txt", "--at", "2000-01-01 00:00"]);
+    assert!(
+        err.contains("no version") && err.contains("the oldest is from"),
+        "{err}"
+    );
+    let err =
+        p.b.fails(&["restore", "f", "docs/plan.txt", "--at", "yesterday"]);
+    assert!(err.contains("--at"), "{err}");
+    let out =
+        p.b.ok(&["restore", "f", "docs/plan.txt", "--at", "2099-01-01T00:00"]);
     assert!(out.contains("restored"), "{out}");
     assert_eq!(
         fs::read(p.rb.join("docs/plan.txt")).expect("read"),
