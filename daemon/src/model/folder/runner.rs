@@ -1,13 +1,6 @@
-//! The folder runner: scans a folder at start, when asked, and on a timer
-//! with jitter; publishes its state and scan progress for the API.
-//!
-//! ```text
-//! daemon ── spawns ──▶ runner task ── per scan ──▶ a scan thread (+ its hash workers)
-//!   ▲                     │ exits when its request channel closes
-//!   └─ FolderHandle ◀─────┘ (status, progress, rescan requests)
-//! ```
+//! The runner task of one folder: one thing at a time, in named steps
+//! (scan, pull, wait), until its folder is stopped.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,17 +8,15 @@ use std::time::{Duration, Instant};
 use proto::ShortId;
 use tokio::sync::{mpsc, watch};
 
+use super::disk::{low_space, run_scan};
+use super::pacing::{Backoff, PullRescan, RecentDeletes};
+use super::{FolderHandle, FolderState, FolderStatus, Op, OpRequest};
 use crate::config::FolderConfig;
-use crate::index::{FolderIndex, LOCAL};
+use crate::index::FolderIndex;
 use crate::peer::Peers;
-use crate::scanner::ignore::Ignores;
-use crate::scanner::{self, ScanOptions, ScanProgress};
+use crate::scanner::{self, ScanProgress};
 use crate::watcher::watch::Next;
 use crate::watcher::{FolderWatch, ScanRequest, WatchState};
-
-/// How long deletions count toward the delete guard: a `rm -rf` of a
-/// large tree reaches the scanner a directory at a time.
-const RECENT_DELETES: Duration = Duration::from_secs(600);
 
 /// How long deletions the watcher reports wait for the next ones: a
 /// `rm -rf` reaches the scanner a directory at a time, and the delete
@@ -40,166 +31,6 @@ const NO_SPACE_RETRY: Duration = Duration::from_secs(3);
 
 /// How often a folder whose changes cannot be watched is rescanned.
 const UNWATCHED_RESCAN: Duration = Duration::from_secs(60);
-
-/// What a folder is doing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FolderState {
-    /// Waiting for work.
-    Idle,
-    /// A scan is running.
-    Scanning,
-    /// Pulling changes from peers.
-    Syncing,
-    /// It cannot be scanned; the reason says why.
-    Error(String),
-    /// Neither scanned nor pulled: by the user (`None`), or by the delete
-    /// guard, for the reason given, until the deletions are accepted.
-    Paused(Option<String>),
-    /// Not pulling: the disk is (nearly) full; looked at again every few
-    /// seconds, and pulling resumes by itself once there is space.
-    NoSpace(String),
-}
-
-impl FolderState {
-    /// The name used in `status --json`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Idle => "idle",
-            Self::Scanning => "scanning",
-            Self::Syncing => "syncing",
-            Self::Error(_) => "error",
-            Self::Paused(_) | Self::NoSpace(_) => "paused",
-        }
-    }
-}
-
-/// What a one-way folder can be told to do to agree with the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// Send-only: our version of everything the cluster changed wins.
-    Override,
-    /// Receive-only: drop our local changes, take the global version.
-    Revert,
-}
-
-/// An [`Op`] with where its answer (the names changed, or why not) goes.
-type OpRequest = (Op, tokio::sync::oneshot::Sender<Result<usize, String>>);
-
-/// A folder's published status.
-#[derive(Debug, Clone)]
-pub struct FolderStatus {
-    /// Current state.
-    pub state: FolderState,
-    /// Scans finished (successfully or not) since start.
-    pub scans_completed: u64,
-    /// Per-file problems of the last scan.
-    pub errors: Vec<String>,
-    /// What the last pull pass could not do, per entry.
-    pub pull_errors: Vec<super::pull_error::PullError>,
-    /// How long the last scan took.
-    pub last_scan: Option<Duration>,
-    /// Scans of the paths the watcher reported, finished since start.
-    pub watch_scans: u64,
-    /// The paths those scans covered (a directory counts once).
-    pub watch_scanned_paths: u64,
-    /// What the watcher is doing.
-    pub watch: WatchState,
-    /// Remote deletions of our files held by the delete guard.
-    pub deletes_held: u64,
-}
-
-/// The daemon's view of a running folder.
-#[derive(Clone)]
-pub struct FolderHandle {
-    /// Its configuration.
-    pub config: FolderConfig,
-    /// Its index.
-    pub index: Arc<FolderIndex>,
-    /// Live scan progress (meaningful while scanning).
-    pub progress: Arc<ScanProgress>,
-    /// Bytes received from peers since the daemon started.
-    pub fetched: Arc<AtomicU64>,
-    status: watch::Receiver<FolderStatus>,
-    requests: mpsc::Sender<()>,
-    /// Scans started or queued so far; the Nth scan to finish is the one
-    /// that made this N. Rescan callers wait for their number.
-    requested: Arc<Mutex<u64>>,
-    /// Lets the next mass delete a scan finds through.
-    accept_outgoing: Arc<AtomicBool>,
-    /// Lets the next mass delete a pull pass is asked for through.
-    accept_incoming: Arc<AtomicBool>,
-    ops: mpsc::Sender<OpRequest>,
-}
-
-impl FolderHandle {
-    /// The current status.
-    pub fn status(&self) -> FolderStatus {
-        self.status.borrow().clone()
-    }
-
-    /// Asks for a rescan; returns the number `scans_completed` reaches when
-    /// a scan that started after this call has finished.
-    pub fn request_rescan(&self) -> u64 {
-        let mut n = self.requested.lock().unwrap_or_else(|e| e.into_inner());
-        // Coalesces: a queued request covers every later one.
-        if self.requests.try_send(()).is_ok() {
-            *n += 1;
-        }
-        *n
-    }
-
-    /// Accepts the deletions the delete guard holds, in either direction,
-    /// and asks for the rescan (and the pull after it) that carries them
-    /// out; returns its number as [`FolderHandle::request_rescan`] does,
-    /// or `None` when nothing is held.
-    pub fn accept_deletes(&self) -> Option<u64> {
-        let st = self.status();
-        let outgoing = matches!(st.state, FolderState::Paused(Some(_)));
-        if !outgoing && st.deletes_held == 0 {
-            return None;
-        }
-        self.accept_outgoing.store(outgoing, Ordering::SeqCst);
-        self.accept_incoming
-            .store(st.deletes_held > 0, Ordering::SeqCst);
-        Some(self.request_rescan())
-    }
-
-    /// Runs `op` between the runner's other work; answers the names it
-    /// changed, or why it cannot run.
-    pub async fn run(&self, op: Op) -> Result<usize, String> {
-        use crate::config::FolderType;
-        let needs = match op {
-            Op::Override => FolderType::SendOnly,
-            Op::Revert => FolderType::ReceiveOnly,
-        };
-        if self.config.kind != needs {
-            return Err(format!(
-                "folder {:?} is {}; {} is for {} folders",
-                self.config.id,
-                self.config.kind.as_str(),
-                if op == Op::Override {
-                    "override"
-                } else {
-                    "revert"
-                },
-                needs.as_str()
-            ));
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.ops
-            .send((op, tx))
-            .await
-            .map_err(|_| "the folder is stopping".to_string())?;
-        rx.await
-            .unwrap_or_else(|_| Err("the folder is stopping".to_string()))
-    }
-
-    /// Waits until `scans_completed` reaches `target` (or the runner stops).
-    pub async fn wait_for_scan(&self, target: u64) {
-        let mut rx = self.status.clone();
-        let _ = rx.wait_for(|s| s.scans_completed >= target).await;
-    }
-}
 
 /// Starts a folder's runner. It scans at once, then the paths its watcher
 /// reports, on request and every `rescan_interval_s` (with ±25% jitter;
@@ -600,7 +431,7 @@ impl Runner {
             return AfterPull::Wait;
         }
         self.status.send_modify(|s| s.state = FolderState::Syncing);
-        let report = super::puller::pull(
+        let report = crate::model::puller::pull(
             &self.config,
             &self.index,
             &peers,
@@ -620,7 +451,7 @@ impl Runner {
             tracing::warn!(folder = %self.config.id, "{e}");
         }
         let full = report.errors.iter().find(|e| {
-            matches!(&e.kind, super::pull_error::PullErrorKind::Disk { kind, .. }
+            matches!(&e.kind, crate::model::pull_error::PullErrorKind::Disk { kind, .. }
                 if matches!(kind, std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded))
         });
         let full = full.map(|e| {
@@ -738,9 +569,9 @@ impl Runner {
         );
         let done = tokio::task::spawn_blocking(move || match op {
             Op::Override => {
-                super::direction::override_changes(&index, own).map_err(|e| e.to_string())
+                crate::model::direction::override_changes(&index, own).map_err(|e| e.to_string())
             }
-            Op::Revert => super::direction::revert_changes(&index, &root, versioning),
+            Op::Revert => crate::model::direction::revert_changes(&index, &root, versioning),
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
@@ -749,258 +580,6 @@ impl Runner {
             Err(e) => tracing::warn!(folder = %self.config.id, ?op, "failed: {e}"),
         }
         let _ = reply.send(done);
-    }
-}
-
-/// Rescans a pull pass asks for (it found the disk differing from the
-/// index) run at once while they find changes; one that found nothing
-/// means the next such request waits, 1 s doubling to 60 s, so no
-/// disagreement between the puller and the scanner can spin the folder.
-#[derive(Default)]
-struct PullRescan {
-    /// The running scan was asked for by a pull pass.
-    from_pull: bool,
-    /// How long the next pull-requested rescan waits (zero: at once).
-    wait: Duration,
-    /// When a deferred one is due.
-    at: Option<tokio::time::Instant>,
-}
-
-impl PullRescan {
-    const MAX_WAIT: Duration = Duration::from_secs(60);
-
-    /// A scan finished having recorded `changes` entries.
-    fn scanned(&mut self, changes: usize) {
-        if changes > 0 {
-            self.wait = Duration::ZERO;
-        } else if self.from_pull {
-            self.wait = (self.wait * 2).clamp(Duration::from_secs(1), Self::MAX_WAIT);
-        }
-        self.from_pull = false;
-    }
-
-    /// A pull pass asks for a rescan: whether to run it now (else it is
-    /// scheduled for [`PullRescan::due`]).
-    fn now(&mut self) -> bool {
-        if self.wait.is_zero() {
-            self.started();
-            return true;
-        }
-        self.at
-            .get_or_insert_with(|| tokio::time::Instant::now() + self.wait);
-        false
-    }
-
-    /// The deferred rescan starts.
-    fn started(&mut self) {
-        self.at = None;
-        self.from_pull = true;
-    }
-
-    /// Whether a deferred rescan is due by now.
-    fn overdue(&self) -> bool {
-        self.at.is_some_and(|at| at <= tokio::time::Instant::now())
-    }
-
-    /// Resolves when a deferred rescan is due; never if none is.
-    async fn due(&self) {
-        match self.at {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    }
-}
-
-/// Retries of a pull pass that got nothing done while the folder still
-/// needs something: 10 s doubling to 60 s (Syncthing retries failed items
-/// after a minute), until a pass makes progress or nothing is needed.
-#[derive(Default)]
-struct Backoff {
-    /// The wait before the next retry (zero: none failed yet).
-    wait: Duration,
-    /// When the pending retry is due.
-    at: Option<tokio::time::Instant>,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_secs(10);
-    const MAX: Duration = Duration::from_secs(60);
-
-    /// A pass got nothing done: schedules the next one.
-    fn failed(&mut self) {
-        self.wait = (self.wait * 2).clamp(Self::FIRST, Self::MAX);
-        self.at = Some(tokio::time::Instant::now() + self.wait);
-    }
-
-    /// Retries after `wait`, whatever the backoff was (a known condition
-    /// such as a full disk is looked at again soon).
-    fn after(&mut self, wait: Duration) {
-        self.at = Some(tokio::time::Instant::now() + wait);
-    }
-
-    /// Progress, or nothing needed: no retry, and the next wait is short.
-    fn clear(&mut self) {
-        *self = Self::default();
-    }
-
-    /// The retry is running.
-    fn started(&mut self) {
-        self.at = None;
-    }
-
-    /// Resolves when a retry is due; never if none is.
-    async fn due(&self) {
-        match self.at {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    }
-}
-
-/// Deletions carried out lately, for the delete guard.
-#[derive(Default)]
-struct RecentDeletes(std::collections::VecDeque<(Instant, u64)>);
-
-impl RecentDeletes {
-    /// Files deleted within [`RECENT_DELETES`].
-    fn count(&mut self) -> u64 {
-        while self
-            .0
-            .front()
-            .is_some_and(|(t, _)| t.elapsed() > RECENT_DELETES)
-        {
-            self.0.pop_front();
-        }
-        self.0.iter().map(|(_, n)| n).sum()
-    }
-
-    /// `n` more files were deleted; `accepted`: confirmed by the user, so
-    /// the count starts over.
-    fn carried_out(&mut self, n: u64, accepted: bool) {
-        if accepted {
-            self.0.clear();
-        } else if n > 0 {
-            self.0.push_back((Instant::now(), n));
-        }
-    }
-}
-
-/// Scans once; returns the per-file errors, the number of changes
-/// recorded and the files found deleted, or the state the failure puts the folder in (an error, or
-/// paused by the delete guard).
-#[allow(clippy::too_many_arguments)]
-fn run_scan(
-    config: &FolderConfig,
-    index: &FolderIndex,
-    own: ShortId,
-    progress: &ScanProgress,
-    stop: &AtomicBool,
-    accept_deletes: &AtomicBool,
-    recently_deleted: u64,
-    record_deletes: bool,
-    peers: Option<&Peers>,
-    paths: Option<&[String]>,
-) -> Result<scanner::ScanReport, FolderState> {
-    for counter in [
-        &progress.files_total,
-        &progress.bytes_total,
-        &progress.files_done,
-        &progress.bytes_done,
-    ] {
-        counter.store(0, Ordering::Relaxed);
-    }
-    let root: &PathBuf = &config.path;
-    let ignores = Arc::new(Ignores::load(root).map_err(|e| FolderState::Error(e.to_string()))?);
-    // The puller and the block server follow the patterns this scan uses.
-    if let Some(p) = peers {
-        p.set_ignores(&config.id, ignores.clone());
-    }
-    let opts = ScanOptions {
-        own,
-        ignores: &ignores,
-        progress,
-        cancel: stop,
-        threads: 0,
-        receive_only: config.kind == crate::config::FolderType::ReceiveOnly,
-        delete_guard: Some(config.delete_guard()),
-        recently_deleted,
-        record_deletes,
-        accept_deletes,
-    };
-    let t = Instant::now();
-    let result = match paths {
-        None => scanner::scan(root, index, &opts),
-        Some(p) => scanner::scan_paths(root, index, &opts, p),
-    };
-    match result {
-        Ok(report) => {
-            tracing::info!(
-                folder = %config.id,
-                paths = paths.map_or(0, <[String]>::len),
-                changes = report.changes,
-                deletes_deferred = report.deletes_deferred,
-                hashed_files = report.hashed_files,
-                hashed_bytes = report.hashed_bytes,
-                elapsed_ms = t.elapsed().as_millis() as u64,
-                local_files = index.device_meta(LOCAL).map(|m| m.counts.files).unwrap_or(0),
-                "scan complete"
-            );
-            if paths.is_none() {
-                clean_versions(config, index);
-            }
-            Ok(report)
-        }
-        Err(scanner::ScanError::Cancelled) => Ok(scanner::ScanReport::default()),
-        Err(scanner::ScanError::MassDelete { deleted, files }) => {
-            let why = format!(
-                "{deleted} of this folder's {files} files are gone; the deletions are held, \
-                 not announced (if they were meant: `ferrosync folder resume {} --accept-deletes`)",
-                config.id
-            );
-            tracing::warn!(folder = %config.id, "paused: {why}");
-            Err(FolderState::Paused(Some(why)))
-        }
-        Err(e) => {
-            tracing::warn!(folder = %config.id, "cannot scan: {e}");
-            Err(FolderState::Error(e.to_string()))
-        }
-    }
-}
-
-/// Why the folder's disk is too full to pull into, if it is.
-fn low_space(config: &FolderConfig) -> Option<String> {
-    let (free, total) = crate::fs::space(&config.path).ok()?;
-    let percent = free as f64 * 100.0 / total.max(1) as f64;
-    (percent < config.min_disk_free_percent).then(|| {
-        format!(
-            "the disk holding {} has {percent:.1} % free ({free} bytes), below the folder's \
-             min_disk_free_percent of {} %; pulling resumes by itself once space is freed",
-            config.path.display(),
-            config.min_disk_free_percent
-        )
-    })
-}
-
-/// Removes the versions the folder's versioning no longer keeps (after
-/// each full scan: that is how often time moves them out), and their
-/// blocks from the block map.
-fn clean_versions(config: &FolderConfig, index: &FolderIndex) {
-    match super::versioner::clean(
-        &config.path,
-        config.versioning,
-        std::time::SystemTime::now(),
-    ) {
-        Ok(gone) => {
-            for v in &gone {
-                if let Err(e) = index.unmap_version(&v.stored) {
-                    tracing::warn!(folder = %config.id, version = v.stored, "block map: {e}");
-                }
-            }
-            if !gone.is_empty() {
-                tracing::info!(folder = %config.id, removed = gone.len(), "old versions removed");
-            }
-        }
-        Err(e) => tracing::warn!(folder = %config.id, "cleaning out versions: {e}"),
     }
 }
 
@@ -1024,63 +603,4 @@ fn jittered(interval: Duration) -> Duration {
     let quarter = interval / 4;
     let extra = rand::random::<f64>() * (quarter * 2).as_secs_f64();
     interval - quarter + Duration::from_secs_f64(extra)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Passes that get nothing done are retried 10 s, 20 s, 40 s, then
-    /// every 60 s later; progress starts over.
-    #[test]
-    fn pull_retries_back_off_until_progress() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .expect("rt");
-        rt.block_on(async {
-            let mut b = Backoff::default();
-            let t0 = tokio::time::Instant::now();
-            let mut waits = Vec::new();
-            for _ in 0..5 {
-                b.failed();
-                b.due().await;
-                b.started();
-                waits.push(t0.elapsed().as_secs());
-            }
-            assert_eq!(waits, [10, 30, 70, 130, 190]);
-            b.clear();
-            b.failed();
-            assert_eq!(b.wait, Backoff::FIRST);
-        });
-    }
-
-    /// A pull that keeps asking for rescans that find nothing is slowed
-    /// down, 1 s doubling to 60 s; a scan that finds changes resets it.
-    #[test]
-    fn pull_requested_rescans_back_off_while_they_find_nothing() {
-        let mut r = PullRescan::default();
-        assert!(r.now(), "the first one runs at once");
-        r.scanned(0);
-        assert_eq!(r.wait, Duration::from_secs(1));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("rt");
-        rt.block_on(async {
-            assert!(!r.now(), "deferred");
-            assert!(r.at.is_some());
-        });
-        r.started();
-        r.scanned(0);
-        assert_eq!(r.wait, Duration::from_secs(2));
-        for _ in 0..10 {
-            r.from_pull = true;
-            r.scanned(0);
-        }
-        assert_eq!(r.wait, PullRescan::MAX_WAIT);
-        r.scanned(3);
-        assert!(r.wait.is_zero() && r.now(), "changes found: at once again");
-    }
 }
