@@ -624,26 +624,20 @@ async fn reload(State(s): State<Arc<ApiState>>) -> Response {
 
 /// Pauses a folder: saved in the configuration, applied at once.
 async fn pause(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    if let Err(r) = s.known_folder(&id) {
-        return *r;
-    }
-    apply_config(
-        &s,
-        Some(Box::new(move |c| c.pause_folder(&id, true).map(drop))),
-    )
-    .await
+    set_paused(&s, id, true).await
 }
 
 /// Resumes a paused folder: saved in the configuration, applied at once.
 async fn resume(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    set_paused(&s, id, false).await
+}
+
+async fn set_paused(s: &ApiState, id: String, paused: bool) -> Response {
     if let Err(r) = s.known_folder(&id) {
         return *r;
     }
-    apply_config(
-        &s,
-        Some(Box::new(move |c| c.pause_folder(&id, false).map(drop))),
-    )
-    .await
+    let edit: ConfigEdit = Box::new(move |c| c.pause_folder(&id, paused).map(drop));
+    apply_config(s, Some(edit)).await
 }
 
 /// Has the daemon make `edit` to its configuration (if any) and apply it.

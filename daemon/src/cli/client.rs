@@ -72,12 +72,7 @@ impl Client {
 
     /// GETs `path` and decodes the JSON answer.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let r = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .header(KEY_HEADER, &self.key)
-            .call();
-        self.handle(path, r)
+        self.get_with(path, &[])
     }
 
     /// GETs `path` with query parameters (encoded here) and decodes the
@@ -105,11 +100,6 @@ impl Client {
 
     /// POSTs to `path` and decodes the JSON answer.
     pub fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let r = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header(KEY_HEADER, &self.key)
-            .send_empty();
-        self.handle(path, r)
+        self.post_with(path, &[])
     }
 }

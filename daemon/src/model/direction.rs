@@ -5,7 +5,7 @@
 //! versions); the puller and the index senders do the rest as usual.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use proto::message::FileInfo;
 use proto::version::Vector;
@@ -14,15 +14,10 @@ use proto::ShortId;
 use crate::config::Versioning;
 use crate::index::{DbError, Entry, FolderIndex, FLAG_IGNORED, FLAG_RECEIVE_ONLY, LOCAL};
 use crate::model::versioner::{self, Keep};
+use crate::scanner::now_secs;
 
 /// Entries recorded together.
 const BATCH: usize = 1000;
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// Makes our state win every name the cluster changed and we did not
 /// apply (a send-only folder's need-set): our entry, or a deletion where

@@ -216,7 +216,9 @@ impl Ctx<'_> {
     }
 }
 
-fn now_secs() -> u64 {
+/// Seconds since the Unix epoch, as version counters and deletion times
+/// take them.
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -16,6 +16,27 @@ const ME: ShortId = ShortId(0xabc);
 /// No mass delete is accepted in advance.
 static NO: AtomicBool = AtomicBool::new(false);
 
+/// A test scan's options: two hashing threads, no delete guard,
+/// deletions recorded.
+fn options<'a>(
+    ignores: &'a Ignores,
+    progress: &'a ScanProgress,
+    cancel: &'a AtomicBool,
+) -> ScanOptions<'a> {
+    ScanOptions {
+        own: ME,
+        ignores,
+        progress,
+        cancel,
+        threads: 2,
+        receive_only: false,
+        delete_guard: None,
+        recently_deleted: 0,
+        record_deletes: true,
+        accept_deletes: &NO,
+    }
+}
+
 struct Folder {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -45,18 +66,7 @@ impl Folder {
     fn scan_with(&self, ignores: &Ignores) -> ScanReport {
         let progress = ScanProgress::default();
         let cancel = AtomicBool::new(false);
-        let opts = ScanOptions {
-            own: ME,
-            ignores,
-            progress: &progress,
-            cancel: &cancel,
-            threads: 2,
-            receive_only: false,
-            delete_guard: None,
-            recently_deleted: 0,
-            record_deletes: true,
-            accept_deletes: &NO,
-        };
+        let opts = options(ignores, &progress, &cancel);
         let f = self.index.folder("f").expect("folder");
         scan(&self.root, &f, &opts).expect("scan")
     }
@@ -69,18 +79,7 @@ impl Folder {
         let progress = ScanProgress::default();
         let cancel = AtomicBool::new(false);
         let ignores = Ignores::empty();
-        let opts = ScanOptions {
-            own: ME,
-            ignores: &ignores,
-            progress: &progress,
-            cancel: &cancel,
-            threads: 2,
-            receive_only: false,
-            delete_guard: None,
-            recently_deleted: 0,
-            record_deletes: true,
-            accept_deletes: &NO,
-        };
+        let opts = options(&ignores, &progress, &cancel);
         let f = self.index.folder("f").expect("folder");
         let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
         scan_paths(&self.root, &f, &opts, &paths).expect("scan")
@@ -256,16 +255,8 @@ fn a_missing_marker_or_root_is_an_error_not_a_mass_deletion() {
     let cancel = AtomicBool::new(false);
     let ignores = Ignores::empty();
     let opts = ScanOptions {
-        own: ME,
-        ignores: &ignores,
-        progress: &progress,
-        cancel: &cancel,
         threads: 1,
-        receive_only: false,
-        delete_guard: None,
-        recently_deleted: 0,
-        record_deletes: true,
-        accept_deletes: &NO,
+        ..options(&ignores, &progress, &cancel)
     };
     let folder = f.index.folder("f").expect("folder");
     let err = scan(&f.root, &folder, &opts).expect_err("no marker");
@@ -569,19 +560,12 @@ fn a_mass_delete_is_held_until_accepted() {
     );
     let ignores = Ignores::empty();
     let opts = ScanOptions {
-        own: ME,
-        ignores: &ignores,
-        progress: &progress,
-        cancel: &cancel,
-        threads: 2,
-        receive_only: false,
         delete_guard: Some(DeleteGuard {
             percent: 50,
             min_files: 100,
         }),
-        recently_deleted: 0,
-        record_deletes: true,
         accept_deletes: &accept,
+        ..options(&ignores, &progress, &cancel)
     };
     let folder = f.index.folder("f").expect("folder");
     scan(&f.root, &folder, &opts).expect("first scan");
