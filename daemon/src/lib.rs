@@ -2,8 +2,8 @@
 //! by exchanging indexes and blocks with peers over BEP, and its CLI.
 //!
 //! Layers (each imports only the ones below it):
-//! - L0 `config` (with the live config), `identity`, `home`, `fs`: settings,
-//!   who we are, safe writes.
+//! - L0 `config` (with the live config), `identity`, `home`, `fs`, `events`:
+//!   settings, who we are, safe writes, what happened.
 //! - L1 `index`: the sled-backed index (only `index/db.rs` knows sled);
 //!   `net`: authenticated connections; `discovery`: where devices are.
 //! - L2 `scanner`: walk, hash, ignore patterns; `peer`: BEP sessions;
@@ -21,6 +21,7 @@ pub mod config;
 pub mod connect;
 pub mod daemon;
 pub mod discovery;
+pub mod events;
 pub mod fs;
 pub mod home;
 pub mod identity;

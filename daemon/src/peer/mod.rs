@@ -17,7 +17,7 @@ mod session;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::live::Live;
 use crate::config::{Config, FolderConfig};
+use crate::events::Events;
 use crate::index::Index;
 use crate::scanner::ignore::Ignores;
 
@@ -102,6 +103,69 @@ pub struct SessionHandle {
     /// Set when the folders shared with this device changed: the session
     /// sends a new ClusterConfig on the live connection.
     reconfigure: Arc<tokio::sync::Notify>,
+    /// When the session started.
+    pub since: SystemTime,
+}
+
+/// What crossed the wire with one device, over every session since the
+/// daemon started (counters for metrics; rates for the GUI).
+#[derive(Default)]
+pub struct DeviceStats {
+    /// Bytes read from the device's connections.
+    pub received_bytes: AtomicU64,
+    /// Bytes written to them.
+    pub sent_bytes: AtomicU64,
+    /// BEP messages received.
+    pub received_messages: AtomicU64,
+    /// BEP messages sent.
+    pub sent_messages: AtomicU64,
+    /// The last rate sample.
+    sample: Mutex<Option<RateSample>>,
+}
+
+/// When a rate was measured, the byte counters (in, out) then, and the
+/// rates it gave.
+#[derive(Clone, Copy)]
+struct RateSample {
+    at: std::time::Instant,
+    rx: u64,
+    tx: u64,
+    rates: (f64, f64),
+}
+
+/// The shortest window a rate is measured over; asked more often, the
+/// last rate is answered again.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+impl DeviceStats {
+    /// Bytes per second received and sent, over the time since the last
+    /// sample of at least [`RATE_WINDOW`] (0 at the first).
+    pub fn rates(&self) -> (f64, f64) {
+        let (now, rx, tx) = (
+            std::time::Instant::now(),
+            self.received_bytes.load(Ordering::Relaxed),
+            self.sent_bytes.load(Ordering::Relaxed),
+        );
+        let mut s = self.sample.lock().unwrap_or_else(|e| e.into_inner());
+        let rates = match *s {
+            Some(last) if now - last.at < RATE_WINDOW => return last.rates,
+            Some(last) => {
+                let secs = (now - last.at).as_secs_f64();
+                (
+                    rx.saturating_sub(last.rx) as f64 / secs,
+                    tx.saturating_sub(last.tx) as f64 / secs,
+                )
+            }
+            None => (0.0, 0.0),
+        };
+        *s = Some(RateSample {
+            at: now,
+            rx,
+            tx,
+            rates,
+        });
+        rates
+    }
 }
 
 /// A message for a session's writer, with whatever budget it holds until
@@ -261,6 +325,9 @@ pub struct Peers {
     ignores: Mutex<HashMap<String, Arc<Ignores>>>,
     /// Told whenever a session starts or ends (pullers wait for peers).
     pub changed: tokio::sync::watch::Sender<u64>,
+    /// What happened, for the API's event stream.
+    pub events: Events,
+    stats: Mutex<HashMap<DeviceId, Arc<DeviceStats>>>,
 }
 
 impl Peers {
@@ -275,7 +342,19 @@ impl Peers {
             pending_folders: Mutex::default(),
             ignores: Mutex::default(),
             changed: tokio::sync::watch::channel(0).0,
+            events: Events::default(),
+            stats: Mutex::default(),
         })
+    }
+
+    /// The traffic counters of `device` (made at first use).
+    pub fn stats(&self, device: &DeviceId) -> Arc<DeviceStats> {
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(*device)
+            .or_default()
+            .clone()
     }
 
     /// The configuration now in force.
@@ -369,6 +448,10 @@ impl Peers {
         p.retain(|f| {
             config.device(&f.device).is_some()
                 && !config
+                    .ignored_folders
+                    .iter()
+                    .any(|i| i.matches(&f.device, &f.id))
+                && !config
                     .folder(&f.id)
                     .is_some_and(|c| c.devices.contains(&f.device))
         });
@@ -376,6 +459,14 @@ impl Peers {
     }
 
     fn record_pending_folder(&self, device: DeviceId, id: &str, label: &str) {
+        if self
+            .config()
+            .ignored_folders
+            .iter()
+            .any(|i| i.matches(&device, id))
+        {
+            return;
+        }
         tracing::info!(%device, folder = id, label, "device offers a folder we do not share with it; recorded as pending");
         let mut p = self
             .pending_folders
@@ -388,9 +479,49 @@ impl Peers {
             device,
             seen: SystemTime::now(),
         });
+        drop(p);
+        self.events.emit(
+            "PendingFoldersChanged",
+            serde_json::json!({ "device": device.to_string(), "folder": id }),
+        );
+    }
+
+    /// Forgets a pending folder offer (dismissed, or accepted).
+    pub fn dismiss_pending_folder(&self, device: &DeviceId, id: &str) -> bool {
+        let mut p = self
+            .pending_folders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let before = p.len();
+        p.retain(|f| !(f.device == *device && f.id == id));
+        let gone = p.len() != before;
+        drop(p);
+        if gone {
+            self.events
+                .emit("PendingFoldersChanged", serde_json::json!({}));
+        }
+        gone
+    }
+
+    /// Forgets a pending device (dismissed, ignored or accepted).
+    pub fn dismiss_pending(&self, device: &DeviceId) -> bool {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let before = p.len();
+        p.retain(|d| d.id != *device);
+        let gone = p.len() != before;
+        drop(p);
+        if gone {
+            self.events
+                .emit("PendingDevicesChanged", serde_json::json!({}));
+        }
+        gone
     }
 
     fn record_pending(&self, id: DeviceId, name: &str, address: SocketAddr) {
+        if self.config().ignored_devices.contains(&id) {
+            tracing::debug!(device = %id, %address, "ignored device connected; refused");
+            return;
+        }
         tracing::info!(device = %id, %address, name, "unknown device connected; recorded as pending");
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         p.retain(|d| d.id != id);
@@ -400,6 +531,11 @@ impl Peers {
             address: address.to_string(),
             seen: SystemTime::now(),
         });
+        drop(p);
+        self.events.emit(
+            "PendingDevicesChanged",
+            serde_json::json!({ "device": id.to_string(), "name": name, "address": address.to_string() }),
+        );
     }
 
     /// Ends every session (at shutdown).
@@ -435,9 +571,15 @@ impl Peers {
             }
             old.close("replacing connection");
         }
+        let data = serde_json::json!({
+            "device": handle.device.to_string(),
+            "address": handle.address.to_string(),
+            "transport": handle.transport,
+        });
         map.insert(handle.device, handle);
         drop(map);
         self.changed.send_modify(|n| *n += 1);
+        self.events.emit("DeviceConnected", data);
         true
     }
 
@@ -450,6 +592,10 @@ impl Peers {
             map.remove(&handle.device);
             drop(map);
             self.changed.send_modify(|n| *n += 1);
+            self.events.emit(
+                "DeviceDisconnected",
+                serde_json::json!({ "device": handle.device.to_string() }),
+            );
         }
     }
 }

@@ -3,7 +3,7 @@
 //! reason; nothing a peer sends can panic it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicI32;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -140,6 +140,7 @@ pub async fn run(peers: Arc<Peers>, link: Link) -> Result<(), SessionError> {
         next_id: Arc::new(AtomicI32::new(0)),
         closing: Arc::new(tokio::sync::Notify::new()),
         reconfigure: Arc::new(tokio::sync::Notify::new()),
+        since: std::time::SystemTime::now(),
     };
     if !peers.register(handle.clone()) {
         tracing::info!(device = %device_id, "already connected through a preferred connection; closing this one");
@@ -155,7 +156,13 @@ pub async fn run(peers: Arc<Peers>, link: Link) -> Result<(), SessionError> {
         let _ = writer.shutdown().await;
         return Ok(());
     }
-    let writer_task = tokio::spawn(write_loop(writer, out_rx, handle.closing.clone()));
+    let stats = peers.stats(&device_id);
+    let writer_task = tokio::spawn(write_loop(
+        writer,
+        out_rx,
+        handle.closing.clone(),
+        stats.clone(),
+    ));
     let cc = cluster_config(&peers, &device_id)?;
     let _ = out_tx.send(Message::ClusterConfig(cc).into()).await;
 
@@ -171,6 +178,7 @@ pub async fn run(peers: Arc<Peers>, link: Link) -> Result<(), SessionError> {
         senders: HashMap::new(),
         serve_slots: Arc::new(Semaphore::new(SERVE_REQUESTS)),
         serve_bytes: Arc::new(Semaphore::new(SERVE_KIB as usize)),
+        stats,
     };
     let (result, asked_to_close) = tokio::select! {
         r = state.read_loop(&mut reader, buf) => (r, false),
@@ -245,6 +253,7 @@ async fn write_loop(
     mut w: Box<dyn AsyncWrite + Send + Unpin>,
     mut rx: mpsc::Receiver<Outgoing>,
     closing: Arc<tokio::sync::Notify>,
+    stats: Arc<super::DeviceStats>,
 ) {
     let mut buf = Vec::with_capacity(256 << 10);
     // Held until the bytes of their messages are written.
@@ -274,6 +283,12 @@ async fn write_loop(
             closing.notify_one();
             return;
         }
+        stats
+            .sent_bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        stats
+            .sent_messages
+            .fetch_add(held.len() as u64, Ordering::Relaxed);
         buf.clear();
         held.clear();
         if closing_msg {
@@ -320,6 +335,8 @@ struct State {
     serve_slots: Arc<Semaphore>,
     /// KiB of this peer's requests being read or waiting to be written.
     serve_bytes: Arc<Semaphore>,
+    /// The device's traffic counters.
+    stats: Arc<super::DeviceStats>,
 }
 
 impl State {
@@ -331,6 +348,7 @@ impl State {
         let reconfigure = self.handle.reconfigure.clone();
         loop {
             while let Some(msg) = frame::decode_message(&mut buf)? {
+                self.stats.received_messages.fetch_add(1, Ordering::Relaxed);
                 self.handle_message(msg).await?;
             }
             buf.reserve(64 << 10);
@@ -342,6 +360,9 @@ impl State {
                 }
             };
             let n = read.map_err(|_| SessionError::Timeout("nothing received for 300 s"))??;
+            self.stats
+                .received_bytes
+                .fetch_add(n as u64, Ordering::Relaxed);
             if n == 0 {
                 return Ok(());
             }

@@ -112,7 +112,14 @@ pub struct ScanReport {
     pub deleted_files: u64,
     /// Entries found deleted but not recorded (`record_deletes` off).
     pub deletes_deferred: usize,
+    /// The last [`NOTED`] names recorded as changed here, with whether
+    /// they were deleted (what recent changes shows; a big scan keeps
+    /// only its end).
+    pub noted: Vec<(String, bool)>,
 }
+
+/// Changed names a scan reports (see [`ScanReport::noted`]).
+pub const NOTED: usize = 500;
 
 /// Why a scan could not run.
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +171,8 @@ struct Ctx<'a> {
     /// Files queued for hashing and not yet finished.
     pending: AtomicU64,
     last_flush: Mutex<Instant>,
+    /// The newest names recorded as changed (for recent changes).
+    noted: Mutex<std::collections::VecDeque<(String, bool)>>,
 }
 
 impl Ctx<'_> {
@@ -178,6 +187,11 @@ impl Ctx<'_> {
                 e.info.invalid = true;
                 e.flags |= FLAG_RECEIVE_ONLY;
             }
+            let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+            if noted.len() == NOTED {
+                noted.pop_front();
+            }
+            noted.push_back((e.info.name.to_string(), e.info.deleted));
         }
         self.index.update_local(changes)?;
         Ok(())
@@ -365,6 +379,7 @@ fn scan_scoped(
         errors: Mutex::new(Vec::new()),
         pending: AtomicU64::new(0),
         last_flush: Mutex::new(Instant::now()),
+        noted: Mutex::default(),
     };
     let threads = match opts.threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -418,6 +433,11 @@ fn scan_scoped(
     report.deletes_deferred = deferred;
     index.flush()?;
     report.errors = ctx.errors.into_inner().unwrap_or_else(|e| e.into_inner());
+    report.noted = ctx
+        .noted
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into();
     Ok(report)
 }
 

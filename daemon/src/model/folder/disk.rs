@@ -79,6 +79,11 @@ pub(super) fn run_scan(
             if paths.is_none() {
                 clean_versions(config, index);
             }
+            if let Some(p) = peers {
+                for (name, deleted) in &report.noted {
+                    p.events.changed(&config.id, name, *deleted, "local");
+                }
+            }
             Ok(report)
         }
         Err(scanner::ScanError::Cancelled) => Ok(scanner::ScanReport::default()),

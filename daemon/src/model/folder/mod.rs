@@ -106,6 +106,8 @@ pub struct FolderHandle {
     pub progress: Arc<ScanProgress>,
     /// Bytes received from peers since the daemon started.
     pub fetched: Arc<AtomicU64>,
+    /// Conflicts met pulling since the daemon started.
+    pub conflicts: Arc<AtomicU64>,
     status: watch::Receiver<FolderStatus>,
     requests: mpsc::Sender<()>,
     /// Scans started or queued so far; the Nth scan to finish is the one

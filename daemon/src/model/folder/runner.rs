@@ -75,6 +75,7 @@ pub fn spawn(
         index: index.clone(),
         progress: progress.clone(),
         fetched: Arc::new(AtomicU64::new(0)),
+        conflicts: Arc::new(AtomicU64::new(0)),
         status: status_rx,
         requests: req_tx,
         requested: Arc::new(Mutex::new(1)),
@@ -87,6 +88,7 @@ pub fn spawn(
         peer_changes: peers.as_ref().map(|p| p.changed.subscribe()),
         requested: handle.requested.clone(),
         fetched: handle.fetched.clone(),
+        conflicts: handle.conflicts.clone(),
         accept_outgoing: handle.accept_outgoing.clone(),
         accept_incoming: handle.accept_incoming.clone(),
         config,
@@ -111,7 +113,47 @@ pub fn spawn(
         retry: Backoff::default(),
     };
     runner.next_timer += jittered(runner.interval());
+    if let Some(p) = &runner.peers {
+        tokio::spawn(report_status(
+            runner.config.id.clone(),
+            handle.status.clone(),
+            p.clone(),
+        ));
+    }
     (handle, tokio::spawn(runner.run()))
+}
+
+/// Turns the folder's status changes into events until the runner ends:
+/// its state, and a summary whenever a scan or pull pass finished.
+async fn report_status(
+    folder: String,
+    mut status: watch::Receiver<FolderStatus>,
+    peers: Arc<Peers>,
+) {
+    let (mut state, mut scans) = {
+        let s = status.borrow();
+        (s.state.clone(), s.scans_completed)
+    };
+    while status.changed().await.is_ok() {
+        let (now, now_scans, errors) = {
+            let s = status.borrow_and_update();
+            (s.state.clone(), s.scans_completed, s.pull_errors.len())
+        };
+        if now != state {
+            peers.events.emit(
+                "FolderStateChanged",
+                serde_json::json!({ "folder": folder, "from": state.as_str(), "to": now.as_str() }),
+            );
+            if state == FolderState::Syncing || now_scans != scans {
+                peers.events.emit(
+                    "FolderSummary",
+                    serde_json::json!({ "folder": folder, "pull_errors": errors }),
+                );
+            }
+            state = now;
+            scans = now_scans;
+        }
+    }
 }
 
 /// One folder's runner: owns the folder's state and does one thing at a
@@ -125,6 +167,8 @@ struct Runner {
     stop: Arc<AtomicBool>,
     progress: Arc<ScanProgress>,
     fetched: Arc<AtomicU64>,
+    /// Conflicts the puller met.
+    conflicts: Arc<AtomicU64>,
     status: watch::Sender<FolderStatus>,
     requests: mpsc::Receiver<()>,
     ops: mpsc::Receiver<OpRequest>,
@@ -436,6 +480,7 @@ impl Runner {
             &self.index,
             &peers,
             &self.fetched,
+            &self.conflicts,
             self.pull_deletes.count(),
             &self.accept_incoming,
         )

@@ -65,6 +65,8 @@ pub(super) struct Apply {
     pub(super) versioning: Versioning,
     /// Where kept versions' blocks are mapped (none: they are not).
     pub(super) index: Option<Arc<FolderIndex>>,
+    /// Conflicts met (counted for metrics).
+    pub(super) conflicts: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Apply {
@@ -119,6 +121,8 @@ pub(super) fn clear_file_in_way(
     if conflict {
         let lost = local.map_or_else(SystemTime::now, |l| mtime(&l.info));
         conflict_copy(path, info.modified_by, lost, ctx.max_conflicts)?;
+        ctx.conflicts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         report.rescan = true;
         Ok(())
     } else if ctx.keep(local, Keep::Move)? {
@@ -261,6 +265,8 @@ pub(super) fn finish(
     if let Some(l) = local.filter(|l| !l.info.deleted && l.info.kind == FileKind::File) {
         if in_conflict(&l.info.version, &info.version, ctx.own) {
             conflict_copy(path, info.modified_by, mtime(&l.info), ctx.max_conflicts)?;
+            ctx.conflicts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             conflicted = true;
         }
     }
@@ -346,6 +352,7 @@ mod tests {
             max_conflicts: 10,
             versioning: Versioning::None,
             index: None,
+            conflicts: Default::default(),
         };
         let mut report = PullReport::default();
         let out = delete(&ctx, &info, Some(&local), &mut report).expect("delete");

@@ -78,6 +78,19 @@ pub struct PullReport {
     /// Files among the deletions this pass went ahead with (the guard
     /// counts them with the next passes').
     pub deleted_files: u64,
+    /// The last [`crate::scanner::NOTED`] entries applied: name, deleted,
+    /// and the device that made the change.
+    pub noted: std::collections::VecDeque<(String, bool, proto::ShortId)>,
+}
+
+impl PullReport {
+    fn note(&mut self, info: &FileInfo) {
+        if self.noted.len() == crate::scanner::NOTED {
+            self.noted.pop_front();
+        }
+        self.noted
+            .push_back((info.name.to_string(), info.deleted, info.modified_by));
+    }
 }
 
 /// One pass over the need-set. `fetched` counts bytes received from peers
@@ -90,6 +103,7 @@ pub async fn pull(
     fi: &Arc<FolderIndex>,
     peers: &Arc<Peers>,
     fetched: &Arc<AtomicU64>,
+    conflicts: &Arc<AtomicU64>,
     recently_deleted: u64,
     accept_deletes: &AtomicBool,
 ) -> PullReport {
@@ -167,6 +181,7 @@ pub async fn pull(
             max_conflicts: cfg.max_conflicts,
             versioning: cfg.versioning,
             index: Some(fi.clone()),
+            conflicts: conflicts.clone(),
         },
     };
     if !ignored.is_empty() {
@@ -267,6 +282,15 @@ pub async fn pull(
     if let Err(e) = fi.flush() {
         report.errors.push(PullError::pass(e.into()));
     }
+    let config = peers.config();
+    for (name, deleted, by) in &report.noted {
+        let origin = config
+            .devices
+            .iter()
+            .find(|d| d.id.short() == *by)
+            .map_or_else(|| format!("{by:?}"), |d| d.id.to_string());
+        peers.events.changed(&cfg.id, name, *deleted, &origin);
+    }
     report
 }
 
@@ -349,6 +373,9 @@ impl Landed {
             std::mem::take(&mut self.dirs),
         );
         let n = entries.len();
+        for e in &entries {
+            report.note(&e.info);
+        }
         let fi = fi.clone();
         let result = tokio::task::spawn_blocking(move || {
             for d in &dirs {
@@ -421,6 +448,10 @@ async fn pull_files(
             let Some((global, info, local)) = todo.next() else {
                 break;
             };
+            pass.peers.events.emit(
+                "ItemStarted",
+                serde_json::json!({ "folder": pass.cfg.id, "name": info.name.as_str() }),
+            );
             running.push(async move {
                 let r = fetch::file(pass, &global, &info, local.as_ref()).await;
                 (info, r)
@@ -431,6 +462,15 @@ async fn pull_files(
         };
         report.fetched += r.fetched;
         report.rescan |= r.rescan;
+        let error = match &r.outcome {
+            Ok(Outcome::Done(_)) => None,
+            Ok(Outcome::Later(why) | Outcome::LocalChange(why)) => Some(why.clone()),
+            Err(e) => Some(e.to_string()),
+        };
+        pass.peers.events.emit(
+            "ItemFinished",
+            serde_json::json!({ "folder": pass.cfg.id, "name": info.name.as_str(), "error": error }),
+        );
         match r.outcome {
             Ok(Outcome::Done(inode)) => {
                 landed.add(&pass.cfg.path, info, inode);
@@ -462,6 +502,7 @@ fn settle(
     let name = info.name.to_string();
     match result {
         Ok(Outcome::Done(inode)) => {
+            report.note(&info);
             // The version is the winner's, unchanged; the sequence is new.
             match fi.update_local(vec![Entry {
                 info,
