@@ -40,6 +40,7 @@ impl Config {
                 reason: format!("{reason} (or use `dynamic`)"),
             })?;
         }
+        self.ignored_devices.retain(|d| *d != id);
         self.devices.push(DeviceConfig {
             id,
             name: name.unwrap_or_default().to_string(),
@@ -177,6 +178,42 @@ impl Config {
             return Ok(false);
         }
         f.devices.push(*device);
+        Ok(true)
+    }
+
+    /// Removes a folder from the configuration (its files stay where they
+    /// are).
+    pub fn remove_folder(&mut self, folder: &str) -> Result<(), ConfigError> {
+        self.folder_mut(folder)?;
+        self.folders.retain(|f| f.id != folder);
+        Ok(())
+    }
+
+    /// Stops listing `device`'s connection requests as pending. Returns
+    /// false if it already was ignored.
+    pub fn ignore_device(&mut self, device: &DeviceId) -> Result<bool, ConfigError> {
+        if self.device(device).is_some() {
+            return Err(ConfigError::Conflict(format!(
+                "device {device} is configured; remove it first"
+            )));
+        }
+        if self.ignored_devices.contains(device) {
+            return Ok(false);
+        }
+        self.ignored_devices.push(*device);
+        Ok(true)
+    }
+
+    /// Stops listing `device`'s offer of folder `id` as pending. Returns
+    /// false if it already was ignored.
+    pub fn ignore_folder(&mut self, device: &DeviceId, id: &str) -> Result<bool, ConfigError> {
+        if self.ignored_folders.iter().any(|i| i.matches(device, id)) {
+            return Ok(false);
+        }
+        self.ignored_folders.push(super::IgnoredFolder {
+            device: *device,
+            id: id.to_string(),
+        });
         Ok(true)
     }
 }

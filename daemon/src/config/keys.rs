@@ -17,6 +17,7 @@ pub const KEYS: &[&str] = &[
     "max_watches",
     "api.address",
     "api.key",
+    "api.metrics_without_auth",
     "discovery.local",
     "discovery.global",
     "transport.prefer",
@@ -37,6 +38,7 @@ impl Config {
             "max_watches" => self.max_watches.to_string(),
             "api.address" => self.api.address.clone(),
             "api.key" => self.api.key.clone(),
+            "api.metrics_without_auth" => self.api.metrics_without_auth.to_string(),
             "discovery.local" => self.discovery.local.to_string(),
             "discovery.global" => self.discovery.global.join(","),
             "transport.prefer" => self.transport.prefer.as_str().to_string(),
@@ -94,6 +96,9 @@ impl Config {
                     return Err(bad("use at least 16 printable ASCII characters".into()));
                 }
                 self.api.key = v.to_string();
+            }
+            "api.metrics_without_auth" => {
+                self.api.metrics_without_auth = parse_bool(value).map_err(bad)?
             }
             "discovery.local" => self.discovery.local = parse_bool(value).map_err(bad)?,
             "discovery.global" => {
@@ -205,6 +210,7 @@ mod tests {
             ("max_watches", "5000"),
             ("api.address", "127.0.0.1:9000"),
             ("api.key", "0123456789abcdef0123"),
+            ("api.metrics_without_auth", "true"),
             ("discovery.local", "false"),
             ("discovery.global", "https://127.0.0.1:8443/v2/?id=X"),
             ("transport.prefer", "quic"),

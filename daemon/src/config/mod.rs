@@ -6,7 +6,7 @@
 //! successful change. The CLI and, later, the local API share them.
 
 mod edit;
-mod keys;
+pub mod keys;
 pub mod live;
 
 use std::path::{Path, PathBuf};
@@ -53,12 +53,45 @@ pub struct Config {
     /// allows); a folder needing more is rescanned every minute instead.
     #[serde(default)]
     pub max_watches: u64,
+    /// Devices whose connection requests are refused without being
+    /// listed as pending.
+    #[serde(
+        default,
+        with = "device_id_list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub ignored_devices: Vec<DeviceId>,
     /// Known devices.
     #[serde(default, rename = "device", skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<DeviceConfig>,
     /// Shared folders.
     #[serde(default, rename = "folder", skip_serializing_if = "Vec::is_empty")]
     pub folders: Vec<FolderConfig>,
+    /// Folder offers not listed as pending.
+    #[serde(
+        default,
+        rename = "ignored_folder",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub ignored_folders: Vec<IgnoredFolder>,
+}
+
+/// A folder a device offered that the user chose not to be asked about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IgnoredFolder {
+    /// The device offering it.
+    #[serde(with = "device_id_text")]
+    pub device: DeviceId,
+    /// The folder's ID.
+    pub id: String,
+}
+
+impl IgnoredFolder {
+    /// Whether this is `device`'s offer of `id`.
+    pub fn matches(&self, device: &DeviceId, id: &str) -> bool {
+        self.device == *device && self.id == id
+    }
 }
 
 /// The local control API.
@@ -69,6 +102,13 @@ pub struct ApiConfig {
     pub address: String,
     /// The secret sent as `X-API-Key`.
     pub key: String,
+    /// The GUI password's argon2 hash (PHC string); empty: none, which
+    /// only a loopback address allows.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub password_hash: String,
+    /// Serve `/metrics` without authentication.
+    #[serde(default)]
+    pub metrics_without_auth: bool,
 }
 
 /// How peers are found.
