@@ -111,6 +111,111 @@ fn is_stamp_and_id(s: &str) -> bool {
         && b[15] == b'-'
 }
 
+/// A conflict copy's parts: the name it is a copy of, and the short ID
+/// of the device whose version lost. `None` for other names.
+pub fn parse_copy_name(name: &str) -> Option<(String, String)> {
+    let (dir, base) = match name.rsplit_once('/') {
+        Some((d, b)) => (Some(d), b),
+        None => (None, name),
+    };
+    let (stem, rest) = base.split_once(".sync-conflict-")?;
+    // YYYYMMDD-HHMMSS-SHORTID[-N][.ext]
+    let (date, rest) = rest.split_at_checked(16)?;
+    if !date.ends_with('-') || !date[..15].chars().all(|c| c.is_ascii_digit() || c == '-') {
+        return None;
+    }
+    let (id_part, ext) = match rest.find('.') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let device = id_part.split('-').next()?.to_string();
+    if device.len() != 7 {
+        return None;
+    }
+    let original = format!("{stem}{ext}");
+    Some((
+        dir.map_or(original.clone(), |d| format!("{d}/{original}")),
+        device,
+    ))
+}
+
+/// What to keep when resolving a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// The original stays; the copy goes (kept as a version).
+    Original,
+    /// The copy replaces the original (which is kept as a version).
+    Copy,
+    /// Both stay: the copy gets a plain name and is no longer a conflict.
+    Both,
+}
+
+/// Resolves the conflict copy `copy` under `root` as `how` says; answers
+/// the name the copy now has, if it stays. Whatever is removed or
+/// replaced is kept as the folder's versioning says, so nothing is lost;
+/// the rescan after it sends the result to the other devices.
+pub fn resolve(
+    root: &Path,
+    versioning: crate::config::Versioning,
+    copy: &str,
+    how: Resolution,
+) -> std::io::Result<Option<String>> {
+    use crate::model::versioner::{keep, Keep};
+    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    let (original, device) =
+        parse_copy_name(copy).ok_or_else(|| bad(format!("{copy:?} is not a conflict copy")))?;
+    let copy_path = crate::fs::safe_path(root, copy)?;
+    if !fs::symlink_metadata(&copy_path).is_ok_and(|m| m.is_file()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{copy:?} is not there"),
+        ));
+    }
+    let now = std::time::SystemTime::now();
+    match how {
+        Resolution::Original => {
+            if keep(root, versioning, copy, Keep::Move, now)?.is_none() {
+                fs::remove_file(&copy_path)?;
+            }
+            Ok(None)
+        }
+        Resolution::Copy => {
+            let original_path = crate::fs::safe_path(root, &original)?;
+            // Kept by a link first, so there is no moment without it.
+            keep(root, versioning, &original, Keep::Link, now)?;
+            fs::rename(&copy_path, &original_path)?;
+            Ok(Some(original))
+        }
+        Resolution::Both => {
+            let (stem, ext) = match original.rfind('.') {
+                Some(i) if i > 0 && !original[i..].contains('/') => {
+                    (&original[..i], &original[i..])
+                }
+                _ => (original.as_str(), ""),
+            };
+            let stamp = chrono::Local::now().format("%Y-%m-%d %H%M%S");
+            let name = (1..100)
+                .map(|n| {
+                    let tag = if n == 1 {
+                        String::new()
+                    } else {
+                        format!(" {n}")
+                    };
+                    format!("{stem} (from {device} {stamp}{tag}){ext}")
+                })
+                .find(|n| {
+                    crate::fs::safe_path(root, n).is_ok_and(|p| fs::symlink_metadata(p).is_err())
+                })
+                .ok_or_else(|| std::io::Error::other("no free name for the copy"))?;
+            let target = crate::fs::safe_path(root, &name)?;
+            // A link refuses an existing name, so nothing is replaced.
+            fs::hard_link(&copy_path, &target)?;
+            fs::remove_file(&copy_path)?;
+            Ok(Some(name))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +312,70 @@ mod tests {
         let reset = Vector::new().updated(me, 0).merged(&ours);
         assert!(reset.compare(&theirs) == proto::version::Ordering::Lesser);
         assert!(in_conflict(&reset, &theirs, me));
+    }
+
+    #[test]
+    fn conflict_copy_names_parse_back_to_their_original() {
+        assert_eq!(
+            parse_copy_name("a/b/c.sync-conflict-20261202-101500-ABCDEFG.txt"),
+            Some(("a/b/c.txt".into(), "ABCDEFG".into()))
+        );
+        assert_eq!(
+            parse_copy_name("c.sync-conflict-20261202-101500-ABCDEFG-3"),
+            Some(("c".into(), "ABCDEFG".into()))
+        );
+        assert_eq!(parse_copy_name("c.txt"), None);
+        assert_eq!(parse_copy_name("c.sync-conflict-junk.txt"), None);
+    }
+
+    #[test]
+    fn each_resolution_keeps_what_it_says_and_versions_the_rest() {
+        let dir = tempfile::tempdir().expect("test");
+        let root = dir.path();
+        let v = crate::config::Versioning::Trashcan { days: 30 };
+        let copy = "c.sync-conflict-20261202-101500-ABCDEFG.txt";
+        let put = |n: &str, t: &str| fs::write(root.join(n), t).expect("test");
+        let read = |n: &str| fs::read_to_string(root.join(n)).expect("test");
+
+        put("c.txt", "ours");
+        put(copy, "theirs");
+        assert_eq!(
+            resolve(root, v, copy, Resolution::Copy)
+                .expect("test")
+                .as_deref(),
+            Some("c.txt")
+        );
+        assert_eq!(read("c.txt"), "theirs");
+        assert!(!root.join(copy).exists());
+        assert_eq!(read(".stversions/c.txt"), "ours");
+
+        put(copy, "theirs again");
+        assert_eq!(
+            resolve(root, v, copy, Resolution::Original).expect("test"),
+            None
+        );
+        assert_eq!(read("c.txt"), "theirs");
+        assert!(!root.join(copy).exists());
+
+        put(copy, "both");
+        let kept = resolve(root, v, copy, Resolution::Both)
+            .expect("test")
+            .expect("test");
+        assert!(
+            kept.starts_with("c (from ABCDEFG ") && kept.ends_with(").txt"),
+            "{kept}"
+        );
+        assert_eq!(read(&kept), "both");
+        assert_eq!(read("c.txt"), "theirs");
+        assert!(parse_copy_name(&kept).is_none());
+
+        assert!(resolve(root, v, "c.txt", Resolution::Original).is_err());
+        assert!(resolve(
+            root,
+            v,
+            "../x.sync-conflict-20261202-101500-ABCDEFG",
+            Resolution::Original
+        )
+        .is_err());
     }
 }

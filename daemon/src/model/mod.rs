@@ -1,7 +1,7 @@
 //! Per-folder actors: each folder has one runner that owns its state and
 //! serialises the work on it (scans and pull passes).
 
-mod conflict;
+pub mod conflict;
 mod direction;
 pub mod doctor;
 pub mod folder;
