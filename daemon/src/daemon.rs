@@ -84,6 +84,13 @@ async fn serve(
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
+    if !api::auth::is_loopback(&config.api.address) && config.api.password_hash.is_empty() {
+        anyhow::bail!(
+            "the API and GUI address {} is reachable from other machines, and no GUI password is set: \
+             set one with `ferrosync gui password`, or listen on loopback (`ferrosync config set api.address 127.0.0.1:8384`)",
+            config.api.address
+        );
+    }
     let listener = tokio::net::TcpListener::bind(&config.api.address)
         .await
         .with_context(|| format!("binding the API to {}", config.api.address))?;
@@ -167,6 +174,9 @@ async fn serve(
     let state = Arc::new(ApiState {
         device_id,
         api_key: config.api.key.clone(),
+        loopback: api::auth::is_loopback(&api_addr.to_string()),
+        sessions: api::auth::Sessions::default(),
+        home: home.clone(),
         folders,
         peers: peers.clone(),
         reload: reload_tx,
@@ -278,8 +288,12 @@ fn reload(
         new.save(&home.config_path()).map_err(|e| e.to_string())?;
     }
     let mut notes = Vec::new();
-    if new.listen != started.listen || new.api != started.api {
-        notes.push("listen and api.* changes apply when the daemon restarts".to_string());
+    // The password and the metrics switch are read per request.
+    let restart = |c: &Config| (c.listen.clone(), c.api.address.clone(), c.api.key.clone());
+    if restart(&new) != restart(started) {
+        notes.push(
+            "listen, api.address and api.key changes apply when the daemon restarts".to_string(),
+        );
     }
     sup.peers.set_config(new.clone());
     sup.apply(&new).map_err(|e| e.to_string())?;

@@ -2,11 +2,12 @@
 //! Scripts depend on these names: add fields freely, rename none.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub use crate::model::doctor::{Diagnosis, Finding};
 
 /// `GET /rest/status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Status {
     /// This device's ID.
     pub device_id: String,
@@ -34,7 +35,7 @@ pub struct Status {
 }
 
 /// Port mapping in [`Status`].
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct NatStatus {
     /// `nat` in force.
     pub enabled: bool,
@@ -48,7 +49,7 @@ pub struct NatStatus {
 }
 
 /// STUN in [`Status`].
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct StunStatus {
     /// The servers asked.
     pub servers: Vec<String>,
@@ -59,7 +60,7 @@ pub struct StunStatus {
 }
 
 /// One configured relay entry in [`Status`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RelayStatus {
     /// As configured: `relay://…` or a `dynamic+https://…` pool.
     pub entry: String,
@@ -74,7 +75,7 @@ pub struct RelayStatus {
 }
 
 /// One discovery source in [`Status`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DiscoveryStatus {
     /// `global` or `lan`.
     pub source: String,
@@ -87,7 +88,7 @@ pub struct DiscoveryStatus {
 }
 
 /// One folder in [`Status`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct FolderStatus {
     /// Folder ID.
     pub id: String,
@@ -156,10 +157,22 @@ pub struct FolderStatus {
     pub scan_progress: Option<ScanProgress>,
     /// Bytes received from peers for this folder since the daemon started.
     pub pulled_bytes: u64,
+    /// The devices it is shared with.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// What it keeps of replaced and deleted files (`trashcan:30`, …).
+    #[serde(default)]
+    pub versioning: String,
+    /// Whether it is paused in the configuration.
+    #[serde(default)]
+    pub paused: bool,
+    /// Conflicts met pulling since the daemon started.
+    #[serde(default)]
+    pub conflicts: u64,
 }
 
 /// One problem of a pull pass.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PullError {
     /// The folder-relative name (absent: the pass itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,7 +184,7 @@ pub struct PullError {
 }
 
 /// Progress of a running scan.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 pub struct ScanProgress {
     /// Files to hash found so far.
     pub files_total: u64,
@@ -184,7 +197,7 @@ pub struct ScanProgress {
 }
 
 /// One device in [`Status`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DeviceStatus {
     /// Device ID.
     pub id: String,
@@ -202,17 +215,39 @@ pub struct DeviceStatus {
     /// Where the address in use came from when connected: `static`,
     /// `lan` or `global` when we dialled it, `incoming` when it dialled us.
     pub source: Option<String>,
+    /// Its configured addresses.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Bytes received from it since the daemon started.
+    #[serde(default)]
+    pub in_bytes_total: u64,
+    /// Bytes sent to it since the daemon started.
+    #[serde(default)]
+    pub out_bytes_total: u64,
+    /// Bytes per second received, over the last second or more.
+    #[serde(default)]
+    pub in_rate: f64,
+    /// Bytes per second sent.
+    #[serde(default)]
+    pub out_rate: f64,
+    /// How much of the folders shared with it it has, in percent of
+    /// their global bytes (from its index as we have it).
+    #[serde(default)]
+    pub completion: f64,
+    /// When the session started (Unix seconds), if connected.
+    #[serde(default)]
+    pub connected_since: Option<u64>,
 }
 
 /// `POST /rest/folders/{id}/rescan`: the scan to wait for.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 pub struct RescanTicket {
     /// The folder's `scans_completed` once that scan is done.
     pub scan: u64,
 }
 
 /// One kept version of a file (`GET /rest/folders/{id}/versions`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Version {
     /// The folder-relative name of the file it is a copy of.
     pub name: String,
@@ -228,7 +263,7 @@ pub struct Version {
 
 /// `POST /rest/folders/{id}/restore`: what was brought back, and the scan
 /// that records it (and so sends it to the other devices).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Restored {
     /// The version restored.
     pub version: Version,
@@ -237,21 +272,21 @@ pub struct Restored {
 }
 
 /// `POST /rest/folders/{id}/override|revert`: how many names it changed.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 pub struct Changed {
     /// Names whose entries were rewritten.
     pub changed: usize,
 }
 
 /// An error answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ApiError {
     /// What went wrong.
     pub error: String,
 }
 
 /// `GET /rest/folders/{id}/entries`: this device's index entries.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Entry {
     /// Folder-relative name.
     pub name: String,
@@ -282,7 +317,7 @@ pub struct Entry {
 
 /// `GET /rest/pending`: devices that asked to connect, and folders
 /// configured devices offered that we do not share with them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Pending {
     /// Unknown devices that connected.
     pub devices: Vec<PendingDevice>,
@@ -292,7 +327,7 @@ pub struct Pending {
 }
 
 /// One folder offered by a configured device.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PendingFolder {
     /// The folder ID.
     pub id: String,
@@ -305,7 +340,7 @@ pub struct PendingFolder {
 }
 
 /// One unknown device.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PendingDevice {
     /// Its ID.
     pub id: String,
@@ -318,8 +353,220 @@ pub struct PendingDevice {
 }
 
 /// `POST /rest/config/reload`: the configuration file was applied.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Reloaded {
     /// Anything the user should know (e.g. what needs a restart).
     pub notes: Vec<String>,
+}
+
+/// `GET /rest/auth`: whether this client is logged in.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuthState {
+    /// A GUI password is set (the empty password does not log in).
+    pub password_required: bool,
+    /// The request carries a live session cookie (or the API key).
+    pub logged_in: bool,
+    /// The session's CSRF token, when logged in by cookie.
+    pub csrf: Option<String>,
+}
+
+/// `POST /rest/login`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Login {
+    /// The GUI password ("" when none is set).
+    pub password: String,
+}
+
+/// `POST /rest/login`: the token to send as `X-CSRF-Token`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoggedIn {
+    /// Sent back on every request that changes something.
+    pub csrf: String,
+}
+
+/// `PUT /rest/gui/password`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewPassword {
+    /// The new GUI password (not empty).
+    pub password: String,
+}
+
+/// `GET /rest/id`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceIdAnswer {
+    /// This device's ID.
+    pub id: String,
+}
+
+/// `PUT /rest/config/{key}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConfigValue {
+    /// The new value, as `ferrosync config set` takes it.
+    pub value: String,
+}
+
+/// A configured device (`GET /rest/devices`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceConfig {
+    /// Its ID.
+    pub id: String,
+    /// Its name here.
+    pub name: String,
+    /// Where it is dialled (`dynamic`: found by discovery).
+    pub addresses: Vec<String>,
+}
+
+/// `POST /rest/devices`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewDevice {
+    /// Its ID.
+    pub id: String,
+    /// A name for it.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where to reach it [default: dynamic].
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+/// A configured folder (`GET /rest/folders`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FolderConfig {
+    /// Its ID.
+    pub id: String,
+    /// Its root.
+    pub path: String,
+    /// `sendreceive`, `sendonly` or `receiveonly`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The devices it is shared with.
+    pub devices: Vec<String>,
+    /// What it keeps of replaced and deleted files.
+    pub versioning: String,
+    /// Paused.
+    pub paused: bool,
+}
+
+/// `POST /rest/folders`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewFolder {
+    /// The ID peers know it by.
+    pub id: String,
+    /// Its root: an existing directory, unless `create`.
+    pub path: String,
+    /// Create the directory if missing.
+    #[serde(default)]
+    pub create: bool,
+    /// `sendreceive` (default), `sendonly` or `receiveonly`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// Devices to share it with.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// `none`, `trashcan[:DAYS]`, `simple[:KEEP]`, `staggered[:MAXAGE]`.
+    #[serde(default)]
+    pub versioning: Option<String>,
+}
+
+/// `PATCH /rest/folders/{id}`: the settings to change.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FolderPatch {
+    /// New versioning.
+    #[serde(default)]
+    pub versioning: Option<String>,
+    /// New type.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+}
+
+/// `POST /rest/folders/{id}/share` and the folder-offer calls.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceRef {
+    /// The device.
+    pub device: String,
+}
+
+/// `POST /rest/pending/devices/{id}/accept`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct AcceptDevice {
+    /// A name for it [default: the name it gave].
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `POST /rest/pending/folders/{id}/accept`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AcceptFolder {
+    /// The device offering it.
+    pub device: String,
+    /// Where to keep it, when it is not configured here yet (created if
+    /// missing).
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// An item this device needs (`GET /rest/folders/{id}/need`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NeedItem {
+    /// Folder-relative name.
+    pub name: String,
+    /// `file`, `directory` or `symlink`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Size in bytes of the version needed.
+    pub size: u64,
+    /// Its modification time (Unix seconds).
+    pub modified: i64,
+    /// The needed version deletes it.
+    pub deleted: bool,
+    /// Connected or not, the devices that have that version.
+    pub from: Vec<String>,
+}
+
+/// A conflict copy and the file it is a copy of
+/// (`GET /rest/folders/{id}/conflicts`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Conflict {
+    /// The conflict copy's name.
+    pub conflict: String,
+    /// The name it conflicts with.
+    pub original: String,
+    /// The short ID of the device whose version the copy keeps.
+    pub device: String,
+    /// The copy's size.
+    pub conflict_size: u64,
+    /// The copy's modification time (Unix seconds).
+    pub conflict_modified: i64,
+    /// Whether the original is there.
+    pub original_exists: bool,
+    /// The original's size.
+    pub original_size: Option<u64>,
+    /// The original's modification time.
+    pub original_modified: Option<i64>,
+}
+
+/// `POST /rest/folders/{id}/conflicts/resolve`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Resolve {
+    /// The conflict copy's name.
+    pub conflict: String,
+    /// `original` (the copy goes), `conflict` (it replaces the original)
+    /// or `both` (it is renamed to a plain name and stays).
+    pub keep: String,
+}
+
+/// `GET /rest/folders/{id}/ignores`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IgnoreFile {
+    /// `.stignore` as it is.
+    pub text: String,
+    /// Its pattern lines (comments and blank lines left out).
+    pub patterns: Vec<String>,
+}
+
+/// `PUT /rest/folders/{id}/ignores`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IgnoreText {
+    /// The new `.stignore`.
+    pub text: String,
 }

@@ -18,7 +18,7 @@ use crate::peer::Peers;
 const NAMES_SHOWN: usize = 10;
 
 /// What the doctor found for a folder (and a file, if one was asked for).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Diagnosis {
     /// The folder.
     pub folder: String,
@@ -31,7 +31,7 @@ pub struct Diagnosis {
 }
 
 /// One reason.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Finding {
     /// A stable name for it (`error`, `paused`, `deletes_held`,
     /// `remote_deletes_held`, `disk_space`, `watch_limit`, `not_shared`,
