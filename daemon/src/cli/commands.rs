@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::client::Client;
-use super::{Cli, Command, ConfigAction, DeviceAction, FolderAction};
+use super::{Cli, Command, ConfigAction, DeviceAction, FolderAction, GuiAction};
 use crate::api::dto::{
     Changed, Diagnosis, Pending, Reloaded, RescanTicket, Restored, Status, Version,
 };
@@ -41,7 +41,34 @@ pub(super) fn run(cli: Cli) -> Result<()> {
             at,
         } => restore(&home, &folder_id, &path, at.as_deref()),
         Command::Pending { json } => pending(&home, json),
+        Command::Gui {
+            action: GuiAction::Password,
+        } => gui_password(&home),
     }
+}
+
+/// Reads the new GUI password (twice on a terminal) and saves its hash.
+fn gui_password(home: &Home) -> Result<()> {
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password("new GUI password: ")?;
+        let b = rpassword::prompt_password("again: ")?;
+        if a != b {
+            anyhow::bail!("the two passwords differ; nothing changed");
+        }
+        a
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    let hash = crate::api::auth::hash_password(&password).map_err(anyhow::Error::msg)?;
+    edit(home, |c| {
+        c.api.password_hash = hash;
+        Ok(())
+    })?;
+    println!("GUI password set");
+    Ok(())
 }
 
 fn init(home: &Home, name: Option<String>) -> Result<()> {
@@ -206,6 +233,10 @@ fn folder(home: &Home, action: FolderAction) -> Result<()> {
             println!("added folder {folder_id:?}");
         }
         FolderAction::Rescan { folder_id } => rescan(home, &folder_id)?,
+        FolderAction::Remove { folder_id } => {
+            edit(home, |c| Ok(c.remove_folder(&folder_id)?))?;
+            println!("removed folder {folder_id:?} (its files are where they were)");
+        }
         FolderAction::Set {
             folder_id,
             versioning,

@@ -98,6 +98,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The web GUI's settings.
+    Gui {
+        #[command(subcommand)]
+        action: GuiAction,
+    },
     /// Show what the running daemon is doing: folders and devices.
     Status {
         /// Print JSON.
@@ -107,6 +112,14 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         watch: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum GuiAction {
+    /// Set the password the web GUI asks for (needed before the GUI may
+    /// listen beyond loopback); asked for twice on a terminal, else read
+    /// as one line from standard input.
+    Password,
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,6 +206,11 @@ enum FolderAction {
         folder_id: String,
         /// The device.
         device_id: DeviceId,
+    },
+    /// Stop sharing a folder (its files stay where they are).
+    Remove {
+        /// The folder.
+        folder_id: String,
     },
     /// List configured folders.
     List {
