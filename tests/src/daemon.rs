@@ -213,7 +213,7 @@ impl Daemon<'_> {
     }
 
     /// The URL of an API path and the key to send.
-    fn api(&self, path: &str) -> (String, String) {
+    pub fn api(&self, path: &str) -> (String, String) {
         let addr =
             std::fs::read_to_string(self.device.home().join("api-address")).expect("api-address");
         let key = self.device.ok(&["config", "get", "api.key"]);

@@ -13,9 +13,11 @@ use std::sync::OnceLock;
 
 pub mod bench;
 pub mod daemon;
+pub mod http;
 pub mod mallory;
 pub mod netns;
 pub mod pair;
+pub mod pytools;
 pub mod servers;
 pub mod syncthing;
 pub mod trees;

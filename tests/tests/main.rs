@@ -1,5 +1,7 @@
 //! Multi-process scenarios: real binaries in temporary homes.
 //!
+//! - `api`: the local API: documented operations served and guarded (key, cookie and CSRF,
+//!   Host, a password beyond loopback), events, changes and metrics, the CLI walk, schemathesis.
 //! - `bounds`: floods, unbacked claims, vanished peers and long scans cost a bounded amount.
 //! - `cli`: every command's happy path, and bad input that must fail with
 //!   one clear line and change nothing.
@@ -28,6 +30,7 @@
 //!   cleaned out; a file put back is filled from the copy.
 //! - `syncthing_harness`: the harness that runs the real Syncthing binary.
 
+mod api;
 mod bounds;
 mod cli;
 mod discovery;
