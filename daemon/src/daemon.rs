@@ -177,6 +177,7 @@ async fn serve(
         loopback: api::auth::is_loopback(&api_addr.to_string()),
         sessions: api::auth::Sessions::default(),
         home: home.clone(),
+        listening: listening.clone(),
         folders,
         peers: peers.clone(),
         reload: reload_tx,

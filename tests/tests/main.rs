@@ -11,6 +11,8 @@
 //! - `doctor`: why a folder or a file is not in sync.
 //! - `guards`: a missing root deletes nothing anywhere; mass deletes held both ways until
 //!   accepted; a paused folder neither scans nor pulls.
+//! - `gui`: the web GUI in headless Chromium (Playwright): pair, share, sync, resolve a
+//!   conflict, restore a version, edit ignores; screenshots of each view.
 //! - `identity`: device IDs as Syncthing's own binary computes them.
 //! - `ignores`: ignore patterns on pull and on serve.
 //! - `hostile`: a hand-built peer: escaping and internal names, bad block lists, ignored or
@@ -37,6 +39,7 @@ mod discovery;
 mod discovery_server;
 mod doctor;
 mod guards;
+mod gui;
 mod hostile;
 mod identity;
 mod ignores;

@@ -17,6 +17,10 @@ pub struct Status {
     pub version: String,
     /// `transport.prefer` in force.
     pub transport_prefer: String,
+    /// Where this device listens (ports resolved): what another device
+    /// can be given as this one's address.
+    #[serde(default)]
+    pub listening: Vec<String>,
     /// Every configured folder.
     pub folders: Vec<FolderStatus>,
     /// Every configured device.

@@ -47,6 +47,8 @@ pub struct ApiState {
     pub sessions: auth::Sessions,
     /// The daemon's home (for the index size).
     pub home: crate::home::Home,
+    /// The URLs our listeners are bound to (ports resolved).
+    pub listening: Vec<String>,
     /// Running folders by ID (changed by reloads).
     pub folders: Arc<RwLock<HashMap<String, FolderHandle>>>,
     /// Sessions, pending devices, and the configuration in force.

@@ -72,6 +72,7 @@ pub(super) async fn status(State(s): State<Arc<ApiState>>) -> Response {
         name: config.name.clone(),
         transport_prefer: config.transport.prefer.as_str().to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        listening: s.listening.clone(),
         folders,
         devices,
         discovery: {
