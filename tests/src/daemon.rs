@@ -37,6 +37,8 @@ impl Device {
         d.isolate();
         d.netns = Some(host.clone());
         d.ok(&["config", "set", "api.address", &format!("{}:0", host.ip)]);
+        // An API beyond loopback needs a GUI password to start.
+        d.set_gui_password("lab password");
         d.ok(&[
             "config",
             "set",
@@ -44,6 +46,26 @@ impl Device {
             "tcp://0.0.0.0:0,quic://0.0.0.0:0",
         ]);
         (d, id)
+    }
+
+    /// `ferrosync gui password` with `password` on stdin.
+    pub fn set_gui_password(&self, password: &str) {
+        use std::io::Write;
+        let mut child = self
+            .command()
+            .args(["gui", "password"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        writeln!(child.stdin.take().expect("stdin"), "{password}").expect("stdin");
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "gui password: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Configures the home for a test on loopback: the API on a free port,

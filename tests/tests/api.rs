@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -54,25 +53,6 @@ fn operations(doc: &Value) -> Vec<(String, String)> {
         }
     }
     ops
-}
-
-/// `ferrosync gui password` with `password` on stdin.
-fn set_password(dev: &Device, password: &str) {
-    let mut child = dev
-        .command()
-        .args(["gui", "password"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("stdin");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "gui password: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// `Cookie: COOKIE` and `extra`.
@@ -216,7 +196,7 @@ fn cookie_sessions_need_their_csrf_token_and_the_password() {
         "logged out"
     );
 
-    set_password(&dev, "correct horse");
+    dev.set_gui_password("correct horse");
     let auth = get(&d, "/rest/auth", &[]).json();
     assert_eq!(auth["password_required"], true, "{auth}");
     assert_eq!(login("").status, 401);
@@ -266,7 +246,7 @@ fn an_api_beyond_loopback_needs_a_gui_password() {
         .expect("run");
     assert!(!out.status.success(), "an empty password is refused");
 
-    set_password(&dev, "hunter2 but longer");
+    dev.set_gui_password("hunter2 but longer");
     let d = dev.start();
     let (url, key) = base(&d);
     let r = request(
