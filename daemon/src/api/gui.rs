@@ -11,8 +11,13 @@ const INDEX: &str = include_str!("gui/index.html");
 const APP: &str = include_str!("gui/app.js");
 const STYLE: &str = include_str!("gui/style.css");
 
-/// Headers every GUI file gets: not to be framed or sniffed.
-const SAFE: [(header::HeaderName, &str); 3] = [
+/// Headers every GUI file gets: not to be framed or sniffed, and nothing
+/// but our own files run or load (an injected name stays text anyway).
+const SAFE: [(header::HeaderName, &str); 4] = [
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    ),
     (header::X_FRAME_OPTIONS, "DENY"),
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     (header::CACHE_CONTROL, "no-cache"),
