@@ -104,7 +104,12 @@ fn a_missing_root_deletes_nothing_anywhere() {
     write_files(&p.ra, 50);
     let (mut da, mut db) = p.start();
     wait_files(&p.rb, 50, &[&da, &db]);
-    let b_seq = f(&db.status().expect("status"))["sequence"].clone();
+    // Files land before the pass commits them to B's index: read B's
+    // sequence once the index holds them all and B is idle.
+    let b_seq = f(&db.wait_until("B indexed what it pulled", LIMIT, |s| {
+        f(s)["local_files"] == 50 && f(s)["state"] == "idle"
+    }))["sequence"]
+        .clone();
 
     let away = p.rb.with_extension("unmounted");
     fs::rename(&p.rb, &away).expect("move the root away");
