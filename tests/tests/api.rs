@@ -97,7 +97,12 @@ fn every_documented_operation_is_served_and_refuses_strangers() {
             .replace("{n}", "1")
             .replace("{key}", "no.such");
         let target = format!("{url}{concrete}");
-        for headers in [&[][..], &[("X-API-Key", "wrong")][..]] {
+        let strangers: [&[(&str, &str)]; 3] = [
+            &[],
+            &[("X-API-Key", "wrong")],
+            &[("Authorization", "Bearer wrong")],
+        ];
+        for headers in strangers {
             let r = request(method, &target, headers, None);
             if public {
                 assert_ne!(r.status, 401, "{method} {path} is public: {r:?}");
@@ -119,6 +124,11 @@ fn every_documented_operation_is_served_and_refuses_strangers() {
             r.body
         );
     }
+
+    // What a Prometheus scrape config can send.
+    let bearer = format!("Bearer {key}");
+    let scrape = get(&d, "/metrics", &[("Authorization", &bearer)]);
+    assert_eq!(scrape.status, 200, "{scrape:?}");
 
     let foreign = get(
         &d,
@@ -351,7 +361,9 @@ fn events_changes_and_metrics_follow_a_sync() {
     let anon = get(&db, "/metrics", &[]);
     assert_eq!(anon.status, 401, "{anon:?}");
     let Some(before) = before else { return };
-    let after = pytools::parse_metrics(&get(&db, "/metrics", &auth).body);
+    let text = get(&db, "/metrics", &auth).body;
+    ferrosync_tests::docs::assert_metrics_documented(&text);
+    let after = pytools::parse_metrics(&text);
     let value = |s: &[Value], name: &str, labels: &[(&str, &str)]| {
         pytools::sample(s, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in {s:#?}"))
     };

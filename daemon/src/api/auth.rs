@@ -1,5 +1,6 @@
-//! Who may use the API: a client with the API key (`X-API-Key`, compared
-//! in constant time), or a browser with a session cookie from a GUI login,
+//! Who may use the API: a client with the API key (`X-API-Key`, or
+//! `Authorization: Bearer` as a Prometheus scrape sends it; compared in
+//! constant time), or a browser with a session cookie from a GUI login,
 //! which must also send the session's CSRF token (`X-CSRF-Token`) on
 //! every request that changes something. On a loopback address the Host
 //! header must name loopback too, so a web page whose name resolves to
@@ -121,11 +122,21 @@ impl Sessions {
     /// Whether the request may go on: the API key, or a live session
     /// (with its CSRF token unless the method only reads).
     pub fn check(&self, key: &str, method: &Method, headers: &HeaderMap) -> Result<(), Refusal> {
-        if let Some(k) = headers.get(KEY_HEADER) {
-            return if !key.is_empty() && same(k.as_bytes(), key.as_bytes()) {
+        let bearer = || {
+            headers
+                .get(header::AUTHORIZATION)?
+                .as_bytes()
+                .strip_prefix(b"Bearer ")
+        };
+        if let Some(k) = headers
+            .get(KEY_HEADER)
+            .map(|k| k.as_bytes())
+            .or_else(bearer)
+        {
+            return if !key.is_empty() && same(k, key.as_bytes()) {
                 Ok(())
             } else {
-                Err(Refusal::Unauthenticated("wrong X-API-Key"))
+                Err(Refusal::Unauthenticated("wrong API key"))
             };
         }
         let Some(csrf) = self.csrf(headers) else {
