@@ -193,6 +193,23 @@ async function main() {
       await closeView(b);
     });
 
+    await step('keyboard focus survives live updates; Enter rescans', async () => {
+      await action(b, 'rescan').focus();
+      fs.writeFileSync(fa('keys.txt'), 'typed\n');
+      await action(a, 'rescan').click();
+      // The card is redrawn with the new count: focus must be on the same
+      // button of the new drawing.
+      await until('B\'s card redrawn with keys.txt', async () => (await card(b).innerText()).includes('2 files'));
+      const focused = await b.evaluate(() => {
+        const e = document.activeElement;
+        return `${e?.closest('[data-folder]')?.dataset.folder}/${e?.dataset.action}`;
+      });
+      if (focused !== `${FOLDER}/rescan`) throw new Error(`focus moved to ${focused}`);
+      const before = await b.locator('.notice').count();
+      await b.keyboard.press('Enter');
+      await until('the rescan acknowledged', async () => (await b.locator('.notice', { hasText: 'Rescan started' }).count()) > 0 || (await b.locator('.notice').count()) > before);
+    });
+
     let holder;
     let holderSide;
     let conflict;
