@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 pub mod bench;
 pub mod daemon;
+pub mod docs;
 pub mod http;
 pub mod mallory;
 pub mod netns;

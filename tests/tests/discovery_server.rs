@@ -182,6 +182,7 @@ fn bad_requests_get_their_status_and_change_nothing() {
         assert_eq!(j["addresses"], serde_json::json!(["tcp://198.51.100.8:1"]));
 
         let m = metrics(&t.server);
+        ferrosync_tests::docs::assert_metrics_documented(&m);
         for line in [
             "ferrosync_discovery_announces_total{result=\"success\"} 1",
             "ferrosync_discovery_announces_total{result=\"no_certificate\"} 4",

@@ -28,6 +28,8 @@
 //! - `scan`: the daemon indexes folders, reports status, survives SIGKILL.
 //! - `sync`: two daemons converge over TCP and over QUIC; unknown devices are pending.
 //! - `servers`: the relay and discovery binaries' command lines.
+//! - `units`: the systemd units in `docs/systemd/` pass `systemd-analyze verify` and start the
+//!   real servers.
 //! - `versions`: the trash can keeps what a peer replaced; versions listed, restored and
 //!   cleaned out; a file put back is filled from the copy.
 //! - `syncthing_harness`: the harness that runs the real Syncthing binary.
@@ -56,4 +58,5 @@ mod scan;
 mod servers;
 mod sync;
 mod syncthing_harness;
+mod units;
 mod versions;

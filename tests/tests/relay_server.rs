@@ -137,6 +137,7 @@ fn a_session_pipes_bytes_between_the_two_invited_devices() {
         assert_eq!(s["numProxies"], 1, "{s}");
         assert!(s["bytesProxied"].as_u64() >= Some(1_000_008), "{s}");
         let m = metrics(&t.server);
+        ferrosync_tests::docs::assert_metrics_documented(&m);
         assert!(m.contains("ferrosync_relay_sessions_total 1\n"), "{m}");
         assert!(
             m.contains("ferrosync_relay_refusals_total{reason=\"unknown_key\"} 1\n"),
