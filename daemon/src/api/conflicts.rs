@@ -1,14 +1,11 @@
 //! The conflicts view: each conflict copy in a folder beside the file it
 //! is a copy of, and resolving one (keep the original, the copy, or both).
 
-use std::sync::Arc;
-
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{blocking, dto, error, paused, ApiState};
+use super::{blocking, dto, error, paused, Known};
 use crate::index::LOCAL;
 use crate::model::conflict::{parse_copy_name, resolve as resolve_copy, Resolution};
 
@@ -30,11 +27,7 @@ fn stat(path: &std::path::Path) -> Option<(u64, i64)> {
 #[utoipa::path(get, path = "/rest/folders/{id}/conflicts", tag = "folders",
     params(("id" = String, Path, description = "The folder")),
     responses((status = 200, body = Vec<dto::Conflict>), (status = 404, body = dto::ApiError)))]
-pub(super) async fn list(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    let h = match s.known_folder(&id) {
-        Ok(h) => h,
-        Err(r) => return *r,
-    };
+pub(super) async fn list(Known(h): Known) -> Response {
     let listed = blocking(move || {
         let root = &h.config.path;
         let mut out = Vec::new();
@@ -82,15 +75,8 @@ pub(super) async fn list(State(s): State<Arc<ApiState>>, Path(id): Path<String>)
     request_body = dto::Resolve,
     responses((status = 200, body = dto::RescanTicket), (status = 400, body = dto::ApiError),
               (status = 404, body = dto::ApiError), (status = 409, body = dto::ApiError)))]
-pub(super) async fn resolve(
-    State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-    Json(r): Json<dto::Resolve>,
-) -> Response {
-    let h = match s.known_folder(&id) {
-        Ok(h) => h,
-        Err(r) => return *r,
-    };
+pub(super) async fn resolve(Known(h): Known, Json(r): Json<dto::Resolve>) -> Response {
+    let id = h.config.id.clone();
     if h.config.paused {
         return paused(&id);
     }

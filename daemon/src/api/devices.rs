@@ -9,13 +9,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{bad_request, dto, edit_config, error, ApiState};
+use super::{dto, edit_config, error, parse_device, ApiState, DeviceParam};
 use crate::config::Config;
-
-fn parse_device(id: &str) -> Result<proto::DeviceId, Box<Response>> {
-    id.parse()
-        .map_err(|e| bad_request(format!("device ID {id:?}: {e}")))
-}
 
 /// This device's ID.
 #[utoipa::path(get, path = "/rest/id", tag = "devices",
@@ -95,11 +90,10 @@ async fn add_device(
 #[utoipa::path(delete, path = "/rest/devices/{id}", tag = "devices",
     params(("id" = String, Path, description = "The device ID")),
     responses((status = 200, body = dto::Reloaded), (status = 400, body = dto::ApiError)))]
-pub(super) async fn remove(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    let id = match parse_device(&id) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
+pub(super) async fn remove(
+    State(s): State<Arc<ApiState>>,
+    DeviceParam(id): DeviceParam,
+) -> Response {
     edit_config(&s, move |c| c.remove_device(&id).map(drop)).await
 }
 
@@ -146,13 +140,9 @@ pub(super) async fn pending(State(s): State<Arc<ApiState>>) -> Response {
     responses((status = 200, body = dto::Reloaded), (status = 400, body = dto::ApiError), (status = 404, body = dto::ApiError)))]
 pub(super) async fn accept_device(
     State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    DeviceParam(id): DeviceParam,
     body: Option<Json<dto::AcceptDevice>>,
 ) -> Response {
-    let id = match parse_device(&id) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
     let Some(p) = s.peers.pending().into_iter().find(|p| p.id == id) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -169,12 +159,8 @@ pub(super) async fn accept_device(
     responses((status = 200, body = dto::Reloaded), (status = 400, body = dto::ApiError)))]
 pub(super) async fn ignore_device(
     State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    DeviceParam(id): DeviceParam,
 ) -> Response {
-    let id = match parse_device(&id) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
     let answer = edit_config(&s, move |c| c.ignore_device(&id).map(drop)).await;
     if answer.status().is_success() {
         s.peers.dismiss_pending(&id);
@@ -188,12 +174,8 @@ pub(super) async fn ignore_device(
     responses((status = 200, body = dto::Changed), (status = 400, body = dto::ApiError)))]
 pub(super) async fn dismiss_device(
     State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    DeviceParam(id): DeviceParam,
 ) -> Response {
-    let id = match parse_device(&id) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
     Json(dto::Changed {
         changed: usize::from(s.peers.dismiss_pending(&id)),
     })

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{bad_request, blocking, dto, edit_config, error, paused, ApiState, ConfigEdit};
+use super::{bad_request, blocking, dto, edit_config, error, paused, ApiState, ConfigEdit, Known};
 use crate::config::{FolderType, Versioning};
 use crate::index::LOCAL;
 use crate::model::folder::FolderHandle;
@@ -17,18 +17,14 @@ use crate::model::folder::FolderHandle;
 #[utoipa::path(post, path = "/rest/folders/{id}/rescan", tag = "folders",
     params(("id" = String, Path, description = "The folder")),
     responses((status = 200, body = dto::RescanTicket), (status = 404, body = dto::ApiError), (status = 409, body = dto::ApiError)))]
-pub(super) async fn rescan(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    match s.folder(&id) {
-        Some(h) if h.config.paused => paused(&id),
-        Some(h) => Json(dto::RescanTicket {
-            scan: h.request_rescan(),
-        })
-        .into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            format!("folder {id:?} is not configured"),
-        ),
+pub(super) async fn rescan(Known(h): Known) -> Response {
+    if h.config.paused {
+        return paused(&h.config.id);
     }
+    Json(dto::RescanTicket {
+        scan: h.request_rescan(),
+    })
+    .into_response()
 }
 
 /// Lets the deletions the folder's delete guard holds go on; answers the
@@ -36,14 +32,8 @@ pub(super) async fn rescan(State(s): State<Arc<ApiState>>, Path(id): Path<String
 #[utoipa::path(post, path = "/rest/folders/{id}/accept-deletes", tag = "folders",
     params(("id" = String, Path, description = "The folder")),
     responses((status = 200, body = dto::RescanTicket), (status = 404, body = dto::ApiError), (status = 409, body = dto::ApiError)))]
-pub(super) async fn accept_deletes(
-    State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Response {
-    let h = match s.known_folder(&id) {
-        Ok(h) => h,
-        Err(r) => return *r,
-    };
+pub(super) async fn accept_deletes(Known(h): Known) -> Response {
+    let id = h.config.id.clone();
     match h.accept_deletes() {
         Some(scan) => Json(dto::RescanTicket { scan }).into_response(),
         None => error(
@@ -103,29 +93,19 @@ pub(super) async fn doctor(
 #[utoipa::path(post, path = "/rest/folders/{id}/override", tag = "folders",
     params(("id" = String, Path, description = "The folder")),
     responses((status = 200, body = dto::Changed), (status = 404, body = dto::ApiError), (status = 409, body = dto::ApiError)))]
-pub(super) async fn override_changes(
-    State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Response {
-    folder_op(&s, &id, crate::model::folder::Op::Override).await
+pub(super) async fn override_changes(Known(h): Known) -> Response {
+    folder_op(&h, crate::model::folder::Op::Override).await
 }
 
 /// Receive-only: drops our local changes for the global version.
 #[utoipa::path(post, path = "/rest/folders/{id}/revert", tag = "folders",
     params(("id" = String, Path, description = "The folder")),
     responses((status = 200, body = dto::Changed), (status = 404, body = dto::ApiError), (status = 409, body = dto::ApiError)))]
-pub(super) async fn revert_changes(
-    State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Response {
-    folder_op(&s, &id, crate::model::folder::Op::Revert).await
+pub(super) async fn revert_changes(Known(h): Known) -> Response {
+    folder_op(&h, crate::model::folder::Op::Revert).await
 }
 
-async fn folder_op(s: &ApiState, id: &str, op: crate::model::folder::Op) -> Response {
-    let h = match s.known_folder(id) {
-        Ok(h) => h,
-        Err(r) => return *r,
-    };
+async fn folder_op(h: &FolderHandle, op: crate::model::folder::Op) -> Response {
     match h.run(op).await {
         Ok(changed) => Json(dto::Changed { changed }).into_response(),
         Err(e) => error(StatusCode::CONFLICT, e),
@@ -158,15 +138,7 @@ fn version_dto(v: crate::model::versioner::Version) -> dto::Version {
 #[utoipa::path(get, path = "/rest/folders/{id}/versions", tag = "folders",
     params(("id" = String, Path, description = "The folder"), VersionQuery),
     responses((status = 200, body = Vec<dto::Version>), (status = 404, body = dto::ApiError)))]
-pub(super) async fn versions(
-    State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-    Query(q): Query<VersionQuery>,
-) -> Response {
-    let h = match s.known_folder(&id) {
-        Ok(h) => h,
-        Err(r) => return *r,
-    };
+pub(super) async fn versions(Known(h): Known, Query(q): Query<VersionQuery>) -> Response {
     let root = h.config.path.clone();
     let listed = tokio::task::spawn_blocking(move || {
         crate::model::versioner::list(&root, q.path.trim_matches('/'))
@@ -188,15 +160,8 @@ pub(super) async fn versions(
 #[utoipa::path(post, path = "/rest/folders/{id}/restore", tag = "folders",
     params(("id" = String, Path, description = "The folder"), VersionQuery),
     responses((status = 200, body = dto::Restored), (status = 400, body = dto::ApiError), (status = 404, body = dto::ApiError), (status = 409, body = dto::ApiError)))]
-pub(super) async fn restore(
-    State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-    Query(q): Query<VersionQuery>,
-) -> Response {
-    let h = match s.known_folder(&id) {
-        Ok(h) => h,
-        Err(r) => return *r,
-    };
+pub(super) async fn restore(Known(h): Known, Query(q): Query<VersionQuery>) -> Response {
+    let id = h.config.id.clone();
     if h.config.paused {
         return paused(&id);
     }
@@ -250,15 +215,7 @@ pub(super) struct EntriesQuery {
 #[utoipa::path(get, path = "/rest/folders/{id}/entries", tag = "folders",
     params(("id" = String, Path, description = "The folder"), EntriesQuery),
     responses((status = 200, body = Vec<dto::Entry>), (status = 404, body = dto::ApiError)))]
-pub(super) async fn entries(
-    State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-    Query(q): Query<EntriesQuery>,
-) -> Response {
-    let h = match s.known_folder(&id) {
-        Ok(h) => h,
-        Err(r) => return *r,
-    };
+pub(super) async fn entries(Known(h): Known, Query(q): Query<EntriesQuery>) -> Response {
     let index = h.index.clone();
     let listed = tokio::task::spawn_blocking(move || {
         index
@@ -305,22 +262,19 @@ fn entry_dto(f: &proto::message::FileInfo, blocks: bool) -> dto::Entry {
 #[utoipa::path(post, path = "/rest/folders/{id}/pause", tag = "folders",
     params(("id" = String, Path, description = "The folder")),
     responses((status = 200, body = dto::Reloaded), (status = 404, body = dto::ApiError)))]
-pub(super) async fn pause(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    set_paused(&s, id, true).await
+pub(super) async fn pause(State(s): State<Arc<ApiState>>, Known(h): Known) -> Response {
+    set_paused(&s, h.config.id.clone(), true).await
 }
 
 /// Resumes a paused folder: saved in the configuration, applied at once.
 #[utoipa::path(post, path = "/rest/folders/{id}/resume", tag = "folders",
     params(("id" = String, Path, description = "The folder")),
     responses((status = 200, body = dto::Reloaded), (status = 404, body = dto::ApiError)))]
-pub(super) async fn resume(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    set_paused(&s, id, false).await
+pub(super) async fn resume(State(s): State<Arc<ApiState>>, Known(h): Known) -> Response {
+    set_paused(&s, h.config.id.clone(), false).await
 }
 
 async fn set_paused(s: &ApiState, id: String, paused: bool) -> Response {
-    if let Err(r) = s.known_folder(&id) {
-        return *r;
-    }
     let edit: ConfigEdit = Box::new(move |c| c.pause_folder(&id, paused).map(drop));
     super::apply_config(s, Some(edit)).await
 }
@@ -374,12 +328,7 @@ fn parse_versioning(v: Option<&str>) -> Result<Option<Versioning>, Box<Response>
 }
 
 fn parse_devices(ids: &[String]) -> Result<Vec<proto::DeviceId>, Box<Response>> {
-    ids.iter()
-        .map(|d| {
-            d.parse()
-                .map_err(|e| bad_request(format!("device ID {d:?}: {e}")))
-        })
-        .collect()
+    ids.iter().map(|d| super::parse_device(d)).collect()
 }
 
 /// Shares a directory as a folder (as `ferrosync folder add`): the
@@ -456,12 +405,10 @@ pub(super) async fn add_folder(
     responses((status = 200, body = dto::Reloaded), (status = 400, body = dto::ApiError), (status = 404, body = dto::ApiError)))]
 pub(super) async fn patch(
     State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Known(h): Known,
     Json(p): Json<dto::FolderPatch>,
 ) -> Response {
-    if let Err(r) = s.known_folder(&id) {
-        return *r;
-    }
+    let id = h.config.id.clone();
     let (kind, versioning) = match (
         parse_kind(p.kind.as_deref()),
         parse_versioning(p.versioning.as_deref()),
@@ -485,10 +432,8 @@ pub(super) async fn patch(
 #[utoipa::path(delete, path = "/rest/folders/{id}", tag = "folders",
     params(("id" = String, Path, description = "The folder")),
     responses((status = 200, body = dto::Reloaded), (status = 404, body = dto::ApiError)))]
-pub(super) async fn remove(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    if let Err(r) = s.known_folder(&id) {
-        return *r;
-    }
+pub(super) async fn remove(State(s): State<Arc<ApiState>>, Known(h): Known) -> Response {
+    let id = h.config.id.clone();
     edit_config(&s, move |c| c.remove_folder(&id)).await
 }
 
@@ -499,12 +444,10 @@ pub(super) async fn remove(State(s): State<Arc<ApiState>>, Path(id): Path<String
     responses((status = 200, body = dto::Reloaded), (status = 400, body = dto::ApiError), (status = 404, body = dto::ApiError)))]
 pub(super) async fn share(
     State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Known(h): Known,
     Json(d): Json<dto::DeviceRef>,
 ) -> Response {
-    if let Err(r) = s.known_folder(&id) {
-        return *r;
-    }
+    let id = h.config.id.clone();
     let device = match parse_devices(std::slice::from_ref(&d.device)) {
         Ok(d) => d[0],
         Err(r) => return *r,
@@ -525,13 +468,9 @@ pub(super) struct NeedQuery {
     responses((status = 200, body = Vec<dto::NeedItem>), (status = 404, body = dto::ApiError)))]
 pub(super) async fn need(
     State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Known(h): Known,
     Query(q): Query<NeedQuery>,
 ) -> Response {
-    let h = match s.known_folder(&id) {
-        Ok(h) => h,
-        Err(r) => return *r,
-    };
     let limit = q.limit.unwrap_or(1000).min(10_000);
     let peers = s.peers.clone();
     let listed = blocking(move || {
@@ -587,14 +526,7 @@ fn kind_str(k: proto::message::FileKind) -> &'static str {
 #[utoipa::path(get, path = "/rest/folders/{id}/ignores", tag = "folders",
     params(("id" = String, Path, description = "The folder")),
     responses((status = 200, body = dto::IgnoreFile), (status = 404, body = dto::ApiError)))]
-pub(super) async fn get_ignores(
-    State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Response {
-    let h = match s.known_folder(&id) {
-        Ok(h) => h,
-        Err(r) => return *r,
-    };
+pub(super) async fn get_ignores(Known(h): Known) -> Response {
     let path = h.config.path.join(".stignore");
     match std::fs::read_to_string(&path) {
         Ok(text) => Json(ignore_file(text)).into_response(),
@@ -624,15 +556,7 @@ fn ignore_file(text: String) -> dto::IgnoreFile {
     params(("id" = String, Path, description = "The folder")),
     request_body = dto::IgnoreText,
     responses((status = 200, body = dto::IgnoreFile), (status = 400, body = dto::ApiError), (status = 404, body = dto::ApiError)))]
-pub(super) async fn put_ignores(
-    State(s): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-    Json(t): Json<dto::IgnoreText>,
-) -> Response {
-    let h = match s.known_folder(&id) {
-        Ok(h) => h,
-        Err(r) => return *r,
-    };
+pub(super) async fn put_ignores(Known(h): Known, Json(t): Json<dto::IgnoreText>) -> Response {
     let root = h.config.path.clone();
     if let Err(e) = crate::scanner::ignore::Ignores::parse(&t.text, &root) {
         return error(StatusCode::BAD_REQUEST, format!(".stignore: {e}"));

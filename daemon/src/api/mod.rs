@@ -91,15 +91,65 @@ impl ApiState {
             .get(id)
             .cloned()
     }
+}
 
-    /// The folder, or the 404 answer saying it is not configured.
-    fn known_folder(&self, id: &str) -> Result<FolderHandle, Box<Response>> {
-        self.folder(id).ok_or_else(|| {
-            Box::new(error(
+/// The route's `{id}` parameter (routes may have others, such as `{n}`).
+async fn path_id(
+    parts: &mut axum::http::request::Parts,
+    s: &Arc<ApiState>,
+) -> Result<String, Response> {
+    use axum::extract::FromRequestParts;
+    let params = axum::extract::RawPathParams::from_request_parts(parts, s)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(params
+        .iter()
+        .find(|(k, _)| *k == "id")
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default())
+}
+
+/// A configured folder, named by the route's `{id}`: extracting it
+/// answers 404 for a folder that is not configured, so handlers start
+/// from the handle.
+pub(super) struct Known(pub FolderHandle);
+
+impl axum::extract::FromRequestParts<Arc<ApiState>> for Known {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &Arc<ApiState>,
+    ) -> Result<Self, Response> {
+        let id = path_id(parts, s).await?;
+        s.folder(&id).map(Known).ok_or_else(|| {
+            error(
                 StatusCode::NOT_FOUND,
                 format!("folder {id:?} is not configured"),
-            ))
+            )
         })
+    }
+}
+
+/// A device ID given by a client, or the 400 answer saying why it is not one.
+fn parse_device(id: &str) -> Result<proto::DeviceId, Box<Response>> {
+    id.parse()
+        .map_err(|e| bad_request(format!("device ID {id:?}: {e}")))
+}
+
+/// The device ID in the route's `{id}`: extracting it answers 400 for
+/// what is not a device ID.
+pub(super) struct DeviceParam(pub proto::DeviceId);
+
+impl axum::extract::FromRequestParts<Arc<ApiState>> for DeviceParam {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &Arc<ApiState>,
+    ) -> Result<Self, Response> {
+        let id = path_id(parts, s).await?;
+        parse_device(&id).map(DeviceParam).map_err(|r| *r)
     }
 }
 

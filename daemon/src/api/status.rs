@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{dto, error, ApiState};
+use super::{dto, error, ApiState, Known};
 use crate::index::LOCAL;
 use crate::model::folder::FolderHandle;
 use crate::peer::Peers;
@@ -220,13 +220,10 @@ pub(super) struct Wait {
     responses((status = 200, body = dto::FolderStatus), (status = 404, body = dto::ApiError)))]
 pub(super) async fn wait_scan(
     State(s): State<Arc<ApiState>>,
-    Path((id, n)): Path<(String, u64)>,
+    Known(h): Known,
+    Path((_id, n)): Path<(String, u64)>,
     Query(w): Query<Wait>,
 ) -> Response {
-    let h = match s.known_folder(&id) {
-        Ok(h) => h,
-        Err(r) => return *r,
-    };
     let wait = std::time::Duration::from_millis(w.wait_ms.unwrap_or(30_000).min(30_000));
     let _ = tokio::time::timeout(wait, h.wait_for_scan(n)).await;
     match folder_status(&h, &s.peers) {
