@@ -77,6 +77,16 @@ struct Announcement {
     addresses: Vec<String>,
 }
 
+/// The addresses an announcement body from `remote` gives, fixed up
+/// (unspecified hosts and ports filled in from `remote`); `None` when the
+/// body is not an announcement or leaves no usable address.
+pub fn announced_addresses(body: &[u8], remote: std::net::SocketAddr) -> Option<Vec<String>> {
+    let ann = serde_json::from_slice::<Announcement>(body).ok()?;
+    let (ip, port) = fixup::remote_parts(remote);
+    let addresses = fixup::fix_up(&ann.addresses, ip, port);
+    (!addresses.is_empty()).then_some(addresses)
+}
+
 async fn root(
     State(app): State<Arc<App>>,
     Extension(peer): Extension<Peer>,
@@ -179,16 +189,10 @@ async fn announce(app: &App, peer: Peer, body: Body) -> Response {
             return with_retry(StatusCode::BAD_REQUEST, retry_after_error());
         }
     };
-    let Ok(ann) = serde_json::from_slice::<Announcement>(&bytes) else {
+    let Some(addresses) = announced_addresses(&bytes, peer.addr) else {
         app.metrics.announce(Announce::BadRequest);
         return with_retry(StatusCode::BAD_REQUEST, retry_after_error());
     };
-    let (ip, port) = fixup::remote_parts(peer.addr);
-    let addresses = fixup::fix_up(&ann.addresses, ip, port);
-    if addresses.is_empty() {
-        app.metrics.announce(Announce::BadRequest);
-        return with_retry(StatusCode::BAD_REQUEST, retry_after_error());
-    }
     tracing::debug!(%device, ?addresses, "announce");
     match app.store.put(&device, &Record::now(addresses)).await {
         Ok(()) => {

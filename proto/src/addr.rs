@@ -208,6 +208,11 @@ pub fn parse(url: &str) -> Result<SyncAddr, AddrError> {
                 format!("{ip} is not an address of the family {scheme} allows"),
             ));
         }
+    } else if !host.is_empty() && !is_host_name(host) {
+        return Err(AddrError::malformed(
+            url,
+            format!("{host:?} is neither an IP address nor a host name"),
+        ));
     }
     if transport == Transport::Relay && host.is_empty() {
         return Err(AddrError::malformed(url, "a relay address needs a host"));
@@ -220,6 +225,23 @@ pub fn parse(url: &str) -> Result<SyncAddr, AddrError> {
         port,
         query,
     })
+}
+
+/// A DNS name as a dialler can resolve it: dot-separated labels of ASCII
+/// letters, digits, '-' (not first or last) and '_' (seen in the wild),
+/// none empty (a final dot aside), 253 bytes at most.
+fn is_host_name(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// `host[:port]`, `[v6][:port]` or `:port`.

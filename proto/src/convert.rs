@@ -211,8 +211,11 @@ impl TryFrom<wire::FileInfo> for FileInfo {
         };
         let size = u64::try_from(w.size).map_err(|_| bad(format!("negative size {}", w.size)))?;
         // Deleted entries, directories and symlinks carry whatever block
-        // size their sender had; only a file's blocks are cut by it.
+        // size their sender had; only a file's blocks are cut by it. A
+        // directory's or symlink's is not kept (we send none for them), so
+        // an entry reads back from the index as it was received.
         let block_size = match w.block_size {
+            _ if kind != FileKind::File => MIN_BLOCK_SIZE,
             0 => MIN_BLOCK_SIZE,
             b if b > 0 && b as u32 <= MAX_BLOCK_SIZE => b as u32,
             b => return Err(bad(format!("block size {b} out of range"))),

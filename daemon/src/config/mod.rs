@@ -487,10 +487,15 @@ impl Config {
             }
             Err(e) => return Err(ConfigError::Io(shown, e)),
         };
-        let config: Self =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse(shown.clone(), e.to_string()))?;
+        Self::from_toml(&text, &shown)
+    }
+
+    /// Parses a config's text (`shown` names it in errors).
+    pub fn from_toml(text: &str, shown: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse(shown.to_string(), e.to_string()))?;
         if config.version > VERSION {
-            return Err(ConfigError::TooNew(shown, config.version));
+            return Err(ConfigError::TooNew(shown.to_string(), config.version));
         }
         Ok(config)
     }

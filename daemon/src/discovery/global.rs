@@ -340,11 +340,17 @@ impl Global {
 
 /// The addresses of a lookup answer, if it is one.
 fn addresses(r: &Reply) -> Option<Vec<String>> {
+    lookup_addresses(&r.body)
+}
+
+/// The addresses a discovery server's lookup answer body lists, if it is
+/// one (what a server sends is not trusted further than this).
+pub fn lookup_addresses(body: &[u8]) -> Option<Vec<String>> {
     #[derive(serde::Deserialize)]
     struct Found {
         addresses: Vec<String>,
     }
-    serde_json::from_slice::<Found>(&r.body)
+    serde_json::from_slice::<Found>(body)
         .ok()
         .map(|f| f.addresses)
 }
