@@ -19,6 +19,21 @@ use proto::message::{
 use proto::{frame, DeviceId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// Set to a directory, every frame a [`Mallory`] receives is saved there
+/// as a fuzz seed (see `fuzz-seeds`).
+pub const CAPTURE_ENV: &str = "FERROSYNC_FUZZ_CAPTURE";
+
+/// Writes `bytes` as the seed `dir/target/HASH` (named by content, so a
+/// seed seen twice is kept once).
+pub fn save_seed(dir: &std::path::Path, target: &str, bytes: &[u8]) {
+    use sha2::Digest;
+    let d = dir.join(target);
+    std::fs::create_dir_all(&d).expect("seed dir");
+    let h = sha2::Sha256::digest(bytes);
+    let name: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(d.join(name), bytes).expect("write seed");
+}
+
 /// The identity of a hand-built peer, made in its own directory.
 pub struct MalloryId {
     _dir: tempfile::TempDir,
@@ -57,6 +72,9 @@ pub struct Mallory {
     writer: Box<dyn AsyncWrite + Send + Unpin>,
     buf: BytesMut,
     hello_seen: bool,
+    /// Where received frames are saved as fuzz seeds
+    /// (`$FERROSYNC_FUZZ_CAPTURE/TARGET/HASH`), if anywhere.
+    capture: Option<std::path::PathBuf>,
     _net: Net,
     /// The device dialled.
     pub peer: DeviceId,
@@ -79,6 +97,7 @@ impl Mallory {
             writer: conn.writer,
             buf: BytesMut::new(),
             hello_seen: false,
+            capture: std::env::var_os(CAPTURE_ENV).map(Into::into),
             _net: net,
             peer,
         };
@@ -151,13 +170,24 @@ impl Mallory {
     pub fn recv(&mut self, limit: Duration) -> Result<Message, bool> {
         let deadline = Instant::now() + limit;
         loop {
+            let before = self.capture.as_ref().map(|_| self.buf.clone());
             if !self.hello_seen {
                 self.hello_seen = frame::decode_hello(&mut self.buf)
                     .expect("daemon's Hello")
                     .is_some();
+                if self.hello_seen {
+                    self.save("bep_hello", before.as_deref());
+                }
             }
             if self.hello_seen {
+                let before = self.capture.as_ref().map(|_| self.buf.clone());
                 if let Some(m) = frame::decode_message(&mut self.buf).expect("daemon's frame") {
+                    self.save("bep_message", before.as_deref());
+                    if let Message::Index(i) | Message::IndexUpdate(i) = &m {
+                        for f in &i.files {
+                            self.save_seed("file_info", &f.encode());
+                        }
+                    }
                     return Ok(m);
                 }
             }
@@ -171,6 +201,21 @@ impl Mallory {
                 Ok(Ok(_)) => {}
                 Err(_) => return Err(false),
             }
+        }
+    }
+
+    /// Saves what was decoded from `before` (the buffer's state before it
+    /// was taken from the front) as a seed for `target`.
+    fn save(&self, target: &str, before: Option<&[u8]>) {
+        if let Some(b) = before {
+            let taken = b.len() - self.buf.len();
+            self.save_seed(target, &b[..taken]);
+        }
+    }
+
+    fn save_seed(&self, target: &str, bytes: &[u8]) {
+        if let Some(dir) = &self.capture {
+            save_seed(dir, target, bytes);
         }
     }
 
