@@ -60,7 +60,6 @@ fn from_syncthing() {
     let me = MalloryId::new();
     let st = Syncthing::start(Options::default());
     let root = st.scratch().join("f");
-    st.add_folder("f", &root, &[], FolderType::SendReceive);
     fill(&root);
     st.add_device(&me.id(), "mallory", &[]);
     st.add_folder("f", &root, &[&me.id()], FolderType::SendReceive);
@@ -130,9 +129,15 @@ fn from_encoders(dir: &Path) {
     ] {
         save_seed(dir, "stignore", text.as_bytes());
     }
-    let home = tempfile::tempdir().expect("tempdir");
     let (dev, _) = Device::on_loopback("seed-config");
-    dev.ok(&["folder", "add", "f", home.path().to_str().expect("utf-8")]);
+    let root = dev.scratch().join("f");
+    dev.ok(&[
+        "folder",
+        "add",
+        "f",
+        root.to_str().expect("utf-8"),
+        "--create",
+    ]);
     let config = std::fs::read(dev.home().join("config.toml")).expect("config");
     save_seed(dir, "config_toml", &config);
     for a in [
