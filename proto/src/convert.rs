@@ -166,17 +166,32 @@ impl From<&ClusterConfig> for wire::ClusterConfig {
 
 // ---- Index -----------------------------------------------------------------
 
-fn vector_from_wire(v: Option<wire::Vector>) -> Vector {
-    Vector::from_counters(
-        v.map(|v| v.counters)
-            .unwrap_or_default()
+/// Counters a version vector may have: one per device that ever changed
+/// the file, so far more than any cluster has. Syncthing sets no limit; a
+/// peer could otherwise make every entry it sends cost megabytes to keep
+/// and to pass on to every other device.
+pub const MAX_COUNTERS: usize = 4096;
+
+fn vector_from_wire(kind: &'static str, v: Option<wire::Vector>) -> Result<Vector, MessageError> {
+    let counters = v.map(|v| v.counters).unwrap_or_default();
+    if counters.len() > MAX_COUNTERS {
+        return Err(invalid(
+            kind,
+            format!(
+                "version vector of {} counters (at most {MAX_COUNTERS})",
+                counters.len()
+            ),
+        ));
+    }
+    Ok(Vector::from_counters(
+        counters
             .into_iter()
             .map(|c| Counter {
                 id: ShortId(c.id),
                 value: c.value,
             })
             .collect(),
-    )
+    ))
 }
 
 fn vector_to_wire(v: &Vector) -> Option<wire::Vector> {
@@ -268,6 +283,11 @@ impl TryFrom<wire::FileInfo> for FileInfo {
         if !blocks.is_empty() && !w.invalid && next_offset != size {
             return Err(bad(format!("blocks cover {next_offset} bytes of {size}")));
         }
+        let version = vector_from_wire(K, w.version).map_err(|_| {
+            bad(format!(
+                "version vector of more than {MAX_COUNTERS} counters"
+            ))
+        })?;
         Ok(Self {
             name,
             kind,
@@ -279,7 +299,7 @@ impl TryFrom<wire::FileInfo> for FileInfo {
             deleted: w.deleted,
             invalid: w.invalid,
             no_permissions: w.no_permissions,
-            version: vector_from_wire(w.version),
+            version,
             sequence: w.sequence,
             block_size,
             blocks,
@@ -458,7 +478,7 @@ impl TryFrom<wire::DownloadProgress> for DownloadProgress {
             updates.push(FileDownloadProgressUpdate {
                 update_type,
                 name: Name::parse(u.name).map_err(|e| invalid(K, e.to_string()))?,
-                version: vector_from_wire(u.version),
+                version: vector_from_wire(K, u.version)?,
                 block_indexes: u.block_indexes,
                 block_size: u.block_size,
             });

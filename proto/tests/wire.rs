@@ -407,6 +407,18 @@ fn file_entries_are_checked() {
             },
         ),
         (
+            "version vector of more than 4096 counters",
+            wire::FileInfo {
+                name: "a".into(),
+                size: 10,
+                blocks: vec![good_block.clone()],
+                version: Some(wire::Vector {
+                    counters: (0..4097).map(|id| wire::Counter { id, value: 1 }).collect(),
+                }),
+                ..Default::default()
+            },
+        ),
+        (
             "hash of 3 bytes",
             wire::FileInfo {
                 name: "a".into(),
