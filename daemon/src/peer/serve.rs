@@ -110,24 +110,25 @@ fn read_block(
     }
     let mut last = std::io::Error::from(std::io::ErrorKind::NotFound);
     for p in candidates {
-        let f = match crate::fs::open_regular(&p) {
-            Ok(f) => f,
-            Err(e) => {
-                last = e;
-                continue;
-            }
-        };
-        let mut data = vec![0u8; size as usize];
-        let mut done = 0;
-        while done < data.len() {
-            // Reaching the end early is not an error; the hash check decides.
-            match f.read_at(&mut data[done..], offset + done as u64)? {
-                0 => break,
-                n => done += n,
-            }
+        match crate::fs::open_regular(&p).and_then(|f| read_whole(&f, offset, size)) {
+            Ok(data) => return Ok(data),
+            Err(e) => last = e,
         }
-        data.truncate(done);
-        return Ok(data);
     }
     Err(last)
+}
+
+/// Exactly `size` bytes at `offset`. A block reaching past the end is not
+/// one we announced (the file shrank since, or the peer asks for what no
+/// file holds): no partial answer, with or without a hash to check.
+fn read_whole(f: &std::fs::File, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
+    let mut data = vec![0u8; size as usize];
+    let mut done = 0;
+    while done < data.len() {
+        match f.read_at(&mut data[done..], offset + done as u64)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => done += n,
+        }
+    }
+    Ok(data)
 }
