@@ -127,6 +127,14 @@ impl Daemon<'_> {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
+    /// The daemon's peak resident memory so far in KiB (VmHWM), if it runs.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// CPU time the daemon has used so far (user + system), in seconds.
     pub fn cpu_seconds(&self) -> Option<f64> {
         let pid = self.child.as_ref()?.id();

@@ -16,7 +16,7 @@ use proto::message::{
     ClusterConfig, Compression, ErrorCode, Folder, FolderDevice, Hello, Index, Message, Request,
     Response,
 };
-use proto::{frame, DeviceId};
+use proto::{frame, wire, DeviceId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Set to a directory, every frame a [`Mallory`] receives is saved there
@@ -84,14 +84,52 @@ impl Mallory {
     /// Dials `url` (the daemon `peer`), exchanges Hellos, and sends a
     /// ClusterConfig sharing `folders` with it.
     pub fn connect(me: &MalloryId, url: &str, peer: &str, folders: &[&str]) -> Self {
+        let mut m = Self::hello_only(me, url, peer);
+        let mut own = FolderDevice::new(me.identity.device_id);
+        own.index_id = 1;
+        let cc = ClusterConfig {
+            folders: folders
+                .iter()
+                .map(|id| Folder {
+                    id: id.to_string(),
+                    devices: vec![own.clone(), FolderDevice::new(m.peer)],
+                    ..Folder::default()
+                })
+                .collect(),
+            secondary: false,
+        };
+        m.send(&Message::ClusterConfig(cc));
+        m
+    }
+
+    /// Dials `url` (the daemon `peer`) and sends only its Hello: what
+    /// comes next is up to the test.
+    pub fn hello_only(me: &MalloryId, url: &str, peer: &str) -> Self {
+        let mut m = Self::raw(me, url, peer);
+        let hello = Hello {
+            device_name: "mallory".into(),
+            client_name: "mallory".into(),
+            ..Hello::default()
+        };
+        m.send_raw(&frame::encode_hello(&hello));
+        m
+    }
+
+    /// Dials `url` (the daemon `peer`) and completes TLS, sending nothing.
+    pub fn raw(me: &MalloryId, url: &str, peer: &str) -> Self {
+        Self::try_raw(me, url, peer).unwrap_or_else(|e| panic!("dial: {e}"))
+    }
+
+    /// Like [`Mallory::raw`], with the daemon free to refuse.
+    pub fn try_raw(me: &MalloryId, url: &str, peer: &str) -> Result<Self, String> {
         let peer: DeviceId = peer.parse().expect("device id");
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let (net, conn) = rt.block_on(async {
             let (net, _rx) = Net::start(&me.identity, &[]).await.expect("net");
-            let c = net.dial(url, peer).await.expect("dial");
-            (net, c)
-        });
-        let mut m = Self {
+            let c = net.dial(url, peer).await.map_err(|e| format!("{e:?}"))?;
+            Ok::<_, String>((net, c))
+        })?;
+        Ok(Self {
             rt,
             reader: conn.reader,
             writer: conn.writer,
@@ -100,28 +138,23 @@ impl Mallory {
             capture: std::env::var_os(CAPTURE_ENV).map(Into::into),
             _net: net,
             peer,
+        })
+    }
+
+    /// Sends `body` as an uncompressed frame of type `ty`, as it is: the
+    /// wire types can hold what the domain types refuse (negative sizes,
+    /// names that escape).
+    pub fn send_wire(&mut self, ty: wire::MessageType, body: &impl prost::Message) {
+        let header = wire::Header {
+            r#type: ty.into(),
+            compression: wire::MessageCompression::None.into(),
         };
-        let hello = Hello {
-            device_name: "mallory".into(),
-            client_name: "mallory".into(),
-            ..Hello::default()
-        };
-        m.send_raw(&frame::encode_hello(&hello));
-        let mut own = FolderDevice::new(me.identity.device_id);
-        own.index_id = 1;
-        let cc = ClusterConfig {
-            folders: folders
-                .iter()
-                .map(|id| Folder {
-                    id: id.to_string(),
-                    devices: vec![own.clone(), FolderDevice::new(peer)],
-                    ..Folder::default()
-                })
-                .collect(),
-            secondary: false,
-        };
-        m.send(&Message::ClusterConfig(cc));
-        m
+        let mut out = Vec::new();
+        out.extend_from_slice(&(prost::Message::encoded_len(&header) as u16).to_be_bytes());
+        out.extend_from_slice(&prost::Message::encode_to_vec(&header));
+        out.extend_from_slice(&(body.encoded_len() as u32).to_be_bytes());
+        out.extend_from_slice(&body.encode_to_vec());
+        self.send_raw(&out);
     }
 
     /// Sends one message.

@@ -1,5 +1,9 @@
 //! Multi-process scenarios: real binaries in temporary homes.
 //!
+//! - `abuse`: a malicious configured peer sends what the protocol lets it (out-of-order and
+//!   unshared indexes, lying sizes and block lists, huge version vectors, requests out of the
+//!   folder, through symlinks, past the end; abandoned handshakes): the daemon survives each with
+//!   bounded memory, nothing changes, and a friend still syncs.
 //! - `api`: the local API: documented operations served and guarded (key, cookie and CSRF,
 //!   Host, a password beyond loopback), events, changes and metrics, the CLI walk, schemathesis.
 //! - `bounds`: floods, unbacked claims, vanished peers and long scans cost a bounded amount.
@@ -34,6 +38,7 @@
 //!   cleaned out; a file put back is filled from the copy.
 //! - `syncthing_harness`: the harness that runs the real Syncthing binary.
 
+mod abuse;
 mod api;
 mod bounds;
 mod cli;
