@@ -33,7 +33,7 @@ use proto::ShortId;
 
 use crate::config::DeleteGuard;
 
-pub use hash::{blocks_hash, EMPTY_HASH};
+pub use hash::{block_count, blocks_hash, hash_blocks, EMPTY_HASH};
 use ignore::Ignores;
 use walk::{FileToHash, Found, Seen};
 
@@ -51,6 +51,9 @@ const GROUP_FILES: usize = 64;
 /// A file written this recently when hashing starts is hashed again later:
 /// a write in the same timestamp tick would be invisible.
 const QUIET: Duration = Duration::from_millis(50);
+/// A file's last write this far past the start of its hashing is taken as
+/// a time from another clock, not as a write in progress.
+const FUTURE_SLACK: Duration = Duration::from_secs(2);
 /// Attempts before giving up on a file that keeps changing (until next scan).
 const MAX_ATTEMPTS: u32 = 20;
 /// How often a running scan makes its index writes durable.
@@ -711,7 +714,14 @@ fn finish(
             file.stat.ctime_ns.max(0) as u32,
         );
     let last_write = mtime.max(ctime);
-    if let Some(since) = started.checked_sub(QUIET) {
+    // A time well past the start was not set by a write just now: the
+    // clock was put back since (NTP, a wrong clock fixed), or the mtime
+    // was set by hand (tar, rsync -t, touch -d). Such a file would never
+    // look quiet; the unchanged stat above is what shows it is settled.
+    let future = started
+        .checked_add(FUTURE_SLACK)
+        .is_some_and(|limit| last_write > limit);
+    if let Some(since) = started.checked_sub(QUIET).filter(|_| !future) {
         if last_write > since {
             let age = SystemTime::now()
                 .duration_since(last_write)

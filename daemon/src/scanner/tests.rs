@@ -639,3 +639,20 @@ fn overlapping_paths_are_one_scope() {
     let report = f.scan_paths(&["d/e", "d", "d/e/3"]);
     assert_eq!(report.deleted_files, 10);
 }
+
+/// A file whose mtime is a year ahead (extracted from an archive, or
+/// written before the clock was put back) is recorded: it can never look
+/// quiet by its time, and it is not still being written.
+#[test]
+fn a_file_with_an_mtime_in_the_future_is_recorded() {
+    let f = Folder::new();
+    f.write("future.txt", b"from a clock a year ahead");
+    set_mtime(
+        &f.root.join("future.txt"),
+        SystemTime::now() + Duration::from_secs(365 * 86_400),
+    );
+    let r = f.scan();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let e = f.get("future.txt").expect("recorded");
+    assert_eq!(e.size, 25);
+}
