@@ -4,7 +4,7 @@
 
 use super::apply::{finish, shortcut, NAME_MAX};
 use super::fill::prepare;
-use super::{FileResult, Outcome, Pass, DIRECT_BLOCK_MAX, IN_FLIGHT_KIB, REQUESTS_PER_FILE};
+use super::{FileResult, Outcome, Pass, DIRECT_BLOCK_MAX};
 use crate::fs::safe_path;
 use crate::index::same_content;
 use crate::index::{Entry, Global, LOCAL};
@@ -105,20 +105,22 @@ pub(super) async fn file_inner(
             // After a failure no more is asked: the file is retried later,
             // and a peer that refuses (or a claim it cannot back) costs one
             // window of requests, not one per block.
-            while failed.is_none() && next < missing.len() && tasks.len() < REQUESTS_PER_FILE {
+            while failed.is_none()
+                && next < missing.len()
+                && tasks.len() < budget.requests_per_file(missing[next].1.size.div_ceil(1024))
+            {
                 let (i, b) = missing[next];
                 let s = sources[next % sources.len()].clone();
                 let (folder, name) = (cfg.id.clone(), info.name.clone());
                 let budget = Arc::clone(budget);
                 let fetched = Arc::clone(fetched);
                 tasks.spawn(async move {
-                    let kib = b.size.div_ceil(1024).min(IN_FLIGHT_KIB);
-                    let permit = budget
-                        .acquire_many_owned(kib)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let kib = b.size.div_ceil(1024);
+                    let permit = budget.acquire(kib).await.map_err(|e| e.to_string())?;
+                    let asked = std::time::Instant::now();
                     let data = s.request(&folder, &name, &b, i as i32).await;
                     let data = data.map_err(|e| e.to_string())?;
+                    budget.arrived(kib, asked.elapsed());
                     if data.len() != b.size as usize || sha(&data) != b.hash {
                         return Err(format!(
                             "block {i} from {} does not match its hash",

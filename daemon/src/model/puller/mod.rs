@@ -13,6 +13,7 @@
 //! says we have: a local change always wins or becomes a conflict copy.
 
 mod apply;
+mod budget;
 mod fetch;
 mod fill;
 
@@ -31,12 +32,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
-/// Bytes requested and not yet written, per pull pass (so per peer when
-/// there is one), in KiB: 4 MiB (32 blocks of 128 KiB) fills a LAN
-/// connection. A block larger than this is requested alone.
-const IN_FLIGHT_KIB: u32 = 4 << 10;
-
-/// Requests one file keeps open at most (each also waits for budget).
+/// Requests one file keeps open at least (each also waits for budget),
+/// and more when the pass's budget has grown (see [`budget`]).
 const REQUESTS_PER_FILE: usize = 32;
 
 /// Largest block from a peer written with direct I/O.
@@ -173,7 +170,7 @@ pub async fn pull(
         cfg,
         peers,
         local: Arc::new(LocalBlocks::new(peers)),
-        budget: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_KIB as usize)),
+        budget: budget::Budget::new(),
         fetched,
         apply: Apply {
             root: cfg.path.clone(),
@@ -536,7 +533,7 @@ struct Pass<'a> {
     local: Arc<LocalBlocks>,
     /// KiB requested and not yet written, over all files of the pass:
     /// bounds the memory and the load a pull puts on peers.
-    budget: Arc<tokio::sync::Semaphore>,
+    budget: Arc<budget::Budget>,
     fetched: &'a Arc<AtomicU64>,
     apply: Apply,
 }
