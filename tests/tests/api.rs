@@ -413,6 +413,7 @@ const CLI_TO_API: &[(&str, &str)] = &[
     ("folder remove", "DELETE /rest/folders/{id}"),
     ("folder list", "GET /rest/folders"),
     ("folder rescan", "POST /rest/folders/{id}/rescan"),
+    ("folder verify", "GET /rest/folders/{id}/verify"),
     ("folder override", "POST /rest/folders/{id}/override"),
     ("folder revert", "POST /rest/folders/{id}/revert"),
     ("folder pause", "POST /rest/folders/{id}/pause"),

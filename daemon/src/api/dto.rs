@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub use crate::model::doctor::{Diagnosis, Finding};
+pub use crate::model::verify::Verified;
 
 /// `GET /rest/status`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -89,6 +89,27 @@ pub(super) async fn doctor(
     }
 }
 
+/// Rehashes the folder and compares it with the index, entry by entry and
+/// file by file (`folder verify`); read-only, and as slow as a full scan.
+#[utoipa::path(get, path = "/rest/folders/{id}/verify", tag = "folders",
+    params(("id" = String, Path, description = "The folder")),
+    responses((status = 200, body = dto::Verified), (status = 404, body = dto::ApiError), (status = 500, body = dto::ApiError)))]
+pub(super) async fn verify(State(s): State<Arc<ApiState>>, Known(h): Known) -> Response {
+    let ignores = match s.peers.ignores(&h.config) {
+        Ok(i) => i,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let found = tokio::task::spawn_blocking(move || {
+        crate::model::verify::verify(&h.config.path, &h.index, &ignores)
+    })
+    .await;
+    match found {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 /// Send-only: makes our version of every name the cluster changed win.
 #[utoipa::path(post, path = "/rest/folders/{id}/override", tag = "folders",
     params(("id" = String, Path, description = "The folder")),

@@ -297,6 +297,7 @@ fn routes() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(conflicts::list))
         .routes(routes!(conflicts::resolve))
         .routes(routes!(folders::doctor))
+        .routes(routes!(folders::verify))
         .routes(routes!(devices::list, devices::add))
         .routes(routes!(devices::remove))
         .routes(routes!(devices::id))

@@ -233,6 +233,7 @@ fn folder(home: &Home, action: FolderAction) -> Result<()> {
             println!("added folder {folder_id:?}");
         }
         FolderAction::Rescan { folder_id } => rescan(home, &folder_id)?,
+        FolderAction::Verify { folder_id, json } => verify(home, &folder_id, json)?,
         FolderAction::Remove { folder_id } => {
             edit(home, |c| Ok(c.remove_folder(&folder_id)?))?;
             println!("removed folder {folder_id:?} (its files are where they were)");
@@ -449,6 +450,33 @@ fn rescan(home: &Home, folder_id: &str) -> Result<()> {
     );
     for e in f.errors.iter().take(10) {
         eprintln!("  ! {e}");
+    }
+    Ok(())
+}
+
+fn verify(home: &Home, folder_id: &str, json: bool) -> Result<()> {
+    let v: crate::model::verify::Verified =
+        Client::connect(home)?.get(&format!("/rest/folders/{folder_id}/verify"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for p in &v.problems {
+            println!("  ! {p}");
+        }
+    }
+    if !v.problems.is_empty() {
+        anyhow::bail!(
+            "folder {folder_id:?} differs from its index in {} places ({} entries, {} files rehashed)",
+            v.problems.len(),
+            v.entries,
+            v.files
+        );
+    }
+    if !json {
+        println!(
+            "folder {folder_id:?} matches its index: {} entries, {} files, {} bytes rehashed",
+            v.entries, v.files, v.bytes
+        );
     }
     Ok(())
 }

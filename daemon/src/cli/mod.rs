@@ -223,6 +223,15 @@ enum FolderAction {
         /// The folder.
         folder_id: String,
     },
+    /// Rehash a folder and compare it with the index (through the running
+    /// daemon); exits non-zero on any difference.
+    Verify {
+        /// The folder.
+        folder_id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Send-only folder: make the other devices take our version of
     /// everything they changed.
     Override {

@@ -9,4 +9,5 @@ mod local_blocks;
 pub mod pull_error;
 pub mod puller;
 mod temp_file;
+pub mod verify;
 pub mod versioner;
