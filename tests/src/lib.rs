@@ -15,12 +15,14 @@ pub mod bench;
 pub mod daemon;
 pub mod docs;
 pub mod http;
+pub mod links;
 pub mod mallory;
 pub mod netns;
 pub mod pair;
 pub mod pytools;
 pub mod servers;
 pub mod syncthing;
+pub mod transfer;
 pub mod trees;
 pub mod wan;
 
@@ -126,6 +128,9 @@ pub struct Device {
     dir: tempfile::TempDir,
     /// Runs in this host's network namespace (see [`Device::in_netns`]).
     netns: Option<netns::Host>,
+    /// Runs with libfaketime (its path) at this offset (see
+    /// [`Device::set_clock`]).
+    clock: Option<(PathBuf, String)>,
 }
 
 impl Default for Device {
@@ -143,6 +148,7 @@ impl Device {
                 .tempdir()
                 .expect("tempdir"),
             netns: None,
+            clock: None,
         }
     }
 
@@ -169,10 +175,35 @@ impl Device {
             Some(h) => h.command(bin("ferrosync")),
             None => Command::new(bin("ferrosync")),
         };
+        if let Some((lib, offset)) = &self.clock {
+            // The library itself, not the `faketime` wrapper, which forks
+            // and would take the signals meant for the daemon.
+            c.env("LD_PRELOAD", lib).env("FAKETIME", offset);
+            // Only the wall clock is wrong, as on a real device.
+            c.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
         c.arg("--home")
             .arg(self.home())
             .env_remove("FERROSYNC_HOME");
         c
+    }
+
+    /// From now on runs with libfaketime at OFFSET (e.g. `+365d`): a
+    /// device whose wall clock is wrong by that much. `None` where the
+    /// `faketime` package is missing (panics under `CI`).
+    pub fn set_clock(&mut self, offset: &str) -> Option<()> {
+        require("faketime", "faketime")?;
+        let lib = [
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib/aarch64-linux-gnu",
+            "/usr/lib",
+        ]
+        .iter()
+        .map(|d| Path::new(d).join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+        .expect("the faketime package's libfaketime.so.1");
+        self.clock = Some((lib, offset.to_string()));
+        Some(())
     }
 
     /// Runs `ferrosync --home <home> ARGS`.
