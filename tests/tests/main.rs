@@ -9,6 +9,10 @@
 //! - `bounds`: floods, unbacked claims, vanished peers and long scans cost a bounded amount.
 //! - `cli`: every command's happy path, and bad input that must fail with
 //!   one clear line and change nothing.
+//! - `clocks`: a device a year ahead or behind (faketime): changes ordered by version vectors,
+//!   conflicts as with correct clocks.
+//! - `crashes`: a three-device mesh under constant edits, a random device killed again and
+//!   again: every last edit on every disk, no conflict copy, every index matching its disk.
 //! - `discovery`: daemons known by ID alone find each other (network namespaces).
 //! - `discovery_server`: the global discovery server: announce, lookup, bad
 //!   requests, rate limit, metrics, restarts, two front ends on one Redis.
@@ -24,6 +28,8 @@
 //! - `interop_sync`: a folder shared with the real Syncthing converges both ways.
 //! - `mesh`: three devices (TCP and QUIC), edits, a conflict; resume after SIGKILL.
 //! - `nat`: port mapping on a real `miniupnpd` router (UPnP IGD, NAT-PMP); dialled through the mapping.
+//! - `netem`: a file crosses long, lossy and reordering links (TCP and QUIC) whole without a
+//!   stall, and a flapping link costs at most 10 % of its bytes twice.
 //! - `net_interop`: our TLS/TCP and QUIC connections to and from Syncthing.
 //! - `one_way`: `folder revert` (receive-only) and `folder override` (send-only).
 //! - `relay_server`: the relay: sessions, one-use keys, bad clients, limits, status.
@@ -42,6 +48,8 @@ mod abuse;
 mod api;
 mod bounds;
 mod cli;
+mod clocks;
+mod crashes;
 mod discovery;
 mod discovery_server;
 mod doctor;
@@ -55,6 +63,7 @@ mod live;
 mod mesh;
 mod nat;
 mod net_interop;
+mod netem;
 mod one_way;
 mod relay_server;
 mod relayed;
