@@ -15,13 +15,12 @@
 //! Needs what [`Lab`] needs, and `/dev/net/tun`.
 
 use std::collections::BinaryHeap;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::netns::{Host, Lab};
+use crate::netns::{ip, Host, Lab};
 
 /// A link shape, applied to each direction alike.
 #[derive(Debug, Clone, Copy)]
@@ -174,16 +173,6 @@ fn wan(h: &Host, peer: &Host) -> Arc<tun::Device> {
             .output();
     }
     tun
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn open_tun(name: &str) -> Arc<tun::Device> {

@@ -66,7 +66,8 @@ impl Host {
     }
 }
 
-fn ip(args: &[&str]) {
+/// Runs `ip ARGS`, panicking with its error output if it fails.
+pub(crate) fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
     assert!(
         out.status.success(),
