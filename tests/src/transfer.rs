@@ -50,8 +50,6 @@ pub struct Transfer {
 
 const FOLDER: &str = "f";
 const NAME: &str = "big.bin";
-/// How often the destination is looked at.
-const LOOK: Duration = Duration::from_millis(20);
 
 /// Writes the file the transfers carry: `size` bytes that do not
 /// compress, into `dir/NAME`.
@@ -93,10 +91,10 @@ fn watch(
 ) -> Result<(Duration, Duration), String> {
     let tmp = dst.join(format!(".syncthing.{NAME}.tmp"));
     let (mut last, mut last_at, mut stall) = (0u64, t0, Duration::ZERO);
-    loop {
+    let whole = crate::poll(limit.saturating_sub(t0.elapsed()), || {
         let now = Instant::now();
         if std::fs::metadata(dst.join(NAME)).is_ok_and(|m| m.len() == size) {
-            return Ok((now - t0, stall.max(now - last_at)));
+            return Some((now - t0, stall.max(now - last_at)));
         }
         // Allocated bytes, not the length: both set the temp file's
         // length up front.
@@ -107,14 +105,10 @@ fn watch(
             stall = stall.max(now - last_at);
             (last, last_at) = (have, now);
         }
-        if now - t0 > limit {
-            return Err(format!(
-                "not whole after {limit:?} ({last} bytes in the temp file)"
-            ));
-        }
         during(now - t0);
-        std::thread::sleep(LOOK);
-    }
+        None
+    });
+    whole.ok_or_else(|| format!("not whole after {limit:?} ({last} bytes in the temp file)"))
 }
 
 fn port(url: &str) -> String {
