@@ -18,6 +18,8 @@ use serde_json::Value;
 
 use crate::syncthing;
 
+pub mod pair;
+
 /// The folder ID every daemon in a benchmark uses.
 pub const FOLDER: &str = "bench";
 /// Poll interval while waiting on a daemon's state.

@@ -199,7 +199,10 @@ fn settled_counters(src_port: u16, dst_port: u16) -> Result<BTreeMap<String, (u6
 
 pub(super) fn delta_ferrosync(binary: &Path, dir: &Path) -> Result<DeltaFigures, String> {
     let (_work, src_root, dst_root) = delta_work(dir)?;
-    let (pair, initial) = FsPair::sync(binary, &src_root, &dst_root, 1, DELTA_SIZE, Start::Live)?;
+    let (pair, initial) = FsPair::sync(
+        &run(binary, &src_root, &dst_root, 1, DELTA_SIZE, Start::Live),
+        no_hook,
+    )?;
     let pulled = |api: &Api| api.folder().ok()?["pulled_bytes"].as_u64();
     let pulled_before = pulled(&pair.dst_api);
     let src_api = pair.src_api.clone();
@@ -222,7 +225,10 @@ pub(super) fn delta_ferrosync(binary: &Path, dir: &Path) -> Result<DeltaFigures,
 
 pub(super) fn delta_syncthing(binary: &Path, dir: &Path) -> Result<DeltaFigures, String> {
     let (_work, src_root, dst_root) = delta_work(dir)?;
-    let (pair, initial) = StPair::sync(binary, &src_root, &dst_root, 1, Start::Live);
+    let (pair, initial) = StPair::sync(
+        &run(binary, &src_root, &dst_root, 1, DELTA_SIZE, Start::Live),
+        |_| (),
+    );
     let src = &pair.src;
     let change = measure_change(
         &src_root.join(DELTA_FILE),

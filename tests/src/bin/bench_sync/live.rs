@@ -73,7 +73,10 @@ fn measure(src: &Path, dst: &Path) -> Result<LiveFigures, String> {
 
 pub(super) fn live_ferrosync(binary: &Path, dir: &Path) -> Result<LiveFigures, String> {
     let (_work, src_root, dst_root) = live_work(dir)?;
-    let (pair, _) = FsPair::sync(binary, &src_root, &dst_root, 1, 4, Start::Live)?;
+    let (pair, _) = FsPair::sync(
+        &run(binary, &src_root, &dst_root, 1, 4, Start::Live),
+        no_hook,
+    )?;
     let figures = measure(&src_root, &dst_root).map_err(|e| pair.logs(&e))?;
     same_files(&src_root, &dst_root, expected().0, expected().1).map_err(|e| pair.logs(&e))?;
     pair.stop()?;
@@ -82,7 +85,10 @@ pub(super) fn live_ferrosync(binary: &Path, dir: &Path) -> Result<LiveFigures, S
 
 pub(super) fn live_syncthing(binary: &Path, dir: &Path) -> Result<LiveFigures, String> {
     let (_work, src_root, dst_root) = live_work(dir)?;
-    let (pair, _) = StPair::sync(binary, &src_root, &dst_root, 1, Start::Live);
+    let (pair, _) = StPair::sync(
+        &run(binary, &src_root, &dst_root, 1, 4, Start::Live),
+        |_| (),
+    );
     for st in [&pair.src, &pair.dst] {
         let path = format!("/rest/config/folders/{FOLDER}");
         let mut f = st.api("GET", &path, None);
