@@ -68,6 +68,8 @@ pub struct Aggregator {
     groups: BTreeMap<String, Group>,
     /// A full scan is wanted, from this time.
     full: Option<Instant>,
+    /// Paths held in `groups`.
+    held: usize,
 }
 
 impl Aggregator {
@@ -77,6 +79,7 @@ impl Aggregator {
             settings,
             groups: BTreeMap::new(),
             full: None,
+            held: 0,
         }
     }
 
@@ -91,6 +94,19 @@ impl Aggregator {
         if crate::fs::is_internal(path) {
             return;
         }
+        if self.full.is_some() {
+            // The full scan covers it; holding paths meanwhile would grow
+            // with every file a long pull writes.
+            return;
+        }
+        if self.held >= self.settings.total_cap * 4 {
+            // More than one request could carry: a full scan it is, and
+            // memory stays bounded however many directories change.
+            self.full(now);
+            self.groups.clear();
+            self.held = 0;
+            return;
+        }
         let dir = path.rsplit_once('/').map_or("", |(d, _)| d).to_string();
         let g = self.groups.entry(dir).or_insert_with(|| Group {
             paths: Vec::new(),
@@ -102,6 +118,7 @@ impl Aggregator {
         // need keeping (the cap bounds memory per directory too).
         if g.paths.len() <= self.settings.dir_cap && !g.paths.iter().any(|p| p == path) {
             g.paths.push(path.to_string());
+            self.held += 1;
         }
     }
 
@@ -128,6 +145,7 @@ impl Aggregator {
             if now >= t + s.settle {
                 self.full = None;
                 self.groups.clear();
+                self.held = 0;
                 return Some(ScanRequest::Full);
             }
         }
@@ -143,6 +161,7 @@ impl Aggregator {
         let mut paths = Vec::new();
         for dir in due {
             let g = self.groups.remove(&dir).expect("listed above");
+            self.held -= g.paths.len();
             if g.paths.len() > s.dir_cap {
                 if dir.is_empty() {
                     return Some(self.full_now());
@@ -170,6 +189,7 @@ impl Aggregator {
     /// A full scan covers everything still waiting.
     fn full_now(&mut self) -> ScanRequest {
         self.groups.clear();
+        self.held = 0;
         self.full = None;
         ScanRequest::Full
     }
@@ -225,6 +245,30 @@ mod tests {
             t += 50 * MS;
         }
         assert_eq!(asked, Some(t1 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn changes_in_more_directories_than_a_request_carries_become_one_full_scan() {
+        // A long pull writes every file of a large folder while nobody
+        // asks for the requests: what is held must stay bounded.
+        let (mut a, t0) = agg();
+        for d in 0..20_000 {
+            for f in 0..3 {
+                a.changed(&format!("d{d}/f{f}"), t0);
+            }
+            assert!(
+                a.held <= 4 * Settings::default().total_cap,
+                "{} held",
+                a.held
+            );
+        }
+        assert!(a.groups.is_empty(), "{} directories held", a.groups.len());
+        assert_eq!(a.ready(t0 + 150 * MS), Some(ScanRequest::Full));
+        assert_eq!(a.ready(t0 + 300 * MS), None);
+        // Counted down again as requests go out.
+        a.changed("docs/a.txt", t0 + 400 * MS);
+        assert_eq!(paths(a.ready(t0 + 550 * MS)), ["docs/a.txt"]);
+        assert_eq!(a.held, 0);
     }
 
     #[test]
