@@ -174,6 +174,19 @@ impl Db {
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
     }
 
+    /// The keys in `from..` that still start with `prefix` (values are not
+    /// copied).
+    pub fn keys_from(
+        &self,
+        prefix: Vec<u8>,
+        from: Vec<u8>,
+    ) -> impl Iterator<Item = Result<Vec<u8>, DbError>> + use<> {
+        self.tree
+            .range(from..)
+            .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .map(|r| r.map(|(k, _)| k.to_vec()).map_err(Into::into))
+    }
+
     /// Applies a batch atomically. It is durable after the next
     /// [`Db::flush`]; a crash before that loses whole batches, never parts.
     pub fn apply(&self, batch: Batch) -> Result<(), DbError> {

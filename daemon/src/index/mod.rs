@@ -289,6 +289,43 @@ impl FolderIndex {
         itself.into_iter().chain(under)
     }
 
+    /// The names of a device's entries directly in directory `dir` (empty:
+    /// the root), in name order, without reading what is under them: an
+    /// entry's whole subtree is skipped with one seek. A name appears even
+    /// if only entries under it are recorded.
+    pub fn child_names(&self, device: u32, dir: &str) -> Result<Vec<String>, DbError> {
+        let base = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let prefix = key::file(self.number, device, &base);
+        let mut out: Vec<String> = Vec::new();
+        let mut from = prefix.clone();
+        'seek: loop {
+            for k in self.db.keys_from(prefix.clone(), from.clone()) {
+                let k = k?;
+                let rest = &k[prefix.len()..];
+                let slash = rest.iter().position(|&b| b == b'/');
+                let child = &rest[..slash.unwrap_or(rest.len())];
+                if out.last().map(String::as_bytes) != Some(child) {
+                    let name = String::from_utf8(child.to_vec())
+                        .map_err(|_| DbError::Corrupt("name".into()))?;
+                    out.push(name);
+                }
+                if slash.is_some() {
+                    // Past `child/…`: '0' is the byte after '/'.
+                    from = [&prefix[..], child, b"0"].concat();
+                    continue 'seek;
+                }
+            }
+            // `a/…` sorts after `a.txt`: `a` may have come twice.
+            out.sort_unstable();
+            out.dedup();
+            return Ok(out);
+        }
+    }
+
     /// This device's entries with a sequence above `after`, in sequence order.
     pub fn local_since(&self, after: i64) -> impl Iterator<Item = Result<Entry, DbError>> + '_ {
         self.db

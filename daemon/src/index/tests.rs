@@ -318,3 +318,32 @@ fn only_flushed_sequences_are_durable() {
         f.device_meta(LOCAL).expect("meta").max_sequence
     );
 }
+
+#[test]
+fn child_names_list_one_directory_without_its_subtrees() {
+    let (_d, index) = open();
+    let f = index.folder("default").expect("folder");
+    let v = Vector::new().updated(ME, 1);
+    let names = [
+        "a",
+        "a/x",
+        "a/y/z",
+        "a.txt",
+        "a-b",
+        "b/only/under",
+        "c",
+        "d/e",
+    ];
+    f.update_local(names.iter().map(|n| entry(file(n, 1, &v))).collect())
+        .expect("update");
+    // Recorded under another device: not this one's children.
+    f.update_remote(1, vec![file("zz", 1, &v)]).expect("remote");
+    let root = f.child_names(LOCAL, "").expect("root");
+    // `b` appears though only entries under it are recorded.
+    assert_eq!(root, ["a", "a-b", "a.txt", "b", "c", "d"]);
+    assert_eq!(f.child_names(LOCAL, "a").expect("a"), ["x", "y"]);
+    assert_eq!(f.child_names(LOCAL, "a/y").expect("a/y"), ["z"]);
+    assert!(f.child_names(LOCAL, "c").expect("c").is_empty());
+    assert!(f.child_names(LOCAL, "nothing").expect("none").is_empty());
+    assert_eq!(f.child_names(1, "").expect("remote"), ["zz"]);
+}

@@ -587,7 +587,7 @@ fn collect(
         match ev {
             Event::Found(e) => batch.push(e),
             Event::Walked(s) => {
-                tracing::debug!(folder = ctx.index.id(), names = s.names.len(), "walk done");
+                tracing::debug!(folder = ctx.index.id(), gone = s.gone.len(), "walk done");
                 seen = Some(s)
             }
             Event::Hashed { job, index, result } => {
@@ -794,20 +794,26 @@ fn deletions(
     // decides on the whole.
     let (mut batch, mut tombstones) = (Vec::new(), Vec::new());
     let mut deleted_files = 0u64;
-    let entries: Box<dyn Iterator<Item = Result<Entry, DbError>>> = match &seen.scope {
-        None => Box::new(ctx.index.entries(LOCAL)),
-        Some(paths) => Box::new(
-            paths
-                .iter()
-                .flat_map(|p| ctx.index.entries_under(LOCAL, p))
-                .collect::<Vec<_>>()
-                .into_iter(),
-        ),
+    let in_scope = |name: &str| {
+        seen.scope.as_ref().is_none_or(|paths| {
+            paths.iter().any(|p| {
+                p.is_empty()
+                    || name == p
+                    || name
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+            })
+        })
     };
+    let entries = seen
+        .gone
+        .iter()
+        .filter(|g| in_scope(g))
+        .flat_map(|g| ctx.index.entries_under(LOCAL, g));
     for e in entries {
         let e = e?;
         let name = e.info.name.as_str();
-        if e.info.deleted || seen.names.contains(name) {
+        if e.info.deleted {
             continue;
         }
         if seen.unreadable.iter().any(|d| {

@@ -656,3 +656,38 @@ fn a_file_with_an_mtime_in_the_future_is_recorded() {
     let e = f.get("future.txt").expect("recorded");
     assert_eq!(e.size, 25);
 }
+
+#[test]
+fn deletions_are_found_directory_by_directory_whatever_the_name_order() {
+    // `a` (a directory), `a.txt` and `a-b` sort around `a/…` in the index:
+    // each directory's listing is compared with the index's children of it.
+    let f = Folder::new();
+    for name in ["a/x", "a/deep/y", "a.txt", "a-b", "b/z", "b/keep", "c/d/e"] {
+        f.write(name, name.as_bytes());
+    }
+    age(&f.root);
+    f.scan();
+    let r = f.scan();
+    assert_eq!((r.changes, r.deleted_files), (0, 0), "nothing changed");
+
+    fs::remove_file(f.root.join("a/deep/y")).expect("rm");
+    fs::remove_file(f.root.join("a.txt")).expect("rm");
+    // A directory replaced by a file: what was under it is gone.
+    fs::remove_dir_all(f.root.join("b")).expect("rm");
+    f.write("b", b"now a file");
+    // A whole subtree removed.
+    fs::remove_dir_all(f.root.join("c")).expect("rm");
+    age(&f.root);
+    let r = f.scan();
+    assert_eq!(r.deleted_files, 5, "{r:?}");
+    for gone in ["a/deep/y", "a.txt", "b/z", "b/keep", "c/d/e", "c/d", "c"] {
+        assert!(f.get(gone).expect(gone).deleted, "{gone} not deleted");
+    }
+    for kept in ["a", "a/x", "a/deep", "a-b"] {
+        assert!(!f.get(kept).expect(kept).deleted, "{kept} deleted");
+    }
+    let b = f.get("b").expect("b");
+    assert!(!b.deleted && b.kind == FileKind::File);
+    let r = f.scan();
+    assert_eq!((r.changes, r.deleted_files), (0, 0), "settled");
+}

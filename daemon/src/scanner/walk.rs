@@ -43,8 +43,14 @@ pub struct FileToHash {
 /// What the walk saw, for the deletion pass.
 #[derive(Default)]
 pub struct Seen {
-    /// Every name present on disk (ignored ones included).
-    pub names: HashSet<String>,
+    /// Names in the index that the walk found missing from their
+    /// directory on disk, or whose entries below it the walk did not visit
+    /// (under a file that was a directory, under a skipped ignored
+    /// directory): each with every entry under it is for the deletion pass
+    /// to look at. Each directory's listing is compared with the index's
+    /// children of it as the walk goes, so memory follows the widest
+    /// directory and the deletions, not the folder.
+    pub gone: Vec<String>,
     /// Directories that could not be read: nothing under them is deleted.
     pub unreadable: Vec<String>,
     /// The subtrees walked, when not the whole folder: nothing outside
@@ -74,6 +80,7 @@ pub fn walk(root: &Path, ctx: &Ctx<'_>, found: impl FnMut(Found)) -> Seen {
         found,
         seen: Seen::default(),
         stack: vec![(root.to_path_buf(), String::new())],
+        present: Vec::new(),
     };
     w.drain();
     w.seen
@@ -93,6 +100,7 @@ pub fn walk_paths(root: &Path, ctx: &Ctx<'_>, paths: &[String], found: impl FnMu
             ..Seen::default()
         },
         stack: Vec::new(),
+        present: Vec::new(),
     };
     let mut parents_done = HashSet::new();
     for p in paths {
@@ -107,7 +115,9 @@ pub fn walk_paths(root: &Path, ctx: &Ctx<'_>, paths: &[String], found: impl FnMu
                 continue;
             }
             if fs::symlink_metadata(dir.join(part)).is_err() {
-                break; // Gone: the deletion pass sees to it.
+                // Gone, with everything under it (only what is in scope).
+                w.seen.gone.push(join(&rel, part));
+                break;
             }
             w.visit(&dir, &rel, part.as_ref(), last);
             rel = here;
@@ -123,6 +133,8 @@ struct Walker<'c, 'a, F> {
     found: F,
     seen: Seen,
     stack: Vec<(PathBuf, String)>,
+    /// Base names of the directory being read that are on disk.
+    present: Vec<String>,
 }
 
 impl<F: FnMut(Found)> Walker<'_, '_, F> {
@@ -141,14 +153,57 @@ impl<F: FnMut(Found)> Walker<'_, '_, F> {
                     continue;
                 }
             };
+            self.present.clear();
+            let mut complete = true;
             for entry in entries {
                 match entry {
                     Ok(e) => self.visit(&dir, &rel, &e.file_name(), true),
                     Err(e) => {
                         ctx.error(format!("{}: {e}", display_rel(&rel)));
                         self.seen.unreadable.push(rel.clone());
+                        complete = false;
                     }
                 }
+            }
+            if complete && !ctx.cancelled() {
+                self.missing_children(&rel);
+            }
+        }
+    }
+
+    /// Compares the listing of directory `rel` just read with the index's
+    /// children of it: those not on disk are gone.
+    fn missing_children(&mut self, rel: &str) {
+        let recorded = match self.ctx.index.child_names(LOCAL, rel) {
+            Ok(r) => r,
+            Err(e) => {
+                self.ctx
+                    .error(format!("{}: reading the index: {e}", display_rel(rel)));
+                self.seen.unreadable.push(rel.to_string());
+                return;
+            }
+        };
+        self.present.sort_unstable();
+        let present = &self.present;
+        let gone = recorded
+            .into_iter()
+            .filter(|name| present.binary_search(name).is_err())
+            .map(|name| join(rel, &name));
+        self.seen.gone.extend(gone);
+    }
+
+    /// Everything the index holds under `rel` is for the deletion pass
+    /// (which leaves what is still on disk alone, marking it ignored
+    /// where it is).
+    fn below_is_gone(&mut self, rel: &str) {
+        match self.ctx.index.child_names(LOCAL, rel) {
+            Ok(names) => self
+                .seen
+                .gone
+                .extend(names.into_iter().map(|n| join(rel, &n))),
+            Err(e) => {
+                self.ctx.error(format!("{rel}: reading the index: {e}"));
+                self.seen.unreadable.push(rel.to_string());
             }
         }
     }
@@ -193,7 +248,7 @@ impl<F: FnMut(Found)> Walker<'_, '_, F> {
                 return;
             }
         };
-        self.seen.names.insert(rel_name.clone());
+        self.present.push(base.clone());
         let meta = match fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) => {
@@ -209,17 +264,29 @@ impl<F: FnMut(Found)> Walker<'_, '_, F> {
             }
         };
         let ft = meta.file_type();
-        let found = &mut self.found;
         if ctx.ignores.matches(&rel_name).ignored {
             if let Some(old) = old.filter(|o| o.flags & FLAG_IGNORED == 0) {
-                found(Found::Ready(ignored(old)));
+                (self.found)(Found::Ready(ignored(old)));
             }
-            if descend && ft.is_dir() && !ctx.ignores.can_skip_ignored_dirs() {
-                self.stack.push((path, rel_name));
+            if descend && ft.is_dir() {
+                if ctx.ignores.can_skip_ignored_dirs() {
+                    self.below_is_gone(&rel_name);
+                } else {
+                    self.stack.push((path, rel_name));
+                }
             }
             return;
         }
         let old = old.map(|o| comparable(ctx, o));
+        let was_dir = old
+            .as_ref()
+            .is_some_and(|o| o.info.kind == FileKind::Directory);
+        if was_dir && !ft.is_dir() {
+            // A directory replaced by a file or symlink: nothing under it
+            // is there any more.
+            self.below_is_gone(&rel_name);
+        }
+        let found = &mut self.found;
         if ft.is_dir() {
             if let Some(e) = directory(ctx, name, &meta, old.map(|o| o.info)) {
                 found(Found::Ready(e));
