@@ -39,10 +39,6 @@ use crate::peer::Peers;
 /// within this VM's noise.
 const BLOCKING_THREADS: usize = 2;
 
-/// sled's page cache: enough for the hot part of large indexes, small
-/// enough to keep the daemon lean.
-const INDEX_CACHE_BYTES: u64 = 16 << 20;
-
 /// Runs the daemon in the foreground until SIGINT or SIGTERM.
 pub fn run(home: &Home) -> Result<()> {
     let (id, created) = identity::load_or_create(home)?;
@@ -57,12 +53,13 @@ pub fn run(home: &Home) -> Result<()> {
     if created {
         tracing::info!(home = %home.dir().display(), "created a new identity");
     }
-    let index = Index::open(&home.index_path(), INDEX_CACHE_BYTES).with_context(|| {
-        format!(
-            "opening the index in {} (is another ferrosync running with this home?)",
-            home.index_path().display()
-        )
-    })?;
+    let index =
+        Index::open(&home.index_path(), config.index_cache_mib << 20).with_context(|| {
+            format!(
+                "opening the index in {} (is another ferrosync running with this home?)",
+                home.index_path().display()
+            )
+        })?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -126,7 +126,7 @@ enum GuiAction {
 enum ConfigAction {
     /// Print a setting's value (lists are comma-separated).
     Get {
-        /// One of: name, listen, relays, nat, stun, max_watches, api.address, api.key,
+        /// One of: name, listen, relays, nat, stun, max_watches, index_cache_mib, api.address, api.key,
         /// discovery.local, discovery.global, transport.prefer.
         key: String,
     },

@@ -15,6 +15,7 @@ pub const KEYS: &[&str] = &[
     "nat",
     "stun",
     "max_watches",
+    "index_cache_mib",
     "api.address",
     "api.key",
     "api.metrics_without_auth",
@@ -36,6 +37,7 @@ impl Config {
             "nat" => self.nat.to_string(),
             "stun" => self.stun.join(","),
             "max_watches" => self.max_watches.to_string(),
+            "index_cache_mib" => self.index_cache_mib.to_string(),
             "api.address" => self.api.address.clone(),
             "api.key" => self.api.key.clone(),
             "api.metrics_without_auth" => self.api.metrics_without_auth.to_string(),
@@ -81,6 +83,16 @@ impl Config {
                     .trim()
                     .parse()
                     .map_err(|_| bad(format!("{value:?} is not a whole number")))?
+            }
+            "index_cache_mib" => {
+                self.index_cache_mib = match value.trim().parse() {
+                    Ok(n) if (1..=65_536).contains(&n) => n,
+                    _ => {
+                        return Err(bad(format!(
+                            "{value:?} is not a whole number of MiB from 1 to 65536"
+                        )))
+                    }
+                }
             }
             "api.address" => {
                 let addr: SocketAddr = value.trim().parse().map_err(|_| {
@@ -208,6 +220,7 @@ mod tests {
             ("nat", "false"),
             ("stun", "stun.example.org:3478,[2001:db8::1]:3478"),
             ("max_watches", "5000"),
+            ("index_cache_mib", "64"),
             ("api.address", "127.0.0.1:9000"),
             ("api.key", "0123456789abcdef0123"),
             ("api.metrics_without_auth", "true"),

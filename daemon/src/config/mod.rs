@@ -53,6 +53,10 @@ pub struct Config {
     /// allows); a folder needing more is rescanned every minute instead.
     #[serde(default)]
     pub max_watches: u64,
+    /// The index database's page cache, MiB: most of the daemon's memory
+    /// on a large folder. Read at start.
+    #[serde(default = "default_index_cache_mib")]
+    pub index_cache_mib: u64,
     /// Devices whose connection requests are refused without being
     /// listed as pending.
     #[serde(
@@ -74,6 +78,14 @@ pub struct Config {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub ignored_folders: Vec<IgnoredFolder>,
+}
+
+/// The index cache when the config does not say: see `bench-scale` in
+/// `docs/benchmarks/` for what it buys.
+pub const DEFAULT_INDEX_CACHE_MIB: u64 = 4;
+
+fn default_index_cache_mib() -> u64 {
+    DEFAULT_INDEX_CACHE_MIB
 }
 
 /// A folder a device offered that the user chose not to be asked about.
