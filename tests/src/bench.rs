@@ -24,6 +24,8 @@ pub mod pair;
 pub const FOLDER: &str = "bench";
 /// Poll interval while waiting on a daemon's state.
 pub const POLL: Duration = Duration::from_millis(20);
+/// How many 30 s long polls a rescan may take.
+const RESCAN_POLLS: u32 = 60;
 /// How many lines of a daemon's log an error carries.
 const LOG_LINES: usize = 40;
 
@@ -399,6 +401,7 @@ impl Home {
             child,
             log_path,
             spawned_at,
+            home: self.path.clone(),
         })
     }
 
@@ -419,12 +422,18 @@ pub struct Daemon {
     child: Child,
     log_path: PathBuf,
     spawned_at: Instant,
+    home: PathBuf,
 }
 
 impl Daemon {
     /// When the process was spawned.
     pub fn spawned_at(&self) -> Instant {
         self.spawned_at
+    }
+
+    /// Its home directory (the index is `index` in it).
+    pub fn home(&self) -> &Path {
+        &self.home
     }
 
     /// The process ID.
@@ -580,15 +589,20 @@ impl Api {
         let target = ticket["scan"]
             .as_u64()
             .ok_or_else(|| format!("rescan ticket without `scan`: {ticket}"))?;
-        let f = self.call(
-            "GET",
-            &format!("/rest/folders/{FOLDER}/scan/{target}?wait_ms=30000"),
-        )?;
-        // The long poll also answers when its 30 s are up.
-        if f["scans_completed"].as_u64() < Some(target) {
-            return Err(format!("scan {target} not done within 30 s"));
+        // The long poll also answers when its 30 s are up: a scan of a
+        // large folder takes several.
+        for _ in 0..RESCAN_POLLS {
+            let f = self.call(
+                "GET",
+                &format!("/rest/folders/{FOLDER}/scan/{target}?wait_ms=30000"),
+            )?;
+            if f["scans_completed"].as_u64() >= Some(target) {
+                return Ok(f);
+            }
         }
-        Ok(f)
+        Err(format!(
+            "scan {target} not done within {RESCAN_POLLS} long polls of 30 s"
+        ))
     }
 }
 

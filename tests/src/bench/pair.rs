@@ -83,7 +83,12 @@ pub struct FsPair {
     _tmp: tempfile::TempDir,
 }
 
-/// What a pair syncs, and how.
+/// What a pair syncs, and how. The pairs' `sync` calls `after_scan` once
+/// the source has scanned the data set, with how long that took as a
+/// client saw it (ferrosync: from the spawn with the folder configured;
+/// Syncthing: from the folder added to the running process; both until
+/// idle with every file counted, polled every [`super::POLL`]), before
+/// the destination gets the folder.
 #[derive(Clone, Copy)]
 pub struct Run<'a> {
     /// The daemon binary.
@@ -109,7 +114,7 @@ impl FsPair {
     /// destination is in sync.
     pub fn sync(
         run: &Run<'_>,
-        after_scan: impl FnOnce(&Daemon, &Api) -> Result<(), String>,
+        after_scan: impl FnOnce(&Daemon, &Api, Duration) -> Result<(), String>,
     ) -> Result<(Self, SyncFigures), String> {
         let Run {
             binary,
@@ -148,7 +153,8 @@ impl FsPair {
                 done.then_some(f)
             },
         )?;
-        after_scan(&src, &src_api).map_err(|e| src.with_log(&e))?;
+        let scan = src.spawned_at().elapsed();
+        after_scan(&src, &src_api, scan).map_err(|e| src.with_log(&e))?;
         let src_url = src.wait(src.spawned_at() + limit, "listen-addresses", || {
             src_home.listen_url("tcp")
         })?;
@@ -325,7 +331,10 @@ impl StPair {
     /// folder on the destination (the clock starts) and waits until the
     /// destination is in sync. The harness panics, with a log tail, on
     /// failure.
-    pub fn sync(run: &Run<'_>, after_scan: impl FnOnce(&Syncthing)) -> (Self, SyncFigures) {
+    pub fn sync(
+        run: &Run<'_>,
+        after_scan: impl FnOnce(&Syncthing, Duration),
+    ) -> (Self, SyncFigures) {
         let Run {
             binary,
             src_root,
@@ -338,6 +347,8 @@ impl StPair {
         let opts = Options {
             binary: binary.to_path_buf(),
             listen: Listen::Tcp,
+            // A blocking rescan is one call.
+            request_timeout: limit,
             ..Options::default()
         };
         let src = Syncthing::start(opts.clone());
@@ -355,12 +366,13 @@ impl StPair {
             dst.stop();
         }
         src.add_device(&dst_id, "destination", &[&address(&dst)]);
+        let added = Instant::now();
         src.add_folder(FOLDER, src_root, &[&dst_id], FolderType::SendReceive);
         // Not `localBytes`: Syncthing counts 128 bytes a directory in it.
-        let (scanned, _) = wait_db_status(&src, deadline, "scanned with every file", |s| {
+        let (scanned, at) = wait_db_status(&src, deadline, "scanned with every file", |s| {
             s["state"] == "idle" && s["localFiles"] == files
         });
-        after_scan(&src);
+        after_scan(&src, at - added);
         let cpu_src = cpu_time(src.pid());
         let (t0, cpu_dst) = match start {
             Start::Live => {

@@ -227,7 +227,7 @@ pub(super) fn delta_syncthing(binary: &Path, dir: &Path) -> Result<DeltaFigures,
     let (_work, src_root, dst_root) = delta_work(dir)?;
     let (pair, initial) = StPair::sync(
         &run(binary, &src_root, &dst_root, 1, DELTA_SIZE, Start::Live),
-        |_| (),
+        |_, _| (),
     );
     let src = &pair.src;
     let change = measure_change(

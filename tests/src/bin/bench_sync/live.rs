@@ -87,7 +87,7 @@ pub(super) fn live_syncthing(binary: &Path, dir: &Path) -> Result<LiveFigures, S
     let (_work, src_root, dst_root) = live_work(dir)?;
     let (pair, _) = StPair::sync(
         &run(binary, &src_root, &dst_root, 1, 4, Start::Live),
-        |_| (),
+        |_, _| (),
     );
     for st in [&pair.src, &pair.dst] {
         let path = format!("/rest/config/folders/{FOLDER}");

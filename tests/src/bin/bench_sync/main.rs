@@ -102,7 +102,7 @@ fn run<'a>(
 }
 
 /// Nothing between the source's scan and the sync.
-fn no_hook(_: &Daemon, _: &Api) -> Result<(), String> {
+fn no_hook(_: &Daemon, _: &Api, _: Duration) -> Result<(), String> {
     Ok(())
 }
 
@@ -210,7 +210,7 @@ fn full_syncthing(
     let files = data.files.len() as u64;
     let (pair, mut figures) = StPair::sync(
         &run(binary, &data.root, &dst_root, files, data.bytes, start),
-        |_| (),
+        |_, _| (),
     );
     if let Err(e) = same_files(&data.root, &dst_root, files, data.bytes) {
         pair.dst.fail(&e);
