@@ -50,6 +50,16 @@ pub fn conflict_copy(
     // the first free name, taken by a hard link (which refuses an existing
     // name), then the original goes.
     let now = std::time::SystemTime::now();
+    let shared = path.with_file_name(format!(
+        "{stem}.sync-conflict-{}-{modified_by}{ext}",
+        stamp(lost_mtime)
+    ));
+    if same_bytes(path, &shared) {
+        // Another device that held the losing version made its copy first
+        // and it synced here: the bytes are kept under the name every
+        // device would give them, and a second copy would only be noise.
+        return fs::remove_file(path);
+    }
     let mut candidates = vec![
         format!(
             "{stem}.sync-conflict-{}-{modified_by}{ext}",
@@ -77,6 +87,33 @@ pub fn conflict_copy(
         prune(path, stem, ext, max as usize)?;
     }
     Ok(())
+}
+
+/// Whether both are regular files with the same bytes (read in chunks).
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (Ok(ma), Ok(mb)) = (fs::symlink_metadata(a), fs::symlink_metadata(b)) else {
+        return false;
+    };
+    if !ma.is_file() || !mb.is_file() || ma.len() != mb.len() {
+        return false;
+    }
+    let (Ok(mut fa), Ok(mut fb)) = (fs::File::open(a), fs::File::open(b)) else {
+        return false;
+    };
+    let (mut ba, mut bb) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    loop {
+        let n = match fa.read(&mut ba) {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if n == 0 {
+            return true;
+        }
+        if fb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
+            return false;
+        }
+    }
 }
 
 /// Removes all but the newest `keep` conflict copies of `<stem><ext>`.
@@ -266,6 +303,28 @@ mod tests {
             .collect();
         contents.sort();
         assert_eq!(contents, ["first", "second"]);
+    }
+
+    #[test]
+    fn the_same_copy_synced_from_a_peer_first_is_not_made_twice() {
+        // Two devices held the losing version; one's copy arrived here
+        // before this device pulled the winner.
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("n.txt");
+        let when = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::write(&p, "alpha's version").expect("write");
+        let peer = tempfile::tempdir().expect("tmp");
+        let theirs = peer.path().join("n.txt");
+        fs::write(&theirs, "alpha's version").expect("write");
+        conflict_copy(&theirs, ShortId(1), when, -1).expect("copy");
+        let copy = names(peer.path()).pop().expect("their copy");
+        fs::copy(peer.path().join(&copy), dir.path().join(&copy)).expect("synced");
+        conflict_copy(&p, ShortId(1), when, -1).expect("copy");
+        assert_eq!(names(dir.path()), [copy.clone()]);
+        assert_eq!(
+            fs::read_to_string(dir.path().join(&copy)).expect("read"),
+            "alpha's version"
+        );
     }
 
     #[test]
