@@ -320,7 +320,7 @@ mod tests {
         let copy = names(peer.path()).pop().expect("their copy");
         fs::copy(peer.path().join(&copy), dir.path().join(&copy)).expect("synced");
         conflict_copy(&p, ShortId(1), when, -1).expect("copy");
-        assert_eq!(names(dir.path()), [copy.clone()]);
+        assert_eq!(names(dir.path()), std::slice::from_ref(&copy));
         assert_eq!(
             fs::read_to_string(dir.path().join(&copy)).expect("read"),
             "alpha's version"

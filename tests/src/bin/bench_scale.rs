@@ -257,26 +257,23 @@ struct Changed {
 /// modification time; how long it took from `t0`.
 fn wait_landed(dst: &Path, changed: &[Changed], t0: Instant) -> Result<Duration, String> {
     let mut left: Vec<&Changed> = changed.iter().collect();
-    loop {
+    let landed = ferrosync_tests::poll(LIMIT.saturating_sub(t0.elapsed()), || {
         left.retain(|c| {
             fs::metadata(dst.join(&c.rel)).map_or(true, |m| {
                 m.len() != c.size || (m.mtime(), m.mtime_nsec()) != c.mtime
             })
         });
-        if left.is_empty() {
-            return Ok(t0.elapsed());
-        }
-        if t0.elapsed() > LIMIT {
-            return Err(format!(
-                "{} of {} changed files not on the destination after {} s, e.g. {}",
-                left.len(),
-                changed.len(),
-                LIMIT.as_secs(),
-                left[0].rel
-            ));
-        }
-        std::thread::sleep(bench::POLL);
-    }
+        left.is_empty().then(|| t0.elapsed())
+    });
+    landed.ok_or_else(|| {
+        format!(
+            "{} of {} changed files not on the destination after {} s, e.g. {}",
+            left.len(),
+            changed.len(),
+            LIMIT.as_secs(),
+            left.first().map_or("", |c| c.rel.as_str())
+        )
+    })
 }
 
 /// The files of an `n`-file tree: deterministic for `n`.
