@@ -199,6 +199,20 @@ impl Tree {
         Ok(tree)
     }
 
+    /// A sync of this tree into `dst_root`, clocked from the folder added
+    /// on the connected destination.
+    fn run<'a>(&'a self, binary: &'a Path, dst_root: &'a Path) -> Run<'a> {
+        Run {
+            binary,
+            src_root: &self.root,
+            dst_root,
+            files: self.files,
+            bytes: self.bytes,
+            start: Start::Live,
+            limit: LIMIT,
+        }
+    }
+
     /// Reads every file once, checking that the tree is as generated.
     fn warm(&self) -> Result<(), String> {
         let t = Instant::now();
@@ -449,15 +463,7 @@ fn run_ferrosync(
 ) -> Result<Figures, String> {
     let (dst_tmp, dst_root) = bench::pair::destination(dir)?;
     let mut f = Figures::default();
-    let run = Run {
-        binary,
-        src_root: &tree.root,
-        dst_root: &dst_root,
-        files: tree.files,
-        bytes: tree.bytes,
-        start: Start::Live,
-        limit: LIMIT,
-    };
+    let run = tree.run(binary, &dst_root);
     let (pair, sync) = FsPair::sync(&run, |d, api, scan| {
         scan_phase_ferrosync(tree, d, api, scan, &mut f)
     })?;
@@ -483,15 +489,7 @@ fn run_syncthing(
 ) -> Result<Figures, String> {
     let (dst_tmp, dst_root) = bench::pair::destination(dir)?;
     let mut f = Figures::default();
-    let run = Run {
-        binary,
-        src_root: &tree.root,
-        dst_root: &dst_root,
-        files: tree.files,
-        bytes: tree.bytes,
-        start: Start::Live,
-        limit: LIMIT,
-    };
+    let run = tree.run(binary, &dst_root);
     let (pair, sync) = StPair::sync(&run, |st, scan| {
         scan_phase_syncthing(tree, st, scan, &mut f)
     });
